@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv if missing and install the pinned requirements first.
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PROFILE ?= synthface
+
+.PHONY: setup demo test bench clean-runs
+
+$(STAMP): requirements.txt Makefile
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# facenet-pytorch pins ancient torch/numpy/Pillow: install it without its dependencies.
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps facenet-pytorch==2.6.0
+	$(VPY) -c "import torch, torchvision, cv2, facenet_pytorch, sklearn, pandas, matplotlib, tqdm, torchinfo"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VPY) run_original_generator.py --profile $(PROFILE)
+
+test: setup
+	$(VPY) -m pytest -q tests
+
+bench: setup
+	$(VPY) benchmarks/bench_generator.py
+
+clean-runs:
+	rm -rf runs/$(PROFILE)

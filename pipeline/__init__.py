@@ -1,0 +1,1 @@
+"""Shared pipeline plumbing: profiles, atomic file output, run records, reports."""

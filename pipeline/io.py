@@ -1,0 +1,86 @@
+"""Atomic output helpers: write to a temporary file in the same folder, then rename."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_write_csv(path: str | os.PathLike, df: pd.DataFrame, float_format: str = "%.9g") -> None:
+    """CSV without index; ``%.9g`` round-trips float32 exactly."""
+    atomic_write_text(path, df.to_csv(index=False, float_format=float_format, lineterminator="\n"))
+
+
+def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB (or single-channel) uint8 array as PNG (stored with normal colours)."""
+    arr = np.ascontiguousarray(rgb)
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def read_png_rgb(path: str | os.PathLike) -> np.ndarray:
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise OSError(f"cannot read image {path} (missing or corrupt)")
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return arr
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Delete temporary files left by killed writers (their process no longer exists)."""
+    removed = 0
+    for p in Path(folder).glob(".*.tmp*"):
+        pid = p.name.rsplit(".tmp", 1)[-1]
+        alive = False
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                alive = int(pid) != os.getpid()
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -1,0 +1,81 @@
+"""Run-time helpers: seeding, peak memory, timing, shard parsing, run manifests."""
+from __future__ import annotations
+
+import json
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import atomic_write_json
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        if not text:
+            return cls()
+        try:
+            i, n = (int(t) for t in text.split("/"))
+        except ValueError as exc:
+            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from exc
+        if n < 1 or not 0 <= i < n:
+            raise ValueError(f"--shard {text}: need 0 <= i < n")
+        return cls(i, n)
+
+    def owns(self, chunk: int) -> bool:
+        return chunk % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def check_run_manifest(path: Path, settings: dict) -> None:
+    """Record the settings of an output folder; refuse to mix outputs of different settings.
+
+    The first run writes ``path``; a later run (resume, re-run, another shard) must
+    use identical settings, otherwise a ``ValueError`` names each differing setting.
+    """
+    settings = json.loads(json.dumps(settings, default=str))
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"run manifest {path} is corrupt ({exc}); delete the output folder to start over") from exc
+        diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
+        if diff:
+            lines = ", ".join(f"{k}: folder has {a!r}, this run {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"{path.parent} holds outputs made with other settings ({lines}); "
+                             f"use another output folder or delete it to start over")
+    else:
+        atomic_write_json(path, settings)

@@ -1,0 +1,57 @@
+"""Stage 1: sample images and their latent vectors from the profile's original StyleGAN.
+
+Edit the constants below or override them on the command line, e.g.
+    python run_original_generator.py --num-images 1000 --batch-size 8
+    python run_original_generator.py --shard 0/2 &  python run_original_generator.py --shard 1/2
+"""
+import argparse
+
+from pipeline.profiles import DEFAULT_PROFILE, load_profile
+from pipeline.runtime import Shard
+
+PROFILE = DEFAULT_PROFILE
+NUM_IMAGES = None          # None: the profile's value (10,000)
+BATCH_SIZE = None          # None: the profile's value
+SEED = None                # None: the profile's value
+TRUNC_PSI = None           # 1.0 = no truncation (the original's setting)
+TRUNC_LAYERS = None        # 0 = no truncation
+STYLE_MIXING_PROB = None   # 0 = eval-mode sampling; 0.9 reproduces the original's training-mode mixing
+RANDOMIZE_NOISE = None     # False: the stored per-layer noise maps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default=PROFILE)
+    ap.add_argument("--num-images", type=int, default=NUM_IMAGES)
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--trunc-psi", type=float, default=TRUNC_PSI)
+    ap.add_argument("--trunc-layers", type=int, default=TRUNC_LAYERS)
+    ap.add_argument("--style-mixing-prob", type=float, default=STYLE_MIXING_PROB)
+    ap.add_argument("--randomize-noise", action=argparse.BooleanOptionalAction, default=RANDOMIZE_NOISE)
+    ap.add_argument("--shard", default=None, help="i/n: this process renders batches b with b %% n == i")
+    ap.add_argument("--out", default=None, help="output folder (default: <data root>/stage1)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from stylegan.stage1 import Stage1Settings, run_stage1
+
+    profile = load_profile(args.profile)
+    base = profile["stage1"]
+    pick = lambda flag, key: base[key] if flag is None else flag  # noqa: E731
+    settings = Stage1Settings(
+        num_images=pick(args.num_images, "num_images"), batch_size=pick(args.batch_size, "batch_size"),
+        seed=pick(args.seed, "seed"), trunc_psi=pick(args.trunc_psi, "trunc_psi"),
+        trunc_layers=pick(args.trunc_layers, "trunc_layers"),
+        style_mixing_prob=pick(args.style_mixing_prob, "style_mixing_prob"),
+        randomize_noise=pick(args.randomize_noise, "randomize_noise"))
+    result = run_stage1(profile, settings, out_dir=args.out, shard=Shard.parse(args.shard),
+                        show_progress=not args.no_progress)
+    run = result.get("last_run", result)
+    state = "complete" if result.get("complete") else "partial (other shards pending)"
+    print(f"stage 1 {state}: generated {run['generated_this_run']}, skipped {run['skipped_existing']}, "
+          f"{run['images_per_s']} images/s, peak RSS {run['peak_rss_mb']} MiB")
+
+
+if __name__ == "__main__":
+    main()

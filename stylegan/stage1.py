@@ -1,0 +1,161 @@
+"""Stage 1: sample N images (and their latents) from the profile's original generator.
+
+Work is split into fixed chunks of ``batch_size`` consecutive image numbers; a
+chunk's images depend only on the seed, the settings and the chunk's latents,
+so skipping finished chunks (resume) and splitting chunks over processes
+(``--shard i/n``) give the same files as one uninterrupted run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline.io import atomic_write_csv, atomic_write_png, read_png_rgb, remove_stale_tmp
+from pipeline.reports import contact_sheet_figure, markdown_table, write_metrics, write_report
+from pipeline.runtime import Shard, check_run_manifest, peak_rss_mb
+
+from .generator import postprocess
+from .sampling import build_generator, generate, latent_z, mixing_plan
+
+IMAGE_DIR = "images"
+LATENTS_CSV = "latents.csv"
+
+
+@dataclass
+class Stage1Settings:
+    num_images: int = 10_000
+    batch_size: int = 16
+    seed: int = 0
+    trunc_psi: float = 1.0
+    trunc_layers: int = 0
+    style_mixing_prob: float = 0.0
+    randomize_noise: bool = False
+
+    def validate(self) -> None:
+        if self.num_images < 1:
+            raise ValueError(f"NUM_IMAGES must be >= 1, got {self.num_images}")
+        if self.batch_size < 1:
+            raise ValueError(f"BATCH_SIZE must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.style_mixing_prob <= 1.0:
+            raise ValueError(f"STYLE_MIXING_PROB must be in [0, 1], got {self.style_mixing_prob}")
+        if not 0.0 <= self.trunc_psi <= 1.0:
+            raise ValueError(f"TRUNC_PSI must be in [0, 1], got {self.trunc_psi}")
+
+
+def image_name(n: int) -> str:
+    return f"{n:06d}.png"
+
+
+def _chunk_done(image_dir: Path, idx: range) -> bool:
+    return all((image_dir / image_name(n)).is_file() for n in idx)
+
+
+def run_stage1(profile, settings: Stage1Settings, out_dir: Path | None = None, shard: Shard = Shard(),
+               show_progress: bool = True) -> dict:
+    settings.validate()
+    out_dir = Path(out_dir) if out_dir else profile.stage_dir("stage1")
+    image_dir = out_dir / IMAGE_DIR
+    image_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(image_dir)
+    remove_stale_tmp(out_dir)
+    g = build_generator(profile)
+    cfg = g.cfg
+    check_run_manifest(out_dir / "run_config.json", {
+        "profile": profile.name, "generator": cfg.to_dict(),
+        "generator_checkpoint": profile.get("generator_checkpoint"),
+        "random_init_seed": profile.get("random_init_seed"), **asdict(settings)})
+
+    n_chunks = -(-settings.num_images // settings.batch_size)
+    mine = [c for c in range(n_chunks) if shard.owns(c)]
+    t0 = time.perf_counter()
+    generated = skipped = 0
+    gen_seconds = 0.0
+    for c in tqdm(mine, desc=f"stage 1 [{profile.name}] shard {shard}", unit="batch", disable=not show_progress):
+        idx = range(c * settings.batch_size, min((c + 1) * settings.batch_size, settings.num_images))
+        if _chunk_done(image_dir, idx):
+            skipped += len(idx)
+            continue
+        t = time.perf_counter()
+        images = _render_chunk(g, idx, settings, cfg)
+        gen_seconds += time.perf_counter() - t
+        for n, img in zip(idx, images):
+            path = image_dir / image_name(n)
+            if not path.is_file():
+                atomic_write_png(path, img)
+                generated += 1
+            else:
+                skipped += 1
+    elapsed = time.perf_counter() - t0
+    run = {"shard": str(shard), "generated_this_run": generated, "skipped_existing": skipped,
+           "seconds": round(elapsed, 3), "generation_seconds": round(gen_seconds, 3),
+           "images_per_s": round(generated / gen_seconds, 3) if gen_seconds > 0 else None,
+           "peak_rss_mb": round(peak_rss_mb(), 1)}
+    if _chunk_done(image_dir, range(settings.num_images)):
+        return finalise_stage1(profile, settings, out_dir, cfg, run)
+    return {"complete": False, **run}
+
+
+@torch.inference_mode()
+def _render_chunk(g, idx: range, settings: Stage1Settings, cfg) -> np.ndarray:
+    z = latent_z(idx, cfg.z_dim, settings.seed)
+    z2 = cutoff = None
+    if settings.style_mixing_prob > 0:
+        z2, cutoff = mixing_plan(idx, cfg.z_dim, settings.seed, settings.style_mixing_prob, cfg.num_layers)
+    img = generate(g, z, trunc_psi=settings.trunc_psi, trunc_layers=settings.trunc_layers, z2=z2, cutoff=cutoff,
+                   randomize_noise=settings.randomize_noise, noise_seed=settings.seed * 1_000_003 + idx.start)
+    return postprocess(img)
+
+
+def latents_frame(settings: Stage1Settings, z_dim: int, num_layers: int) -> pd.DataFrame:
+    idx = range(settings.num_images)
+    z = latent_z(idx, z_dim, settings.seed)
+    cols = {"img_no": np.arange(settings.num_images), "img_name": [image_name(n) for n in idx]}
+    df = pd.concat([pd.DataFrame(cols), pd.DataFrame(z, columns=[f"z_{i}" for i in range(z_dim)])], axis=1)
+    if settings.style_mixing_prob > 0:
+        z2, cutoff = mixing_plan(idx, z_dim, settings.seed, settings.style_mixing_prob, num_layers)
+        df["mix_cutoff"] = cutoff
+        df = pd.concat([df, pd.DataFrame(z2, columns=[f"z2_{i}" for i in range(z_dim)])], axis=1)
+    return df
+
+
+def finalise_stage1(profile, settings: Stage1Settings, out_dir: Path, cfg, run: dict) -> dict:
+    df = latents_frame(settings, cfg.z_dim, cfg.num_layers)
+    atomic_write_csv(out_dir / LATENTS_CSV, df)
+    n_show = min(32, settings.num_images)
+    thumbs = [read_png_rgb(out_dir / IMAGE_DIR / image_name(n)) for n in range(n_show)]
+    sheet = contact_sheet_figure(thumbs, [f"{n:06d}" for n in range(n_show)], out_dir / "report" / "contact_sheet.png",
+                                 suptitle=f"{profile.name}: first {n_show} samples (seed {settings.seed})")
+    metrics = {
+        "stage": "1_original_generator", "profile": profile.name, "complete": True,
+        "count": settings.num_images, "settings": asdict(settings), "generator": cfg.to_dict(),
+        "generator_checkpoint": profile.get("generator_checkpoint"),
+        "random_init_seed": profile.get("random_init_seed"),
+        "mixed_images": int((df["mix_cutoff"] >= 0).sum()) if "mix_cutoff" in df else 0,
+        "outputs": {"images": f"{IMAGE_DIR}/{{n:06d}}.png", "latents": LATENTS_CSV},
+        "last_run": run,
+    }
+    write_metrics(out_dir, metrics)
+    origin = (f"checkpoint `{profile.get('generator_checkpoint')}`" if profile.get("generator_checkpoint")
+              else f"fixed-seed random initialisation (seed {profile.get('random_init_seed')}); "
+                   "no trained weights are configured for this profile yet")
+    write_report(out_dir, f"Stage 1 — original generator samples ({profile.name})", [
+        ("Summary", markdown_table(["item", "value"], [
+            ["images", settings.num_images], ["resolution", cfg.resolution], ["z dim", cfg.z_dim],
+            ["seed", settings.seed], ["batch size", settings.batch_size],
+            ["truncation", f"psi {settings.trunc_psi}, layers {settings.trunc_layers}"],
+            ["style mixing prob", settings.style_mixing_prob], ["randomised noise", settings.randomize_noise],
+            ["generator", origin],
+            ["images/s (last run)", run["images_per_s"]], ["peak RSS MiB (last run)", run["peak_rss_mb"]],
+        ])),
+        ("Contact sheet", f"![contact sheet](report/{sheet.name})"),
+        ("Files", f"- `{IMAGE_DIR}/NNNNNN.png`: the images (RGB PNG)\n"
+                  f"- `{LATENTS_CSV}`: `img_no, img_name, z_0 … z_{cfg.z_dim - 1}`"
+                  + (", `mix_cutoff`, `z2_*`" if settings.style_mixing_prob > 0 else "")),
+    ])
+    return metrics
