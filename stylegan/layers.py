@@ -169,8 +169,8 @@ class ToRGB(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 3):
         super().__init__()
+        self.bias = nn.Parameter(torch.zeros(out_channels))      # registered first: GenForce key order
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
