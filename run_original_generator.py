@@ -10,13 +10,13 @@ from pipeline.profiles import DEFAULT_PROFILE, load_profile
 from pipeline.runtime import Shard
 
 PROFILE = DEFAULT_PROFILE
-NUM_IMAGES = None          # None: the profile's value (10,000)
-BATCH_SIZE = None          # None: the profile's value
-SEED = None                # None: the profile's value
-TRUNC_PSI = None           # 1.0 = no truncation (the original's setting)
-TRUNC_LAYERS = None        # 0 = no truncation
-STYLE_MIXING_PROB = None   # 0 = eval-mode sampling; 0.9 reproduces the original's training-mode mixing
-RANDOMIZE_NOISE = None     # False: the stored per-layer noise maps
+NUM_IMAGES = 10_000
+BATCH_SIZE = None          # None: the profile's value (synthface 8, celeba256 8); results do not depend on it
+SEED = 0
+TRUNC_PSI = 1.0            # 1.0 = no truncation (the original's setting)
+TRUNC_LAYERS = 0           # 0 = no truncation
+STYLE_MIXING_PROB = 0.0    # 0 = eval-mode sampling; 0.9 reproduces the original's training-mode mixing
+RANDOMIZE_NOISE = False    # False: the stored per-layer noise maps (the original's setting)
 
 
 def main(argv=None):
@@ -37,14 +37,10 @@ def main(argv=None):
     from stylegan.stage1 import Stage1Settings, run_stage1
 
     profile = load_profile(args.profile)
-    base = profile["stage1"]
-    pick = lambda flag, key: base[key] if flag is None else flag  # noqa: E731
     settings = Stage1Settings(
-        num_images=pick(args.num_images, "num_images"), batch_size=pick(args.batch_size, "batch_size"),
-        seed=pick(args.seed, "seed"), trunc_psi=pick(args.trunc_psi, "trunc_psi"),
-        trunc_layers=pick(args.trunc_layers, "trunc_layers"),
-        style_mixing_prob=pick(args.style_mixing_prob, "style_mixing_prob"),
-        randomize_noise=pick(args.randomize_noise, "randomize_noise"))
+        num_images=args.num_images, batch_size=args.batch_size or profile["stage1"]["batch_size"],
+        seed=args.seed, trunc_psi=args.trunc_psi, trunc_layers=args.trunc_layers,
+        style_mixing_prob=args.style_mixing_prob, randomize_noise=args.randomize_noise)
     result = run_stage1(profile, settings, out_dir=args.out, shard=Shard.parse(args.shard),
                         show_progress=not args.no_progress)
     run = result.get("last_run", result)

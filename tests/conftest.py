@@ -21,6 +21,5 @@ def tiny_profile(tmp_path):
                       "fmaps_base": 256, "fmaps_max": 32},
         "discriminator": {"resolution": 32, "fmaps_base": 256, "fmaps_max": 32},
         "generator_checkpoint": None, "random_init_seed": 7,
-        "stage1": {"num_images": 20, "batch_size": 4, "seed": 3, "trunc_psi": 1.0, "trunc_layers": 0,
-                   "style_mixing_prob": 0.0, "randomize_noise": False},
+        "stage1": {"batch_size": 4},
     })

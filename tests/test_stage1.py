@@ -102,10 +102,9 @@ def test_style_mixing_option_is_seeded_and_recorded(tiny_profile, tmp_path):
 
 def test_killed_run_resumes_to_identical_files(tiny_profile, tmp_path):
     prof_file = tmp_path / "tiny.json"
-    prof = dict(tiny_profile)
-    prof["stage1"] = dict(prof["stage1"], num_images=160, batch_size=2)
-    prof_file.write_text(json.dumps(prof))
-    cmd = [sys.executable, str(ROOT / "run_original_generator.py"), "--profile", str(prof_file), "--no-progress"]
+    prof_file.write_text(json.dumps(dict(tiny_profile)))
+    cmd = [sys.executable, str(ROOT / "run_original_generator.py"), "--profile", str(prof_file), "--no-progress",
+           "--num-images", "160", "--batch-size", "2", "--seed", "3"]
     subprocess.run(cmd + ["--out", str(tmp_path / "whole")], check=True, cwd=ROOT, capture_output=True)
     out = tmp_path / "killed"
     proc = subprocess.Popen(cmd + ["--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
