@@ -43,6 +43,11 @@ def main(argv=None):
         style_mixing_prob=args.style_mixing_prob, randomize_noise=args.randomize_noise)
     result = run_stage1(profile, settings, out_dir=args.out, shard=Shard.parse(args.shard),
                         show_progress=not args.no_progress)
+    if result.get("complete") and "hand_labels" in profile:
+        from synthface.hand_labels import write_labels_for_stage1
+        result["hand_labels"] = write_labels_for_stage1(profile, args.out)
+        print(f"emulated hand labels: {result['hand_labels']['count']} images, "
+              f"{result['hand_labels']['noise_rate']:.1%} label noise")
     run = result.get("last_run", result)
     state = "complete" if result.get("complete") else "partial (other shards pending)"
     print(f"stage 1 {state}: generated {run['generated_this_run']}, skipped {run['skipped_existing']}, "

@@ -1,0 +1,79 @@
+"""Emulated hand labels for the synthface profile.
+
+The original author labelled the first 2,000 generated images by hand (gender and
+quality; later age and glasses too). Here the labels come from the ground truth
+truth(z) of each image's latent, with a small seeded label-noise rate (each label
+flipped independently with probability ``noise_rate``) so they behave like a person's.
+
+Files (original format: no index column, ``img_name`` is the integer image number):
+* ``synthesize_results_quality_and_gender.csv``: ``img_name, quality, gender``
+  (quality 1 = good, 0 = defect; gender 1 = female, 0 = male)
+* ``synthesize_results_age_and_glass.csv``: ``img_name, age, glass`` (age 1 = old; glass 1 = glasses)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io import atomic_write_csv
+
+QG_FILE = "synthesize_results_quality_and_gender.csv"
+AG_FILE = "synthesize_results_age_and_glass.csv"
+
+
+def emulate_hand_labels(truth: pd.DataFrame, img_nos, noise_rate: float, seed: int) -> tuple[pd.DataFrame, dict]:
+    if not 0.0 <= noise_rate < 0.5:
+        raise ValueError(f"label noise rate must be in [0, 0.5), got {noise_rate}")
+    clean = {
+        "quality": 1 - truth["quality_defect"].to_numpy().round().astype(int),
+        "gender": truth["female"].to_numpy().round().astype(int),
+        "age": truth["old"].to_numpy().round().astype(int),
+        "glass": truth["glasses"].to_numpy().round().astype(int),
+    }
+    rng = np.random.default_rng([int(seed), 4242])
+    noisy, flips = {}, {}
+    for name, lab in clean.items():
+        flip = rng.random(len(lab)) < noise_rate
+        noisy[name] = np.where(flip, 1 - lab, lab)
+        flips[name] = int(flip.sum())
+    df = pd.DataFrame({"img_name": np.asarray(img_nos, dtype=int), **noisy})
+    stats = {"count": len(df), "noise_rate": noise_rate, "seed": seed, "flipped": flips,
+             "positives": {k: int(v.sum()) for k, v in noisy.items()}}
+    return df, stats
+
+
+def write_hand_labels(stage1_dir: Path, latents: pd.DataFrame, world, count: int, noise_rate: float,
+                      seed: int) -> dict:
+    """Labels for images 0..count-1 of a finished stage 1 (z read from its latents table)."""
+    rows = latents[latents["img_no"] < count].sort_values("img_no")
+    if len(rows) < count:
+        raise ValueError(f"stage 1 has {len(rows)} images, fewer than the {count} to label")
+    zcols = [c for c in rows.columns if c.startswith("z_")]
+    truth = world.truth(rows[zcols].to_numpy(np.float32))
+    df, stats = emulate_hand_labels(truth, rows["img_no"].to_numpy(), noise_rate, seed)
+    atomic_write_csv(Path(stage1_dir) / QG_FILE, df[["img_name", "quality", "gender"]])
+    atomic_write_csv(Path(stage1_dir) / AG_FILE, df[["img_name", "age", "glass"]])
+    return stats
+
+
+def write_labels_for_stage1(profile, out_dir=None) -> dict:
+    """Stage-1 hook of the synthface profile: write the label files next to the images and
+    record their statistics in stage 1's ``metrics.json``."""
+    import json
+
+    from pipeline.io import atomic_write_json
+
+    from .world import WorldMap
+
+    stage1 = Path(out_dir) if out_dir else profile.stage_dir("stage1")
+    cfg = profile["hand_labels"]
+    latents = pd.read_csv(stage1 / "latents.csv")
+    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    stats = write_hand_labels(stage1, latents, world, min(int(cfg["count"]), len(latents)),
+                              float(cfg["noise_rate"]), int(cfg["seed"]))
+    metrics = json.loads((stage1 / "metrics.json").read_text())
+    metrics["hand_labels"] = {**stats, "files": [QG_FILE, AG_FILE]}
+    atomic_write_json(stage1 / "metrics.json", metrics)
+    return stats

@@ -1,0 +1,86 @@
+"""synthface default-model plumbing: emulated hand labels, generator training (quick mode), evaluator."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.profiles import Profile
+from synthface.generator_training import RenderSource, TrainSettings, train_default_generator
+from synthface.hand_labels import AG_FILE, QG_FILE, emulate_hand_labels, write_hand_labels
+from synthface.renderer import render_batch
+from synthface.world import WorldMap
+
+
+@pytest.fixture(scope="module")
+def world():
+    return WorldMap(z_dim=128, seed=0)
+
+
+def test_hand_labels_follow_truth_with_the_configured_noise(world, tmp_path):
+    z = world.sample_z(4000, seed=5)
+    truth = world.truth(z)
+    df, stats = emulate_hand_labels(truth, np.arange(4000), noise_rate=0.01, seed=0)
+    clean_gender = truth["female"].to_numpy().astype(int)
+    flipped = (df["gender"].to_numpy() != clean_gender).mean()
+    assert 0.005 < flipped < 0.016 and stats["flipped"]["gender"] == int(flipped * 4000)
+    assert ((1 - df["quality"]) != truth["quality_defect"].astype(int)).mean() < 0.02
+    assert set(df["gender"]) <= {0, 1} and df["img_name"].tolist()[:3] == [0, 1, 2]
+    df2, _ = emulate_hand_labels(truth, np.arange(4000), noise_rate=0.01, seed=0)
+    assert df.equals(df2)
+    none, st = emulate_hand_labels(truth, np.arange(4000), noise_rate=0.0, seed=0)
+    assert sum(st["flipped"].values()) == 0
+    with pytest.raises(ValueError):
+        emulate_hand_labels(truth, np.arange(4000), noise_rate=0.6, seed=0)
+    latents = pd.concat([pd.DataFrame({"img_no": np.arange(300)}),
+                         pd.DataFrame(z[:300], columns=[f"z_{i}" for i in range(128)])], axis=1)
+    write_hand_labels(tmp_path, latents, world, 200, 0.01, 0)
+    qg = pd.read_csv(tmp_path / QG_FILE)
+    assert list(qg.columns) == ["img_name", "quality", "gender"] and len(qg) == 200
+    assert list(pd.read_csv(tmp_path / AG_FILE).columns) == ["img_name", "age", "glass"]
+
+
+def _tiny_profile():
+    return Profile({"name": "t", "resolution": 64,
+                    "generator": {"resolution": 64, "z_dim": 128, "w_dim": 32, "mapping_layers": 2,
+                                  "mapping_fmaps": 32, "fmaps_base": 256, "fmaps_max": 32},
+                    "discriminator": {"resolution": 64, "fmaps_base": 256, "fmaps_max": 32}})
+
+
+def test_generator_training_learns_and_resumes_exactly(world, tmp_path):
+    prof = _tiny_profile()
+    src = RenderSource(world, lambda t: render_batch(t, resolution=64), 128)
+    s = TrainSettings(steps=6, d_steps=2, batch_size=4, ckpt_every=2, log_every=1, threads=1, r1_gamma=1.0)
+    whole = train_default_generator(prof, src, tmp_path / "whole", s, show_progress=False)
+    g_log = [r for r in whole["log"] if "l1" in r]
+    assert len(g_log) == 6 and len([r for r in whole["log"] if "d_loss" in r]) == 2
+    assert g_log[0]["aux_weight"] == s.aux_weight and g_log[-1]["aux_weight"] == 0.0   # aux head decays to 0
+    # interrupted after 4 steps (checkpoint), then resumed: identical weights
+    train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False, stop_after=3)
+    resumed = train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False)
+    for (k, a), b in zip(whole["generator"].state_dict().items(), resumed["generator"].state_dict().values()):
+        assert torch.equal(a, b), k
+    for (k, a), b in zip(whole["discriminator"].state_dict().items(), resumed["discriminator"].state_dict().values()):
+        assert torch.equal(a, b), k
+    assert json.loads((tmp_path / "resumed" / "train_log.json").read_text())[-1]["step"] == 7
+
+
+def test_evaluator_learns_rendered_attributes_quickly(world):
+    from synthface.evaluator import fidelity_scores, train_evaluator
+
+    def sample(step, bs):
+        z = np.random.default_rng([9, step]).standard_normal((bs, 128), dtype=np.float32)
+        t = world.truth(z)
+        rgb, _ = render_batch(t, resolution=64)
+        return rgb, {n: t[n].to_numpy() for n in ("bg_mean", "female")}
+
+    ev, log = train_evaluator(sample, ["bg_mean"], ["female"], steps=60, batch_size=32, show_progress=False)
+    imgs, lab = sample(10_000, 256)
+    with torch.no_grad():
+        pred = ev.predict(imgs)
+    scores = fidelity_scores(pred, lab, ["bg_mean"], ["female"])
+    assert scores["bg_mean"]["pearson_r"] > 0.8          # background brightness is easy: learnt in 60 steps
+    assert not ev.net.training
+    ev2 = type(ev).from_state(ev.state())
+    assert np.allclose(ev2.predict(imgs[:8])["bg_mean"], pred["bg_mean"][:8], atol=1e-5)
