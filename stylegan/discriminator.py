@@ -9,18 +9,19 @@ the last ``layer{2b+2}`` is the linear output (raw score, no sigmoid).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from .config import NetworkConfig
 from .layers import DiscriminatorConv, EqualizedDense
 
 INIT_RES = 4
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(NetworkConfig):
     """Defaults are GenForce's ``StyleGANDiscriminator(resolution=256)``."""
     resolution: int = 256
     image_channels: int = 3
@@ -30,18 +31,8 @@ class DiscriminatorConfig:
     mbstd_channels: int = 1
     fused_scale: str | bool = "auto"
 
-    def channels(self, res: int) -> int:
-        return min(self.fmaps_base // res, self.fmaps_max)
-
-    def fused(self, res: int) -> bool:
-        return res >= 128 if self.fused_scale == "auto" else bool(self.fused_scale)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DiscriminatorConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    def __post_init__(self):
+        self._validate()
 
 
 class StyleGANDiscriminator(nn.Module):

@@ -9,19 +9,20 @@ keeping everything else.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from .config import NetworkConfig
 from .layers import EqualizedDense, SynthesisLayer, ToRGB, pixel_norm
 
 INIT_RES = 4
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(NetworkConfig):
     """Architecture settings. Defaults are GenForce's ``StyleGANGenerator(resolution=256)``."""
     resolution: int = 256
     z_dim: int = 512
@@ -35,28 +36,12 @@ class GeneratorConfig:
     fused_scale: str | bool = "auto"   # 'auto': transposed-conv upsampling from 128 px on
 
     def __post_init__(self):
-        r = self.resolution
-        if r < 8 or r & (r - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {r}")
-        if self.fused_scale not in ("auto", True, False):
-            raise ValueError(f"fused_scale must be 'auto', True or False, got {self.fused_scale!r}")
+        self._validate()
 
     @property
     def num_layers(self) -> int:
         return 2 * (int(math.log2(self.resolution)) - 1)
 
-    def channels(self, res: int) -> int:
-        return min(self.fmaps_base // res, self.fmaps_max)
-
-    def fused(self, res: int) -> bool:
-        return res >= 128 if self.fused_scale == "auto" else bool(self.fused_scale)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GeneratorConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class MappingNetwork(nn.Module):
