@@ -120,3 +120,26 @@ def test_killed_run_resumes_to_identical_files(tiny_profile, tmp_path):
     leftovers = [p.name for p in (out / "images").iterdir() if not p.name.endswith(".png")]
     assert files(out) == files(tmp_path / "whole")
     assert leftovers == []                      # stale temporary files of the killed writer are cleaned
+
+
+def test_synthface_stage1_writes_emulated_hand_labels(tmp_path):
+    """A profile with a world map and a hand_labels block gets the original's label files after stage 1."""
+    from synthface.hand_labels import AG_FILE, QG_FILE
+    from synthface.world import WorldMap
+    prof = {"name": "tinyworld", "data_root": str(tmp_path / "runs"), "resolution": 32, "world_seed": 0,
+            "generator": {"resolution": 32, "z_dim": 128, "w_dim": 32, "mapping_layers": 2, "mapping_fmaps": 32,
+                          "fmaps_base": 256, "fmaps_max": 32},
+            "generator_checkpoint": None, "random_init_seed": 1, "stage1": {"batch_size": 8},
+            "hand_labels": {"count": 30, "noise_rate": 0.0, "seed": 0}}
+    (tmp_path / "p.json").write_text(json.dumps(prof))
+    out = tmp_path / "s1"
+    subprocess.run([sys.executable, str(ROOT / "run_original_generator.py"), "--profile", str(tmp_path / "p.json"),
+                    "--num-images", "40", "--out", str(out), "--no-progress"], check=True, cwd=ROOT, capture_output=True)
+    qg = pd.read_csv(out / QG_FILE)
+    ag = pd.read_csv(out / AG_FILE)
+    assert len(qg) == len(ag) == 30 and qg["img_name"].tolist() == list(range(30))
+    z = pd.read_csv(out / "latents.csv")[[f"z_{i}" for i in range(128)]].to_numpy(np.float32)[:30]
+    truth = WorldMap(128, 0).truth(z)
+    assert (qg["gender"].to_numpy() == truth["female"].to_numpy().astype(int)).all()      # noise rate 0
+    assert (ag["glass"].to_numpy() == truth["glasses"].to_numpy().astype(int)).all()
+    assert json.loads((out / "metrics.json").read_text())["hand_labels"]["count"] == 30
