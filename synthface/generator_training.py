@@ -41,10 +41,13 @@ FEATURE_CLASSES = (2, 3, 4, 5, 7, 8, 9)   # eyebrows, eyes, lips, inner mouth
 
 @dataclass
 class TrainSettings:
-    steps: int = 16000
+    mapping_warmup_steps: int = 3000   # phase 0: mapping + aux head only, fitted to truth(z) (no rendering)
+    warmup_batch_size: int = 256
+    warmup_lr_boost: float = 3000.0    # equalised-lr mapping weights move ~0.2 %/step at lr 2e-3 (ISSUES.md #5)
+    steps: int = 6000                  # phase 1: image regression
     batch_size: int = 16               # 16 is ~2x faster per image than 32 on 2 cores (cache)
     lr: float = 2e-3
-    mapping_lr_boost: float = 10.0     # extra lr factor for the mapping network during regression
+    mapping_lr_boost: float = 1000.0   # the mapping keeps learning P(z) during the regression (ISSUES.md #4, #5)
     feature_weight: float = 6.0
     aux_weight: float = 0.5
     aux_until: float = 0.5             # fraction of steps after which the aux head's weight is 0
@@ -96,6 +99,11 @@ class RenderSource:
         cols = self.world.numeric_columns() if hasattr(self.world, "numeric_columns") else list(t.columns)
         return np.asarray(t[cols], dtype=np.float32)
 
+    def params_batch(self, step: int, batch_size: int):
+        """(z, standardised parameters) without rendering, for the mapping warm-up."""
+        z = np.random.default_rng([2, step]).standard_normal((batch_size, self.z_dim), dtype=np.float32)
+        return torch.from_numpy(z), torch.from_numpy((self.param_matrix(z) - self.p_mean) / self.p_std)
+
     def batch(self, step: int, batch_size: int, stream: int = 0):
         z = np.random.default_rng([stream, step]).standard_normal((batch_size, self.z_dim), dtype=np.float32)
         params = self.world.truth(z)
@@ -132,6 +140,8 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
                               {"params": map_params, "lr": s.lr * s.mapping_lr_boost},
                               {"params": aux.parameters(), "lr": s.lr}], betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(d.parameters(), lr=s.d_lr, betas=(0.0, 0.99))
+    opt_w = torch.optim.Adam([{"params": map_params, "lr": s.lr * s.warmup_lr_boost},
+                              {"params": aux.parameters(), "lr": s.lr}], betas=(0.0, 0.99))
     state_path = out_dir / "train_state.pth"
     log: list[dict] = []
     step = 0
@@ -139,34 +149,43 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
         st = read_checkpoint(state_path)
         g.load_state_dict(st["generator"]); g_ema.load_state_dict(st["generator_smooth"])
         d.load_state_dict(st["discriminator"]); aux.load_state_dict(st["aux"])
-        opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+        opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"]); opt_w.load_state_dict(st["opt_w"])
         step = int(st["step"])
         log = json.loads((out_dir / "train_log.json").read_text()) if (out_dir / "train_log.json").is_file() else []
 
     def checkpoint():
         save_checkpoint({"generator": g.state_dict(), "generator_smooth": g_ema.state_dict(),
                          "discriminator": d.state_dict(), "aux": aux.state_dict(),
-                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                         "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "opt_w": opt_w.state_dict(),
                          "step": torch.tensor(step)}, state_path)
         atomic_write_json(out_dir / "train_log.json", log)
 
-    total = s.steps + s.d_steps
+    warm = s.mapping_warmup_steps
+    total = warm + s.steps + s.d_steps
     bar = tqdm(total=total, initial=step, desc="synthface G", disable=not show_progress)
     t_last = time.perf_counter()
     end = total if stop_after is None else min(total, stop_after)
     while step < end:
-        if step < s.steps:
+        if step < warm:
+            z, p = source.params_batch(step, s.warmup_batch_size)
+            l_aux = F.mse_loss(aux(g.mapping(z)["w"]), p)
+            opt_w.zero_grad(set_to_none=True)
+            l_aux.backward()
+            opt_w.step()
+            _ema_update(g_ema, g, 0.0)          # EMA starts from the warmed-up mapping
+            rec = {"step": step, "warmup_aux": l_aux.item()}
+        elif step < warm + s.steps:
             z, target, mask, p = source.batch(step, s.batch_size)
             wmap = _weight_map(mask, s.feature_weight)
             res = g(z, style_mixing_prob=0.0, w_moving_decay=0.995)
             l1 = ((res["image"] - target).abs() * wmap).mean() / wmap.mean()
-            aux_w = s.aux_weight * max(0.0, 1.0 - step / max(1.0, s.aux_until * s.steps))
+            aux_w = s.aux_weight * max(0.0, 1.0 - (step - warm) / max(1.0, s.aux_until * s.steps))
             l_aux = F.mse_loss(aux(res["w"]), p)
             loss = l1 + aux_w * l_aux
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
-            decay = min(s.ema_decay, (1 + step) / (10 + step))
+            decay = min(s.ema_decay, (1 + step - warm) / (10 + step - warm))
             _ema_update(g_ema, g, decay)
             rec = {"step": step, "l1": l1.item(), "aux": l_aux.item(), "aux_weight": aux_w}
         else:
@@ -201,10 +220,14 @@ def plot_training_log(log: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     g = [r for r in log if "l1" in r]
+    wu = [r for r in log if "warmup_aux" in r]
     dd = [r for r in log if "d_loss" in r]
     if g:
         axes[0].plot([r["step"] for r in g], [r["l1"] for r in g], label="weighted L1")
         axes[0].plot([r["step"] for r in g], [r["aux"] for r in g], label="aux MSE", alpha=0.6)
+    if wu:
+        axes[0].plot([r["step"] for r in wu], [r["warmup_aux"] for r in wu], label="warm-up aux MSE (mapping only)")
+    if g or wu:
         axes[0].set_yscale("log"); axes[0].set_xlabel("step"); axes[0].legend(); axes[0].set_title("generator")
     if dd:
         axes[1].plot([r["step"] for r in dd], [r["d_loss"] for r in dd], label="D loss")

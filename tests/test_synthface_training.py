@@ -51,19 +51,22 @@ def _tiny_profile():
 def test_generator_training_learns_and_resumes_exactly(world, tmp_path):
     prof = _tiny_profile()
     src = RenderSource(world, lambda t: render_batch(t, resolution=64), 128)
-    s = TrainSettings(steps=6, d_steps=2, batch_size=4, ckpt_every=2, log_every=1, threads=1, r1_gamma=1.0)
+    s = TrainSettings(mapping_warmup_steps=3, warmup_batch_size=8, steps=6, d_steps=2, batch_size=4, ckpt_every=2,
+                      log_every=1, threads=1, r1_gamma=1.0)
     whole = train_default_generator(prof, src, tmp_path / "whole", s, show_progress=False)
+    assert len([r for r in whole["log"] if "warmup_aux" in r]) == 3
     g_log = [r for r in whole["log"] if "l1" in r]
     assert len(g_log) == 6 and len([r for r in whole["log"] if "d_loss" in r]) == 2
     assert g_log[0]["aux_weight"] == s.aux_weight and g_log[-1]["aux_weight"] == 0.0   # aux head decays to 0
     # interrupted after 4 steps (checkpoint), then resumed: identical weights
-    train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False, stop_after=3)
+    train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False, stop_after=2)  # in warm-up
+    train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False, stop_after=6)  # in regression
     resumed = train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False)
     for (k, a), b in zip(whole["generator"].state_dict().items(), resumed["generator"].state_dict().values()):
         assert torch.equal(a, b), k
     for (k, a), b in zip(whole["discriminator"].state_dict().items(), resumed["discriminator"].state_dict().values()):
         assert torch.equal(a, b), k
-    assert json.loads((tmp_path / "resumed" / "train_log.json").read_text())[-1]["step"] == 7
+    assert json.loads((tmp_path / "resumed" / "train_log.json").read_text())[-1]["step"] == 10
 
 
 def test_evaluator_learns_rendered_attributes_quickly(world):
