@@ -20,6 +20,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(VPY) run_original_generator.py --profile $(PROFILE)
+	$(VPY) run_cnn.py --profile $(PROFILE)
 
 test: setup
 	$(VPY) -m pytest -q tests
