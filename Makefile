@@ -18,10 +18,10 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
+# Stage 2 (run_cnn.py) joins the demo once the default generator reproduces the labelled
+# factors well enough for its K-fold success thresholds (ISSUES.md #6).
 demo: setup
 	$(VPY) run_original_generator.py --profile $(PROFILE)
-	# stage 2 (run_cnn.py) joins the demo once the default generator reproduces the labelled
-	# factors well enough for its K-fold success thresholds (ISSUES.md #6)
 
 test: setup
 	$(VPY) -m pytest -q tests
