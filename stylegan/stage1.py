@@ -7,6 +7,7 @@ so skipping finished chunks (resume) and splitting chunks over processes
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,15 @@ class Stage1Settings:
             raise ValueError(f"TRUNC_PSI must be in [0, 1], got {self.trunc_psi}")
 
 
+def _sha256(path: Path) -> str:
+    """Content hash of the checkpoint: outputs of different weights must never be mixed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def image_name(n: int) -> str:
     return f"{n:06d}.png"
 
@@ -66,9 +76,10 @@ def run_stage1(profile, settings: Stage1Settings, out_dir: Path | None = None, s
     remove_stale_tmp(out_dir)
     g = build_generator(profile)
     cfg = g.cfg
+    ckpt = profile.get("generator_checkpoint")
     check_run_manifest(out_dir / "run_config.json", {
-        "profile": profile.name, "generator": cfg.to_dict(),
-        "generator_checkpoint": profile.get("generator_checkpoint"),
+        "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
+        "generator_checkpoint_sha256": _sha256(profile.path(ckpt)) if ckpt else None,
         "random_init_seed": profile.get("random_init_seed"), **asdict(settings)})
 
     n_chunks = -(-settings.num_images // settings.batch_size)

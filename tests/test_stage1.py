@@ -143,3 +143,21 @@ def test_synthface_stage1_writes_emulated_hand_labels(tmp_path):
     assert (qg["gender"].to_numpy() == truth["female"].to_numpy().astype(int)).all()      # noise rate 0
     assert (ag["glass"].to_numpy() == truth["glasses"].to_numpy().astype(int)).all()
     assert json.loads((out / "metrics.json").read_text())["hand_labels"]["count"] == 30
+
+
+def test_changed_checkpoint_content_is_refused(tiny_profile, tmp_path):
+    """Same checkpoint path, new weights: the folder's images must not be silently reused."""
+    import torch
+    from stylegan import GeneratorConfig, StyleGANGenerator
+    from stylegan.checkpoint import save_checkpoint
+    ck = tmp_path / "g.pth"
+    cfg = GeneratorConfig.from_dict(tiny_profile["generator"])
+    torch.manual_seed(0)
+    save_checkpoint({"generator": StyleGANGenerator(cfg).state_dict()}, ck)
+    prof = dict(tiny_profile, generator_checkpoint=str(ck), random_init_seed=None)
+    from pipeline.profiles import Profile
+    run_stage1(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)
+    torch.manual_seed(1)
+    save_checkpoint({"generator": StyleGANGenerator(cfg).state_dict()}, ck)
+    with pytest.raises(ValueError, match="generator_checkpoint_sha256"):
+        run_stage1(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)
