@@ -36,7 +36,6 @@ Outputs (``<data root>/stage2``):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -48,7 +47,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.io import atomic_write_bytes, atomic_write_text, read_png_rgb, remove_stale_tmp
+from pipeline.io import atomic_write_bytes, atomic_write_text, read_png_rgb, remove_stale_tmp, sha256_file
 from pipeline.reports import markdown_table, save_figure, write_metrics, write_report
 from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
 
@@ -138,10 +137,6 @@ def fold_settings(profile, prop: str, seed: int | None = None) -> FoldSettings:
 
 
 # ------------------------------------------------------------------------------------ inputs
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def read_label_file(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """Validated hand labels: ``img_name`` (int >= 0, unique) plus 0/1 ``columns``; sorted by img_name.

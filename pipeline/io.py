@@ -1,6 +1,7 @@
 """Atomic output helpers: write to a temporary file in the same folder, then rename."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -84,3 +85,12 @@ def remove_stale_tmp(folder: str | os.PathLike) -> int:
             p.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Content hash of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

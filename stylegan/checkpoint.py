@@ -79,8 +79,9 @@ def select_entry(ckpt: dict, key: str, path: str | os.PathLike) -> dict:
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Atomic ``torch.save`` (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    import io
+
+    from pipeline.io import atomic_write_bytes
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -215,6 +215,11 @@ class StyleGANGenerator(nn.Module):
         return self.synthesis(wp, randomize_noise, generator)["image"]
 
 
+def to_signed_tensor(images_uint8_nhwc) -> torch.Tensor:
+    """uint8 NHWC RGB -> float32 NCHW in [-1, 1] (x / 127.5 - 1), the inverse direction of :func:`postprocess`."""
+    return torch.as_tensor(np.asarray(images_uint8_nhwc)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
 def postprocess(images: torch.Tensor) -> np.ndarray:
     """[-1, 1] NCHW float -> uint8 NHWC RGB, as GenForce: (x+1)*127.5 + 0.5, clip, truncate."""
     x = images.detach().to("cpu", torch.float64).numpy()

@@ -7,7 +7,6 @@ so skipping finished chunks (resume) and splitting chunks over processes
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.io import atomic_write_csv, atomic_write_png, read_png_rgb, remove_stale_tmp
+from pipeline.io import atomic_write_csv, atomic_write_png, read_png_rgb, remove_stale_tmp, sha256_file
 from pipeline.reports import contact_sheet_figure, markdown_table, write_metrics, write_report
 from pipeline.runtime import Shard, check_run_manifest, peak_rss_mb
 
@@ -49,15 +48,6 @@ class Stage1Settings:
             raise ValueError(f"TRUNC_PSI must be in [0, 1], got {self.trunc_psi}")
 
 
-def _sha256(path: Path) -> str:
-    """Content hash of the checkpoint: outputs of different weights must never be mixed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def image_name(n: int) -> str:
     return f"{n:06d}.png"
 
@@ -79,7 +69,7 @@ def run_stage1(profile, settings: Stage1Settings, out_dir: Path | None = None, s
     ckpt = profile.get("generator_checkpoint")
     check_run_manifest(out_dir / "run_config.json", {
         "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
-        "generator_checkpoint_sha256": _sha256(profile.path(ckpt)) if ckpt else None,
+        "generator_checkpoint_sha256": sha256_file(profile.path(ckpt)) if ckpt else None,
         "random_init_seed": profile.get("random_init_seed"), **asdict(settings)})
 
     n_chunks = -(-settings.num_images // settings.batch_size)

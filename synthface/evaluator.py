@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from stylegan.generator import to_signed_tensor
+
 
 def _block(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
@@ -73,8 +75,7 @@ class Evaluator:
         outs_c, outs_b = [], []
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size]
-            x = torch.as_tensor(np.asarray(x)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0) \
-                if not torch.is_tensor(x) or x.dtype == torch.uint8 else x.float()
+            x = to_signed_tensor(x) if not torch.is_tensor(x) or x.dtype == torch.uint8 else x.float()
             c, b = self.net(x)
             outs_c.append(c.numpy()); outs_b.append(torch.sigmoid(b).numpy())
         c = np.concatenate(outs_c) * self.spec.std + self.spec.mean
@@ -108,7 +109,7 @@ def train_evaluator(sample_fn, continuous: list, binary: list, *, steps: int = 3
     log = []
     for step in tqdm(range(steps), desc="evaluator", disable=not show_progress):
         imgs, lab = sample_fn(step, batch_size)
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        x = to_signed_tensor(imgs)
         yc = torch.from_numpy((np.stack([lab[n] for n in continuous], 1).astype(np.float32) - mean) / std)
         yb = torch.from_numpy(np.stack([lab[n] for n in binary], 1).astype(np.float32)) if binary else None
         pc, pb = net(x)

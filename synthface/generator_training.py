@@ -35,6 +35,7 @@ from pipeline.io import atomic_write_json
 from pipeline.reports import save_figure
 from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
 from stylegan.checkpoint import read_checkpoint, save_checkpoint
+from stylegan.generator import to_signed_tensor
 
 FEATURE_CLASSES = (2, 3, 4, 5, 7, 8, 9)   # eyebrows, eyes, lips, inner mouth
 
@@ -79,10 +80,6 @@ def _weight_map(mask: np.ndarray, feature_weight: float) -> torch.Tensor:
     return 1.0 + (feature_weight - 1.0) * t
 
 
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 class RenderSource:
     """Seeded batches (z, target image in [-1, 1], mask, standardised parameters)."""
 
@@ -109,7 +106,7 @@ class RenderSource:
         params = self.world.truth(z)
         rgb, mask = self.render_batch(params)
         p = (self.param_matrix(z) - self.p_mean) / self.p_std
-        return torch.from_numpy(z), _to_tensor(rgb), mask, torch.from_numpy(p)
+        return torch.from_numpy(z), to_signed_tensor(rgb), mask, torch.from_numpy(p)
 
 
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
