@@ -7,7 +7,12 @@
 2. For 1,000 held-out z: Pearson r between its output on G(z) and truth(z) for the continuous
    factors and accuracy for the binary ones; the same evaluator on render(P(z)) is the ceiling;
    pixel MAE between G(z) and render(P(z)).
-3. ``metrics.json``, ``report.md`` and a contact sheet of G(z) beside render(P(z)).
+3. How linearly w encodes the world: ridge regression from w (and, for comparison, from z)
+   to each factor, fitted on 4,000 z and scored (Pearson r / accuracy) on the held-out z.
+   A very linear w makes the later direction finding easier than in a real StyleGAN.
+4. ``metrics.json``, ``report.md`` and a contact sheet of G(z) beside render(P(z)).
+
+    python -m synthface.evaluate_generator --generator runs/synthface/train_g2/generator.pth
 """
 import argparse
 import time
@@ -36,6 +41,53 @@ def labels_of(table) -> dict:
     return {n: table[n].to_numpy(np.float32) for n in CONTINUOUS + BINARY}
 
 
+def measure_fidelity(g, world, ev: Evaluator, z: np.ndarray, resolution: int, with_ceiling: bool = False,
+                     batch_size: int = 32) -> dict:
+    """Independent-evaluator scores of G(z) against truth(z) (and of render(P(z)), the ceiling),
+    plus the pixel MAE between G(z) and render(P(z)). Runs G in eval mode, without gradients."""
+    truth = world.truth(z)
+    rendered, _ = render_batch(truth, resolution=resolution)
+    was_training = g.training
+    g.eval()
+    generated = np.concatenate([generate_uint8(g, z[i:i + batch_size]) for i in range(0, len(z), batch_size)])
+    g.train(was_training)
+    t = labels_of(truth)
+    out = {"generator": fidelity_scores(ev.predict(generated), t, CONTINUOUS, BINARY),
+           "pixel_mae_uint8": float(np.abs(generated.astype(np.float32) - rendered.astype(np.float32)).mean()),
+           "images": generated, "renders": rendered}
+    if with_ceiling:
+        out["ceiling"] = fidelity_scores(ev.predict(rendered), t, CONTINUOUS, BINARY)
+    return out
+
+
+def flat_scores(scores: dict) -> dict:
+    """{'eyes_open': {'pearson_r': r}, 'female': {'accuracy': a}} -> {'eyes_open': r, 'female': a}."""
+    return {n: round(float(next(iter(v.values()))), 4) for n, v in scores.items()}
+
+
+def linear_readout(g, world, z_test: np.ndarray, n_train: int = 4000, seed: int = 777_100) -> dict:
+    """Ridge (continuous) / logistic (binary) read-out of each factor from w and from z:
+    fitted on ``n_train`` z of the stream ``seed``, scored on ``z_test``."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    z_tr = np.random.default_rng(seed).standard_normal((n_train, world.z_dim), dtype=np.float32)
+    with torch.inference_mode():
+        w_tr, w_te = (g.mapping(torch.from_numpy(zz))["w"].numpy() for zz in (z_tr, z_test))
+    t_tr, t_te = labels_of(world.truth(z_tr)), labels_of(world.truth(z_test))
+    out = {}
+    for n in CONTINUOUS + BINARY:
+        row = {}
+        for space, a, b in (("w", w_tr, w_te), ("z", z_tr, z_test)):
+            if n in BINARY:
+                m = LogisticRegression(max_iter=3000).fit(a, t_tr[n] >= 0.5)
+                row[space] = round(float(m.score(b, t_te[n] >= 0.5)), 4)
+            else:
+                m = Ridge(alpha=1.0).fit(a, t_tr[n])
+                row[space] = round(float(np.corrcoef(m.predict(b), t_te[n])[0, 1]), 4)
+        out[n] = row
+    return out
+
+
 def load_or_train_evaluator(world, resolution: int, path: Path = EVALUATOR_WEIGHTS, steps: int = 2500,
                             show_progress: bool = True) -> Evaluator:
     if path.is_file():
@@ -58,24 +110,25 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=N_EVAL)
     ap.add_argument("--evaluator", default=str(EVALUATOR_WEIGHTS))
     ap.add_argument("--evaluator-steps", type=int, default=2500)
+    ap.add_argument("--generator", default=None, help="a generator checkpoint instead of the profile's")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     profile = load_profile(args.profile)
+    if args.generator:
+        profile = type(profile)({**profile, "generator_checkpoint": str(Path(args.generator).resolve())})
     out = Path(args.out) if args.out else profile.stage_dir("generator_fidelity")
     world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
     t0 = time.perf_counter()
     ev = load_or_train_evaluator(world, profile["resolution"], Path(args.evaluator), args.evaluator_steps)
     g = build_generator(profile)
     z = np.random.default_rng(EVAL_SEED).standard_normal((args.n, world.z_dim), dtype=np.float32)
-    truth = world.truth(z)
-    rendered, _ = render_batch(truth, resolution=profile["resolution"])
-    generated = np.concatenate([generate_uint8(g, z[i:i + 32]) for i in range(0, args.n, 32)])
-    t = labels_of(truth)
-    on_gen = fidelity_scores(ev.predict(generated), t, CONTINUOUS, BINARY)
-    ceiling = fidelity_scores(ev.predict(rendered), t, CONTINUOUS, BINARY)
-    mae = float(np.abs(generated.astype(np.float32) - rendered.astype(np.float32)).mean())
-    metrics = {"n": args.n, "eval_seed": EVAL_SEED, "generator": on_gen, "ceiling_on_renders": ceiling,
-               "pixel_mae_uint8": mae, "seconds": round(time.perf_counter() - t0, 1)}
+    fid = measure_fidelity(g, world, ev, z, profile["resolution"], with_ceiling=True)
+    on_gen, ceiling, mae = fid["generator"], fid["ceiling"], fid["pixel_mae_uint8"]
+    generated, rendered = fid["images"], fid["renders"]
+    readout = linear_readout(g, world, z)
+    metrics = {"n": args.n, "eval_seed": EVAL_SEED, "generator_checkpoint": str(profile["generator_checkpoint"]),
+               "generator": on_gen, "ceiling_on_renders": ceiling, "pixel_mae_uint8": mae,
+               "linear_readout": readout, "seconds": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
     pairs = []
@@ -91,12 +144,15 @@ def main(argv=None):
          markdown_table(["factor", "on G(z)", "ceiling: on render(P(z))", "metric"], rows)
          + f"\n\nPixel MAE |G(z) - render(P(z))| = {mae:.2f} (uint8 levels), {args.n} held-out z."),
         ("G(z) beside render(P(z))", f"![pairs](report/{sheet.name})"),
+        ("How linearly w encodes the world (ridge / logistic read-out, 4,000 training z)",
+         markdown_table(["factor", "from w", "from z"], [[n, v["w"], v["z"]] for n, v in readout.items()])),
     ])
     for n, *_ in rows:
         v = on_gen[n]
         print(f"{n:>15}: {'r' if 'pearson_r' in v else 'acc'} {list(v.values())[0]:.4f}  "
               f"(ceiling {list(ceiling[n].values())[0]:.4f})")
     print(f"pixel MAE {mae:.2f}")
+    print("linear read-out from w / z:", {n: (v["w"], v["z"]) for n, v in readout.items()})
 
 
 if __name__ == "__main__":

@@ -5,10 +5,21 @@ configuration. It is fitted by regression to the procedural renderer:
 
 * L1 between G(z) and render(truth(z)), weighted up on the small facial features
   (eyes, eyebrows, lips, inner mouth: ``FEATURE_WEIGHT``) which otherwise come last;
-* an auxiliary linear head predicting the (standardised) world parameters from w.
-  It gives the mapping network a direct signal to learn P(z) but would make every
-  parameter linearly readable from w, so its weight decays to zero after a warm-up
-  (``aux_until`` fraction of the steps) and the head is not part of the shipped model;
+* an auxiliary linear head predicting, from w, the world's *latent factors* (the
+  correlated normals of ``WorldMap.factors``, smooth in z, before any threshold) plus the
+  background-texture coefficients and the light direction (``aux_targets='factors'``;
+  ``'params'`` regresses the renderer parameters instead, binary ones included). It gives
+  the mapping network a direct signal to learn P(z). Its weight decays linearly from
+  ``aux_weight`` to ``aux_final_weight`` over the first ``aux_until`` fraction of the
+  steps; the head is not part of the shipped model (how linearly w encodes the factors
+  is measured and reported, since it makes direction finding easier);
+* a texture-statistics loss (``tex_weight``): per image and region (upper background,
+  hair, skin, top strip), the standard deviation of three frequency bands of the grey
+  image must match the render's. The renderer's textures are fixed fields that no
+  convolution of StyleGAN's inputs can reproduce pixel for pixel, so L1 alone teaches G
+  to draw none (the mean); this loss asks for the right *amount* of texture, whatever
+  its phase: background texture, curls vs straight strands, wrinkles, the blurred strip
+  of a quality defect;
 * an exponential moving average of G's weights (the shipped weights);
 * finally a short phase that trains the matching discriminator (real = renders,
   fake = the EMA generator) with the logistic loss and R1, so fine-tuning stages can
@@ -42,16 +53,22 @@ FEATURE_CLASSES = (2, 3, 4, 5, 7, 8, 9)   # eyebrows, eyes, lips, inner mouth
 
 @dataclass
 class TrainSettings:
-    mapping_warmup_steps: int = 3000   # phase 0: mapping + aux head only, fitted to truth(z) (no rendering)
+    mapping_warmup_steps: int = 12000  # phase 0: mapping + aux head only, fitted to truth(z) (no rendering)
     warmup_batch_size: int = 256
     warmup_lr_boost: float = 3000.0    # equalised-lr mapping weights move ~0.2 %/step at lr 2e-3 (ISSUES.md #5)
+    warmup_cosine: int = 1             # cosine learning-rate decay over the warm-up (0: constant)
     steps: int = 6000                  # phase 1: image regression
     batch_size: int = 16               # 16 is ~2x faster per image than 32 on 2 cores (cache)
     lr: float = 2e-3
     mapping_lr_boost: float = 1000.0   # the mapping keeps learning P(z) during the regression (ISSUES.md #4, #5)
     feature_weight: float = 6.0
+    aux_targets: str = "factors"       # 'factors' (latent factors + texture coefficients) or 'params'
     aux_weight: float = 0.5
-    aux_until: float = 0.5             # fraction of steps after which the aux head's weight is 0
+    aux_until: float = 0.5             # fraction of the regression steps over which the aux weight decays ...
+    aux_final_weight: float = 0.1      # ... to this value (0: the head is dropped)
+    tex_weight: float = 2.0            # texture-statistics loss
+    eval_every: int = 1000             # validation with the callback given to train_default_generator (0: never)
+    init_generator: str = ""           # optional G state_dict (file with a 'generator' entry) to start from
     ema_decay: float = 0.999
     d_steps: int = 400                 # discriminator phase after the regression phase
     d_lr: float = 1e-3
@@ -80,33 +97,97 @@ def _weight_map(mask: np.ndarray, feature_weight: float) -> torch.Tensor:
     return 1.0 + (feature_weight - 1.0) * t
 
 
-class RenderSource:
-    """Seeded batches (z, target image in [-1, 1], mask, standardised parameters)."""
+TEXTURE_REGIONS = ("upper background", "hair", "skin", "top strip")
 
-    def __init__(self, world, render_batch, z_dim: int):
+
+def texture_regions(mask: np.ndarray) -> torch.Tensor:
+    """[B, H, W] class ids -> [B, 4, H, W] float region masks (see ``TEXTURE_REGIONS``)."""
+    b, h, w = mask.shape
+    rows = np.arange(h)[None, :, None]
+    regs = np.stack([(mask == 0) & (rows < h // 2), mask == 10, mask == 1,
+                     np.broadcast_to(rows < h // 4, mask.shape)], axis=1)
+    return torch.from_numpy(regs.astype(np.float32))
+
+
+def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    k = int(2 * math.ceil(2.5 * sigma) + 1)
+    t = torch.arange(k, dtype=x.dtype) - k // 2
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="reflect"), g.view(1, 1, 1, k))
+    return F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="reflect"), g.view(1, 1, k, 1))
+
+
+def texture_stats(images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Per image and region, the std of three bands of the grey image: [B, R, 3].
+
+    Bands: fine (x - G1 x), middle (G1 x - G3 x) and coarse (G3 x), Gi a Gaussian blur of
+    sigma i * H / 128 pixels. Differentiable; phase-free (any texture of the same spectrum
+    and amplitude scores the same).
+    """
+    gray = images.mean(dim=1, keepdim=True)
+    s = images.shape[-1] / 128.0
+    lo1 = _gauss(gray, 1.0 * s)
+    lo3 = _gauss(gray, 3.0 * s)
+    n = regions.sum(dim=(2, 3)).clamp_min(1.0)
+    out = []
+    for band in (gray - lo1, lo1 - lo3, lo3):
+        m = (band * regions).sum(dim=(2, 3)) / n
+        v = (band.pow(2) * regions).sum(dim=(2, 3)) / n - m.pow(2)
+        out.append(torch.sqrt(v.clamp_min(0.0) + 1e-6))
+    return torch.stack(out, dim=-1)
+
+
+class RenderSource:
+    """Seeded batches (z, target image in [-1, 1], mask, standardised aux targets).
+
+    ``aux_targets='factors'``: the world's latent factors, the four background-texture
+    weights (times the texture amplitude) and the light direction's cosine and sine;
+    ``'params'``: the renderer parameters.
+    """
+
+    def __init__(self, world, render_batch, z_dim: int, aux_targets: str = "factors"):
+        if aux_targets not in ("factors", "params"):
+            raise ValueError(f"aux_targets must be 'factors' or 'params', got {aux_targets!r}")
         self.world = world
         self.render_batch = render_batch
         self.z_dim = z_dim
+        self.aux_targets = aux_targets
         z = np.random.default_rng(12345).standard_normal((4096, z_dim), dtype=np.float32)
-        p = self.param_matrix(z)
+        p = self.aux_matrix(z)
         self.p_mean, self.p_std = p.mean(0), p.std(0) + 1e-6
 
-    def param_matrix(self, z: np.ndarray) -> np.ndarray:
-        t = self.world.truth(z)
+    def param_matrix(self, z: np.ndarray, table=None) -> np.ndarray:
+        t = self.world.truth(z) if table is None else table
         cols = self.world.numeric_columns() if hasattr(self.world, "numeric_columns") else list(t.columns)
         return np.asarray(t[cols], dtype=np.float32)
 
+    def aux_matrix(self, z: np.ndarray, table=None) -> np.ndarray:
+        t = self.world.truth(z) if table is None else table
+        if self.aux_targets == "params":
+            return self.param_matrix(z, t)
+        ta = 2.0 * np.pi * t["bg_tex_a"].to_numpy(np.float64)
+        tb = 2.0 * np.pi * t["bg_tex_b"].to_numpy(np.float64)
+        amp = np.exp(3.4 * t["bg_std"].to_numpy(np.float64))[:, None]
+        tex = np.stack([np.cos(ta) * np.cos(tb), np.cos(ta) * np.sin(tb), np.sin(ta) * np.cos(tb),
+                        np.sin(ta) * np.sin(tb)], axis=1) * amp
+        ld = 2.0 * np.pi * t["light_dir"].to_numpy(np.float64)
+        return np.concatenate([self.world.factors(z), tex, np.stack([np.cos(ld), np.sin(ld)], 1)],
+                              axis=1).astype(np.float32)
+
+    def _standardise(self, m: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((m - self.p_mean) / self.p_std)
+
     def params_batch(self, step: int, batch_size: int):
-        """(z, standardised parameters) without rendering, for the mapping warm-up."""
+        """(z, standardised aux targets) without rendering, for the mapping warm-up."""
         z = np.random.default_rng([2, step]).standard_normal((batch_size, self.z_dim), dtype=np.float32)
-        return torch.from_numpy(z), torch.from_numpy((self.param_matrix(z) - self.p_mean) / self.p_std)
+        return torch.from_numpy(z), self._standardise(self.aux_matrix(z))
 
     def batch(self, step: int, batch_size: int, stream: int = 0):
         z = np.random.default_rng([stream, step]).standard_normal((batch_size, self.z_dim), dtype=np.float32)
         params = self.world.truth(z)
         rgb, mask = self.render_batch(params)
-        p = (self.param_matrix(z) - self.p_mean) / self.p_std
-        return torch.from_numpy(z), to_signed_tensor(rgb), mask, torch.from_numpy(p)
+        return torch.from_numpy(z), to_signed_tensor(rgb), mask, self._standardise(self.aux_matrix(z, params))
 
 
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
@@ -117,16 +198,32 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             be.copy_(bm)
 
 
+def aux_weight_at(s: TrainSettings, regression_step: int) -> float:
+    """Linear decay from ``aux_weight`` to ``aux_final_weight`` over ``aux_until * steps``."""
+    frac = min(1.0, regression_step / max(1.0, s.aux_until * s.steps))
+    return s.aux_weight + (s.aux_final_weight - s.aux_weight) * frac
+
+
 def train_default_generator(profile, source: RenderSource, out_dir: Path, s: TrainSettings,
-                            show_progress: bool = True, stop_after: int | None = None) -> dict:
+                            show_progress: bool = True, stop_after: int | None = None,
+                            eval_fn=None) -> dict:
     """Run (or resume) the training; ``stop_after`` ends this call after that global step
-    (with a checkpoint), as an interruption would; calling again resumes."""
+    (with a checkpoint), as an interruption would; calling again resumes.
+
+    ``eval_fn(g_ema) -> dict`` (optional) is called every ``eval_every`` regression steps and
+    at the end of the regression; its results go to ``eval_log.json``.
+    """
     torch.set_num_threads(s.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if source.aux_targets != s.aux_targets:
+        raise ValueError(f"the source's aux_targets {source.aux_targets!r} differ from the settings' {s.aux_targets!r}")
     gcfg = GeneratorConfig.from_dict(profile["generator"])
     dcfg = DiscriminatorConfig.from_dict(profile["discriminator"])
     torch.manual_seed(s.seed)
     g = StyleGANGenerator(gcfg).train()
+    if s.init_generator:
+        from stylegan.checkpoint import load_state_dict_strict
+        load_state_dict_strict(g, read_checkpoint(s.init_generator)["generator"], what=f"generator of {s.init_generator}")
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     d = StyleGANDiscriminator(dcfg).train()
     n_par = source.p_mean.shape[0]
@@ -139,8 +236,11 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
     opt_d = torch.optim.Adam(d.parameters(), lr=s.d_lr, betas=(0.0, 0.99))
     opt_w = torch.optim.Adam([{"params": map_params, "lr": s.lr * s.warmup_lr_boost},
                               {"params": aux.parameters(), "lr": s.lr}], betas=(0.0, 0.99))
+    warm = s.mapping_warmup_steps
+    base_w = [grp["lr"] for grp in opt_w.param_groups]
     state_path = out_dir / "train_state.pth"
     log: list[dict] = []
+    eval_log: list[dict] = []
     step = 0
     if state_path.is_file():
         st = read_checkpoint(state_path)
@@ -149,6 +249,8 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
         opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"]); opt_w.load_state_dict(st["opt_w"])
         step = int(st["step"])
         log = json.loads((out_dir / "train_log.json").read_text()) if (out_dir / "train_log.json").is_file() else []
+        if (out_dir / "eval_log.json").is_file():
+            eval_log = json.loads((out_dir / "eval_log.json").read_text())
 
     def checkpoint():
         save_checkpoint({"generator": g.state_dict(), "generator_smooth": g_ema.state_dict(),
@@ -156,14 +258,18 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
                          "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "opt_w": opt_w.state_dict(),
                          "step": torch.tensor(step)}, state_path)
         atomic_write_json(out_dir / "train_log.json", log)
+        atomic_write_json(out_dir / "eval_log.json", eval_log)
 
-    warm = s.mapping_warmup_steps
     total = warm + s.steps + s.d_steps
     bar = tqdm(total=total, initial=step, desc="synthface G", disable=not show_progress)
     t_last = time.perf_counter()
     end = total if stop_after is None else min(total, stop_after)
     while step < end:
         if step < warm:
+            if s.warmup_cosine:
+                f = 0.5 * (1.0 + math.cos(math.pi * step / warm))
+                for grp, lr0 in zip(opt_w.param_groups, base_w):
+                    grp["lr"] = lr0 * f
             z, p = source.params_batch(step, s.warmup_batch_size)
             l_aux = F.mse_loss(aux(g.mapping(z)["w"]), p)
             opt_w.zero_grad(set_to_none=True)
@@ -176,15 +282,20 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
             wmap = _weight_map(mask, s.feature_weight)
             res = g(z, style_mixing_prob=0.0, w_moving_decay=0.995)
             l1 = ((res["image"] - target).abs() * wmap).mean() / wmap.mean()
-            aux_w = s.aux_weight * max(0.0, 1.0 - (step - warm) / max(1.0, s.aux_until * s.steps))
+            aux_w = aux_weight_at(s, step - warm)
             l_aux = F.mse_loss(aux(res["w"]), p)
             loss = l1 + aux_w * l_aux
+            rec = {"step": step, "l1": l1.item(), "aux": l_aux.item(), "aux_weight": aux_w}
+            if s.tex_weight > 0:
+                regions = texture_regions(mask)
+                l_tex = (texture_stats(res["image"], regions) - texture_stats(target, regions)).abs().mean()
+                loss = loss + s.tex_weight * l_tex
+                rec["tex"] = l_tex.item()
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
             decay = min(s.ema_decay, (1 + step - warm) / (10 + step - warm))
             _ema_update(g_ema, g, decay)
-            rec = {"step": step, "l1": l1.item(), "aux": l_aux.item(), "aux_weight": aux_w}
         else:
             z, real, _, _ = source.batch(step, s.batch_size, stream=1)
             with torch.no_grad():
@@ -206,27 +317,44 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
         if step % s.log_every == 0 or step == total:
             log.append(rec)
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in ("l1", "aux", "d_loss")})
+        bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items() if k in ("l1", "aux", "tex", "d_loss", "warmup_aux")})
+        reg_step = step - warm
+        if eval_fn is not None and 0 < reg_step <= s.steps and s.eval_every > 0 \
+                and (reg_step % s.eval_every == 0 or reg_step == s.steps):
+            eval_log.append({"step": step, "regression_step": reg_step, **eval_fn(g_ema)})
+            t_last = time.perf_counter()
         if step % s.ckpt_every == 0 or step == end:
             checkpoint()
     bar.close()
-    return {"generator": g_ema, "discriminator": d, "log": log, "settings": asdict(s)}
+    return {"generator": g_ema, "discriminator": d, "aux": aux, "log": log, "eval_log": eval_log,
+            "settings": asdict(s)}
 
 
-def plot_training_log(log: list[dict], path: Path) -> Path:
+def plot_training_log(log: list[dict], path: Path, eval_log: list[dict] | None = None) -> Path:
+    """Loss curves (generator phases, discriminator) and, if given, the validation scores."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    n_ax = 3 if eval_log else 2
+    fig, axes = plt.subplots(1, n_ax, figsize=(5 * n_ax, 3.5))
     g = [r for r in log if "l1" in r]
     wu = [r for r in log if "warmup_aux" in r]
     dd = [r for r in log if "d_loss" in r]
     if g:
         axes[0].plot([r["step"] for r in g], [r["l1"] for r in g], label="weighted L1")
         axes[0].plot([r["step"] for r in g], [r["aux"] for r in g], label="aux MSE", alpha=0.6)
+        if "tex" in g[-1]:
+            axes[0].plot([r["step"] for r in g], [r.get("tex", np.nan) for r in g], label="texture stats", alpha=0.6)
     if wu:
         axes[0].plot([r["step"] for r in wu], [r["warmup_aux"] for r in wu], label="warm-up aux MSE (mapping only)")
     if g or wu:
-        axes[0].set_yscale("log"); axes[0].set_xlabel("step"); axes[0].legend(); axes[0].set_title("generator")
+        axes[0].set_yscale("log"); axes[0].set_xlabel("step"); axes[0].legend(fontsize=7); axes[0].set_title("generator")
     if dd:
         axes[1].plot([r["step"] for r in dd], [r["d_loss"] for r in dd], label="D loss")
         axes[1].set_xlabel("step"); axes[1].legend(); axes[1].set_title("discriminator")
+    if eval_log:
+        keys = [k for k in eval_log[-1] if k not in ("step", "regression_step", "pixel_mae")]
+        for k in keys:
+            axes[2].plot([r["regression_step"] for r in eval_log], [r[k] for r in eval_log], label=k)
+        axes[2].axhline(0.9, color="k", lw=0.5, ls="--")
+        axes[2].set_ylim(0, 1); axes[2].set_xlabel("regression step"); axes[2].legend(fontsize=6, ncol=2)
+        axes[2].set_title("validation: independent evaluator on G(z)")
     return save_figure(fig, path)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pipeline.profiles import Profile
-from synthface.generator_training import RenderSource, TrainSettings, train_default_generator
+from synthface.generator_training import (RenderSource, TrainSettings, texture_regions, texture_stats,
+                                          train_default_generator)
 from synthface.hand_labels import AG_FILE, QG_FILE, emulate_hand_labels, write_hand_labels
 from synthface.renderer import render_batch
 from synthface.world import WorldMap
@@ -57,7 +58,8 @@ def test_generator_training_learns_and_resumes_exactly(world, tmp_path):
     assert len([r for r in whole["log"] if "warmup_aux" in r]) == 3
     g_log = [r for r in whole["log"] if "l1" in r]
     assert len(g_log) == 6 and len([r for r in whole["log"] if "d_loss" in r]) == 2
-    assert g_log[0]["aux_weight"] == s.aux_weight and g_log[-1]["aux_weight"] == 0.0   # aux head decays to 0
+    assert g_log[0]["aux_weight"] == s.aux_weight and g_log[-1]["aux_weight"] == pytest.approx(s.aux_final_weight)
+    assert all("tex" in r for r in g_log)
     # interrupted after 4 steps (checkpoint), then resumed: identical weights
     train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False, stop_after=2)  # in warm-up
     train_default_generator(prof, src, tmp_path / "resumed", s, show_progress=False, stop_after=6)  # in regression
@@ -87,3 +89,23 @@ def test_evaluator_learns_rendered_attributes_quickly(world):
     assert not ev.net.training
     ev2 = type(ev).from_state(ev.state())
     assert np.allclose(ev2.predict(imgs[:8])["bg_mean"], pred["bg_mean"][:8], atol=1e-5)
+
+
+def test_texture_stats_measure_amount_not_phase():
+    rng = np.random.default_rng(0)
+    flat = torch.zeros(2, 3, 64, 64)
+    noise_a = torch.from_numpy(rng.standard_normal((2, 1, 64, 64)).astype(np.float32)).expand(2, 3, 64, 64)
+    noise_b = torch.from_numpy(rng.standard_normal((2, 1, 64, 64)).astype(np.float32)).expand(2, 3, 64, 64)
+    mask = np.zeros((2, 64, 64), np.uint8)
+    mask[:, 40:, :] = 10                                  # hair in the bottom rows
+    mask[:, 32:40, :] = 1                                 # skin above it
+    regions = texture_regions(mask)
+    assert regions.shape == (2, 4, 64, 64)
+    assert regions[0, 0].sum() == 32 * 64                 # upper background: rows [0, 32)
+    assert regions[0, 3].sum() == 16 * 64                 # top strip: rows [0, 16)
+    s_a, s_b = texture_stats(0.1 * noise_a, regions), texture_stats(0.1 * noise_b, regions)
+    s_0, s_2 = texture_stats(flat, regions), texture_stats(0.2 * noise_a, regions)
+    # two textures of the same spectrum and amplitude score alike; amplitude doubles the fine band
+    assert torch.allclose(s_a[..., :2], s_b[..., :2], rtol=0.1)
+    assert float(s_0[:, :2, 0].max()) < 0.002
+    assert torch.allclose(s_2[:, :, 0], 2 * s_a[:, :, 0], rtol=0.02)
