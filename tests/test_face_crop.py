@@ -11,6 +11,8 @@ from torchvision.transforms import InterpolationMode
 from segmentation.face_crop import (IMAGENET_MEAN, IMAGENET_STD, FaceCropper, crop_transform, denormalize_to_uint8,
                                     enlarge_box)
 
+from test_facexformer import single_thread  # noqa: F401  (autouse fixture: one torch thread)
+
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photographs")
 
 # MTCNN (facenet-pytorch 2.6.0 weights) on scikit-image's astronaut photo (512x512, public domain)
@@ -19,16 +21,6 @@ ASTRONAUT_CROP = (159, 34, 289, 199)
 # the same photo downscaled to 256x256 (PIL bicubic), the stage's image size
 ASTRONAUT256_BOX = (90.6721, 31.7719, 133.7771, 88.2215)
 ASTRONAUT256_CROP = (79, 17, 144, 102)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread here: on the shared 2-core machine two threads contend with the neighbours
-    and MTCNN's many small convolutions become ~30x slower (docs/notes/seg.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -74,8 +74,8 @@ TOL = 2e-5        # spec 03 §4: absolute tolerance on the parsing logits
 
 @pytest.fixture(scope="module", autouse=True)
 def single_thread():
-    """One torch thread here: on the shared 2-core machine two threads contend with the neighbours
-    and MTCNN's many small convolutions become ~30x slower (docs/notes/seg.md)."""
+    """One torch thread in these modules: on the shared 2-core machine two threads contend with the
+    neighbours, and MTCNN's small convolutions then run ~30x, Swin-B ~3x slower (docs/notes/seg.md)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
