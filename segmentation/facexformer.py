@@ -316,8 +316,13 @@ class FaceXFormer(nn.Module):
 # checkpoint
 
 
-def _torch_load(path: Path, weights_only: bool, map_location):
-    return torch.load(path, map_location=map_location, weights_only=weights_only)
+def _refused_by_weights_only(exc: Exception) -> str | None:
+    """The reason torch's weights-only unpickler gave, or None if ``exc`` is another failure."""
+    text = str(exc)
+    if not isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" not in text:
+        return None
+    detail = [ln.strip() for ln in text.splitlines() if "Unsupported global" in ln or "WeightsUnpickler" in ln]
+    return detail[0].split(" was not an allowed global")[0] if detail else "non-tensor objects"
 
 
 def read_facexformer_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False,
@@ -334,21 +339,22 @@ def read_facexformer_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bo
     if not path.is_file():
         raise CheckpointError(f"FaceXFormer checkpoint not found: {path}\n{hint}")
     try:
-        ckpt = _torch_load(path, True, "cpu")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if not trust_checkpoint:
-            if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
-                raise CheckpointError(
-                    f"cannot read FaceXFormer checkpoint {path} safely: besides tensors it stores Python objects "
-                    f"that torch.load(weights_only=True) refuses ({str(exc).splitlines()[0]}). Loading it fully "
-                    "would unpickle arbitrary objects, which can run code. If you trust the file, either load "
-                    "it with trust_checkpoint=True (profile: segmentation.trust_checkpoint), or convert it once into a "
-                    "weights-only file: python -c \"from segmentation.facexformer import convert_checkpoint; "
-                    f"convert_checkpoint('{path}', '{path.with_suffix('.weights.pt')}')\" and use that file."
-                ) from exc
+        refused = _refused_by_weights_only(exc)
+        if refused is None:
             raise CheckpointError(f"cannot read FaceXFormer checkpoint {path}: {exc}") from exc
+        if not trust_checkpoint:
+            weights_copy = path.with_suffix(".weights.pt")
+            raise CheckpointError(
+                f"cannot read FaceXFormer checkpoint {path} safely: besides tensors it stores Python objects that "
+                f"torch.load(weights_only=True) refuses ({refused}). Loading it fully would unpickle arbitrary "
+                "objects, which can run code. If you trust the file, either load it with trust_checkpoint=True "
+                "(profile: segmentation.trust_checkpoint), or convert it once into a weights-only file: "
+                "python -c \"from segmentation.facexformer import convert_checkpoint; "
+                f"convert_checkpoint('{path}', '{weights_copy}')\" and use that file.") from exc
         try:
-            ckpt = _torch_load(path, False, "cpu")
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)   # explicit opt-in
         except Exception as exc2:
             raise CheckpointError(f"cannot read FaceXFormer checkpoint {path}: {exc2}") from exc2
     if not isinstance(ckpt, dict):

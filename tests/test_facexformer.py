@@ -208,6 +208,14 @@ def test_checkpoint_errors_name_the_keys(tmp_path):
     assert "missing keys: backbone.0.0.0.weight" in msg
 
 
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    for trust in (False, True):
+        with pytest.raises(CheckpointError, match="cannot read FaceXFormer checkpoint .*broken.pt"):
+            load_facexformer(path, trust_checkpoint=trust)
+
+
 def test_unsafe_checkpoint_needs_explicit_trust_and_can_be_converted(tmp_path, random_model):
     state = {k: v.half() if v.is_floating_point() else v for k, v in random_model.state_dict().items()}
     unsafe = tmp_path / "model.pt"
@@ -216,6 +224,7 @@ def test_unsafe_checkpoint_needs_explicit_trust_and_can_be_converted(tmp_path, r
         load_facexformer(unsafe)
     msg = str(err.value)
     assert "weights_only=True" in msg and "trust_checkpoint=True" in msg and "convert_checkpoint" in msg
+    assert "argparse.Namespace" in msg
 
     trusted = load_facexformer(unsafe, trust_checkpoint=True)
     assert not trusted.training
