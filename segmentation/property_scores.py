@@ -263,9 +263,19 @@ def eye_height_and_cos(win: np.ndarray, r0: int, c0: int):
       rule), 1.0 with fewer than two pixels;
     * count and centroid (row, column in map coordinates, NaN when empty).
     """
-    n, R, C = win.shape
+    n = win.shape[0]
+    # crop to the rows / columns where any image of the batch has a pixel (exactly the same result)
+    rows_used = np.flatnonzero(win.any(axis=(0, 2)))
+    cols_used = np.flatnonzero(win.any(axis=(0, 1)))
+    if rows_used.size == 0:
+        nan = np.full(n, np.nan)
+        return np.zeros(n, np.int64), np.ones(n), np.zeros(n, np.int64), nan, nan.copy()
+    ra, rb, ca, cb = rows_used[0], rows_used[-1] + 1, cols_used[0], cols_used[-1] + 1
+    win = win[:, ra:rb, ca:cb]
+    r0, c0 = r0 + int(ra), c0 + int(ca)
+    _, R, C = win.shape
     first_r, last_r, col_any = _first_last(win, axis=1)             # [N, C]
-    H = np.where(col_any, last_r - first_r, 0).max(axis=1) if C else np.zeros(n, np.int64)
+    H = np.where(col_any, last_r - first_r, 0).max(axis=1)
     colsum = win.sum(axis=1, dtype=np.int64)                        # [N, C]
     rowsum = win.sum(axis=2, dtype=np.int64)                        # [N, R]
     count = colsum.sum(axis=1)
@@ -427,7 +437,7 @@ def hairstyle(maps: np.ndarray, csum: np.ndarray, geom: Geometry | None = None, 
     left2 = at(e, -d - e) if left_check == "code" else at(e, -d + e)
     ok = at(0, 0) & at(d, 0) & at(0, -d) & at(0, d) & at(e, e) & at(d + e, e) & left2 & at(e, d + e)
     # b x b block sums of the channel sums over rows [y0, S) (separable running sums, int32)
-    sub = csum[:, y0:].astype(np.int32)
+    sub = csum[:, y0:].astype(np.int32 if 765 * b * b > 32767 else np.int16)
     rs = sub[:, :sub.shape[1] - e]
     for i in range(1, b):
         rs = rs + sub[:, i:sub.shape[1] - e + i]
@@ -440,13 +450,14 @@ def hairstyle(maps: np.ndarray, csum: np.ndarray, geom: Geometry | None = None, 
         return box[:, dy:dy + ny, x0 + dx:x0 + dx + nx]
 
     m = blk(0, 0)
-    # with block sums instead of means (mean = sum / (3 b^2)): V / (H + 5) = V' / (H' + 5 * 3 b^2)
+    # with block sums instead of means (mean = sum / (3 b^2)): V / (H + 5) = V' / (H' + 5 * 3 b^2);
+    # ratios only at the accepted positions, summed per image
     hdiff = np.maximum(np.abs(m - blk(0, -d)), np.abs(m - blk(0, d)))
     vdiff = np.abs(m - blk(d, 0))
-    ratio = vdiff / (hdiff + HAIRSTYLE_EPS * 3 * b * b).astype(np.float64)
-    ratio[~ok] = 0.0
-    cnt = ok.sum(axis=(1, 2))
-    total = ratio.sum(axis=(1, 2))
+    img = np.broadcast_to(np.arange(n)[:, None, None], ok.shape)[ok]
+    ratio = vdiff[ok] / (hdiff[ok] + HAIRSTYLE_EPS * 3 * b * b)
+    cnt = np.bincount(img, minlength=n)
+    total = np.bincount(img, weights=ratio, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         val = np.where(cnt > 0, total / np.maximum(cnt, 1), HAIRSTYLE_DEFAULT)
     return val.astype(np.float64), {"hairstyle_no_position": cnt == 0}
