@@ -17,7 +17,9 @@ ALGORITHMS = ("v2", "v1")         # v2 = the 2nd algorithm (always); v1 = the 1s
 V1_IMAGE = "face"                 # colour image of the 1st algorithm: "face" (aligned crop) or "original"
                                   # (the stage-2 image resized to the map: the original's misaligned quirk)
 HAIRSTYLE_LEFT_CHECK = "code"     # "code": the original's x-11 check (wraps at the left edge); "block": x-5
-BATCH_SIZE = 64                   # images decoded and scored together
+EYE_COMPONENTS = "all"            # "all": every eye-class pixel (original); "largest": the largest connected
+                                  # component per eye only (robust to stray pixels of a noisy parser)
+BATCH_SIZE = 32                   # images decoded and scored together
 TRUE_MASKS = None                 # None: score the renderer's exact masks too when the profile has a world
 EXAMPLES = 8                      # example maps in the report
 
@@ -28,6 +30,7 @@ def main(argv=None):
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated: v2 or v2,v1")
     ap.add_argument("--v1-image", choices=("face", "original"), default=V1_IMAGE)
     ap.add_argument("--hairstyle-left-check", choices=("code", "block"), default=HAIRSTYLE_LEFT_CHECK)
+    ap.add_argument("--eye-components", choices=("all", "largest"), default=EYE_COMPONENTS)
     ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ap.add_argument("--true-masks", action=argparse.BooleanOptionalAction, default=TRUE_MASKS)
     ap.add_argument("--examples", type=int, default=EXAMPLES)
@@ -43,6 +46,7 @@ def main(argv=None):
     profile = load_profile(args.profile)
     settings = Stage4Settings(algorithms=tuple(a.strip() for a in args.algorithms.split(",") if a.strip()),
                               v1_image=args.v1_image, hairstyle_left_check=args.hairstyle_left_check,
+                              eye_components=args.eye_components,
                               batch_size=args.batch_size, true_masks=args.true_masks, examples=args.examples)
     m = run_stage4(profile, settings, stage1_dir=args.stage1, stage2_dir=args.stage2, stage3_dir=args.stage3,
                    out_dir=args.out, show_progress=not args.no_progress)

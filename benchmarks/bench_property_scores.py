@@ -7,8 +7,8 @@ The maps are the exact masks of rendered synthface concept faces (128 px frames 
 224 with nearest neighbour, the colour crop bicubic), i.e. what stage 4 sees. Rows: the 2nd
 algorithm's seven properties (the target is >= 1,000 images/s), the same plus hairstyle, the
 1st algorithm, and each 2nd-algorithm part alone. Arrays are in memory (PNG decoding is not
-included; stage 4's metrics.json reports its own end-to-end figure). Single-threaded:
-``OMP_NUM_THREADS=1`` is set before numpy is imported and ``cv2.setNumThreads(1)``.
+included; stage 4's metrics.json reports its own end-to-end figure). One thread: the BLAS /
+OpenMP thread variables are pinned to 1 before numpy loads, and OpenCV gets setNumThreads(1).
 """
 import argparse
 import os
@@ -16,12 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:

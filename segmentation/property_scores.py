@@ -53,7 +53,7 @@ import numpy as np
 
 __all__ = ["BACKGROUND", "SKIN", "EYE_L", "EYE_R", "NOSE", "UPPER_LIP", "INNER_MOUTH", "LOWER_LIP", "HAIR",
            "NUM_CLASSES", "PROPERTIES", "V2_COLUMNS", "Geometry", "ScoreBatch", "scores_v1", "scores_v2",
-           "eyes_pose_v2", "eye_height_and_cos", "hair_color_v2", "hair_length_v2", "mouth_v2", "background",
+           "eyes_pose_v2", "eye_height_and_cos", "largest_component", "hair_color_v2", "hair_length_v2", "mouth_v2", "background",
            "hairstyle", "eyes_v1", "hair_color_v1", "hair_length_v1", "mouth_v1", "pose_v1", "channel_sum",
            "FALLBACK_DEFAULTS", "FLAGS"]
 
@@ -80,6 +80,8 @@ FLAGS = {
     "eye4_single_pixel": ("fallback", "one class-4 pixel: tilt cos set to 1 (height 0)"),
     "eye5_single_pixel": ("fallback", "one class-5 pixel: tilt cos set to 1 (height 0)"),
     "eyes_zero": ("condition", "eyes = 0 (no eye, or height x cos = 0 for both eyes)"),
+    "eye4_stray_pixels_removed": ("condition", "option 'largest': class-4 pixels outside the largest component dropped"),
+    "eye5_stray_pixels_removed": ("condition", "option 'largest': class-5 pixels outside the largest component dropped"),
     "pose_eye_missing": ("fallback", "an eye class is missing: pose = 0.0"),
     "pose_equal_column_centroids": ("fallback", "eye centroids share a column: pose = 0.0 (original: inf/NaN)"),
     "hair_color_no_hair": ("fallback", "no hair pixel: hair colour = 127.5"),
@@ -334,13 +336,38 @@ def _longest_chord_cos(first_r, last_r, col_any, first_c, last_c, chunk_pairs: i
     return out
 
 
-def eyes_pose_v2(maps: np.ndarray, geom: Geometry | None = None):
-    """2nd-algorithm eyes and pose: (eyes, pose, fallbacks)."""
+def largest_component(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only the largest 8-connected component of each mask [N, R, C] (ties: the first in raster
+    order); returns (masks, number of pixels removed per image)."""
+    out = np.zeros_like(win)
+    removed = np.zeros(win.shape[0], np.int64)
+    for i in range(win.shape[0]):
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(win[i].view(np.uint8), connectivity=8)
+        if n <= 1:
+            continue
+        big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        out[i] = lab == big
+        removed[i] = int(stats[1:, cv2.CC_STAT_AREA].sum() - stats[big, cv2.CC_STAT_AREA])
+    return out, removed
+
+
+def eyes_pose_v2(maps: np.ndarray, geom: Geometry | None = None, eye_components: str = "all"):
+    """2nd-algorithm eyes and pose: (eyes, pose, fallbacks).
+
+    ``eye_components="largest"`` (our option, not the original's) keeps only the largest connected
+    component of each eye class inside its window: a single stray eye-class pixel far from the eye
+    otherwise sets the per-column span or the longest chord.
+    """
     geom = geom or _check(maps)
+    if eye_components not in ("all", "largest"):
+        raise ValueError(f"eye_components must be 'all' or 'largest', got {eye_components!r}")
     r0, r1 = geom.v2_eye_rows
-    parts = {}
+    parts, cleaned = {}, {}
     for k, (c0, c1) in geom.eye_cols.items():
-        win = maps[:, r0:r1, c0:c1] == k
+        win = np.ascontiguousarray(maps[:, r0:r1, c0:c1] == k)
+        if eye_components == "largest":
+            win, removed = largest_component(win)
+            cleaned[k] = removed > 0
         parts[k] = eye_height_and_cos(win, r0, c0)
     (h4, cos4, n4, rm4, cm4), (h5, cos5, n5, rm5, cm5) = parts[EYE_L], parts[EYE_R]
     eyes = np.maximum(h4 * cos4, h5 * cos5)
@@ -352,6 +379,8 @@ def eyes_pose_v2(maps: np.ndarray, geom: Geometry | None = None):
     fb = {"eye4_missing": n4 == 0, "eye5_missing": n5 == 0, "eye4_single_pixel": n4 == 1,
           "eye5_single_pixel": n5 == 1, "eyes_zero": eyes == 0, "pose_eye_missing": missing,
           "pose_equal_column_centroids": equal}
+    for k, v in cleaned.items():
+        fb[f"eye{k}_stray_pixels_removed"] = v
     return eyes.astype(np.float64), pose.astype(np.float64), fb
 
 
@@ -472,14 +501,17 @@ def _class_counts(maps: np.ndarray) -> np.ndarray:
 
 
 def scores_v2(maps: np.ndarray, images: np.ndarray, with_hairstyle: bool = True,
-              left_check: str = "code") -> ScoreBatch:
-    """Raw 2nd-algorithm values of a batch (``maps`` uint8 [N, S, S], ``images`` uint8 [N, S, S, 3])."""
+              left_check: str = "code", eye_components: str = "all") -> ScoreBatch:
+    """Raw 2nd-algorithm values of a batch (``maps`` uint8 [N, S, S], ``images`` uint8 [N, S, S, 3]).
+
+    ``left_check``: see :func:`hairstyle`; ``eye_components``: see :func:`eyes_pose_v2`.
+    """
     maps = np.asarray(maps, dtype=np.uint8)
     images = np.asarray(images, dtype=np.uint8)
     geom = _check(maps, images)
     csum = channel_sum(images)
     out = ScoreBatch()
-    eyes, pose, fb = eyes_pose_v2(maps, geom)
+    eyes, pose, fb = eyes_pose_v2(maps, geom, eye_components)
     out.fallbacks.update(fb)
     hair = maps == HAIR
     hc, fb = hair_color_v2(hair, csum)

@@ -53,6 +53,7 @@ from pipeline.runtime import peak_rss_mb
 from . import property_scores as ps
 
 ALGORITHM_VERSION = "stage4-1"          # bump when a change alters any raw value (invalidates caches)
+REPORT_VERSION = 2                      # bump when a report figure is drawn differently (redraws them)
 IMAGE_RE = re.compile(r"^(\d{6})\.png$")
 SEG_SUBDIR = "segmentation_results"
 ALGORITHMS = ("v2", "v1")
@@ -75,7 +76,8 @@ class Stage4Settings:
     algorithms: tuple = ALGORITHMS           # "v2" (always) and optionally "v1"
     v1_image: str = "face"                   # "face": aligned crop; "original": resized stage-2 image (the quirk)
     hairstyle_left_check: str = "code"       # "code" (original, wraps) or "block" (the documented intent)
-    batch_size: int = 64
+    eye_components: str = "all"              # "all" (original) or "largest": drop stray eye-class pixels first
+    batch_size: int = 32
     true_masks: bool | None = None           # None: score them when the profile is world-backed
     examples: int = 8                        # example maps in the report
 
@@ -87,6 +89,8 @@ class Stage4Settings:
             raise ValueError(f"v1_image must be 'face' or 'original', got {self.v1_image!r}")
         if self.hairstyle_left_check not in ("code", "block"):
             raise ValueError(f"hairstyle_left_check must be 'code' or 'block', got {self.hairstyle_left_check!r}")
+        if self.eye_components not in ("all", "largest"):
+            raise ValueError(f"eye_components must be 'all' or 'largest', got {self.eye_components!r}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -247,7 +251,8 @@ def truth_table(profile, stage1_dir: Path, img_nos: np.ndarray) -> pd.DataFrame 
 def cache_key(settings: Stage4Settings, size: int, kinds: tuple) -> tuple[str, dict]:
     key = {"version": ALGORITHM_VERSION, "size": size, "algorithms": sorted(settings.algorithms),
            "v1_image": settings.v1_image if "v1" in settings.algorithms else None,
-           "hairstyle_left_check": settings.hairstyle_left_check, "kinds": sorted(kinds)}
+           "hairstyle_left_check": settings.hairstyle_left_check, "eye_components": settings.eye_components,
+           "kinds": sorted(kinds)}
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return h, key
 
@@ -262,7 +267,8 @@ def score_batch(arrays: dict, settings: Stage4Settings) -> dict:
     sources = [("parsed", "parsing")] + ([("true", "true_mask")] if "true_mask" in arrays else [])
     for src, kind in sources:
         maps = arrays[kind]
-        res = {"v2": ps.scores_v2(maps, arrays["face"], left_check=settings.hairstyle_left_check)}
+        res = {"v2": ps.scores_v2(maps, arrays["face"], left_check=settings.hairstyle_left_check,
+                                  eye_components=settings.eye_components)}
         if "v1" in settings.algorithms:
             res["v1"] = ps.scores_v1(maps, arrays["original"] if settings.v1_image == "original" else arrays["face"])
         out[src] = res
@@ -539,7 +545,6 @@ def _examples(raws, scores, items, n_examples: int) -> list[int]:
 
 def _example_figure(picks, items, scores, size, path: Path):
     from synthface.renderer import colorize_mask
-    from pipeline.reports import contact_sheet_figure
     by_no = {it.img_no: it for it in items}
     df = scores["v2"].set_index("img_no")
     tiles, titles = [], []
@@ -551,10 +556,20 @@ def _example_figure(picks, items, scores, size, path: Path):
         vis = (cv2.cvtColor(vis, cv2.COLOR_BGR2RGB) if vis is not None and vis.shape[:2] == (size, size)
                else colorize_mask(decode(it.paths["parsing"], "parsing", size)))
         r = df.loc[n]
-        tiles += [face, vis]
-        titles += [f"{n:06d} eyes {r['eyes_score']:.2f} mouth {r['mouth_score']:.2f}",
-                   f"pose {r['pose_score']:.2f} hairstyle {r['hairstyle_score']:.2f}"]
-    return contact_sheet_figure(tiles, titles, path, ncols=4, suptitle="examples: face crop | parsing map")
+        tiles.append(np.concatenate([face, vis], axis=1))
+        titles.append(f"{n:06d}: eyes {r['eyes_score']:.2f}, mouth {r['mouth_score']:.2f}\n"
+                      f"pose {r['pose_score']:.2f}, hairstyle {r['hairstyle_score']:.2f}")
+    import matplotlib.pyplot as plt
+    ncols = 4
+    nrows = int(np.ceil(len(tiles) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.1 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(tiles):
+            ax.imshow(tiles[i])
+            ax.set_title(titles[i], fontsize=8)
+    fig.suptitle("examples: face crop | parsing map (N(0, 1) scores)", fontsize=10)
+    return save_figure(fig, path)
 
 
 class _Figures:
@@ -580,7 +595,7 @@ class _Figures:
 
 
 def _figure_digest(out_dir: Path, truth, picks, settings) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"{REPORT_VERSION}".encode())
     for p in sorted(out_dir.glob("*.csv")):
         h.update(p.name.encode() + p.read_bytes())
     if truth is not None:
@@ -601,6 +616,7 @@ def _write_report(out_dir, profile, settings, m, raws, scores, items, truth, siz
         ["map size", f"{m['map_size']} x {m['map_size']}"], ["algorithms", ", ".join(settings.algorithms)],
         ["1st-algorithm colour image", settings.v1_image if "v1" in settings.algorithms else "-"],
         ["hairstyle left check", settings.hairstyle_left_check],
+        ["eye pixels used", "all (original)" if settings.eye_components == "all" else "largest component per eye"],
         ["compute throughput", f"{m['throughput']['compute_images_per_s']} images/s"],
         ["time (inputs, scores, CSVs)", f"{m['timings']['scores_and_csvs_s']:.1f} s"],
         ["inner mouth absent (mouth = 0)", f"{m['mouth_zero_share']:.1%}"],

@@ -527,6 +527,24 @@ def test_a_twice_upsampled_map_keeps_pose_and_mouth(rendered):
     assert np.all((ratio > 1.8) & (ratio < 3.2)) and 2.0 <= np.median(ratio) <= 2.3
 
 
+def test_largest_eye_component_option_ignores_stray_pixels(rendered):
+    maps, imgs, _ = rendered
+    clean = scores_v2(maps[:10], imgs[:10], with_hairstyle=False)
+    noisy = maps[:10].copy()
+    noisy[:, 60, 5] = 4                           # a stray class-4 pixel far from the left eye
+    noisy[:, 160, 215] = 5                        # and a stray class-5 pixel near the window's corner
+    plain = scores_v2(noisy, imgs[:10], with_hairstyle=False)
+    robust = scores_v2(noisy, imgs[:10], with_hairstyle=False, eye_components="largest")
+    assert np.all(plain.values["eyes"] != clean.values["eyes"])
+    np.testing.assert_array_equal(robust.values["eyes"], clean.values["eyes"])
+    np.testing.assert_array_equal(robust.values["pose"], clean.values["pose"])
+    assert robust.fallbacks["eye4_stray_pixels_removed"].all() and robust.fallbacks["eye5_stray_pixels_removed"].all()
+    again = scores_v2(maps[:10], imgs[:10], with_hairstyle=False, eye_components="largest")
+    assert not again.fallbacks["eye4_stray_pixels_removed"].any()
+    with pytest.raises(ValueError):
+        scores_v2(maps[:1], imgs[:1], eye_components="biggest")
+
+
 def test_input_shape_errors():
     m, img = blank(2)
     with pytest.raises(ValueError, match="maps must be"):
@@ -587,3 +605,15 @@ def test_eyes_ceiling_rises_with_the_render_resolution(ceiling128):
     sb256, t = _ceiling_faces(256, n=200, seed=22)
     r256 = float(np.corrcoef(sb256.values["eyes"], t["eyes_open"])[0, 1])
     assert r256 >= 0.94, r256
+
+
+@pytest.mark.xfail(strict=True, reason="renderer: a barely open mouth already gets a 1-px line of inner-mouth "
+                   "pixels (about 0.09 of the mouth), see docs/notes/scores.md; remove this marker when fixed")
+def test_inner_mouth_share_starts_from_zero_when_the_mouth_opens():
+    import pandas as pd
+    from synthface.renderer import render_batch
+    rgb, mask = render_batch(pd.DataFrame({"mouth_open": [0.0, 0.002, 0.01]}), 128)
+    maps = np.stack([cv2.resize(m, (S, S), interpolation=cv2.INTER_NEAREST) for m in mask])
+    imgs = np.stack([cv2.resize(a, (S, S), interpolation=cv2.INTER_CUBIC) for a in rgb])
+    share = scores_v2(maps, imgs, with_hairstyle=False).values["mouth"]
+    assert share[0] == 0.0 and share[1] < 0.02 and share[2] < 0.04

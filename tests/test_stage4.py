@@ -22,7 +22,7 @@ V1_HEADER = V2_HEADER.rsplit(",", 1)[0]
 
 
 def make_layout(root, n_images=N_IMAGES, seed=5):
-    """Stage-1/2/3 outputs as the stage expects them (stage 3 stand-in: true mask with parser-like errors)."""
+    """Stage-1/2/3 outputs as the stage expects them (stage-3 stand-in: the true mask with parser-like errors)."""
     from synthface.renderer import colorize_mask, render_batch
     from synthface.world import WorldMap
     w = WorldMap(256, 0)
@@ -41,9 +41,12 @@ def make_layout(root, n_images=N_IMAGES, seed=5):
         atomic_write_png(root / "stage2" / "filtered" / f"{n:06d}.png", rgb[i])
         face = cv2.resize(rgb[i], (S, S), interpolation=cv2.INTER_CUBIC)
         true = cv2.resize(mask[i], (S, S), interpolation=cv2.INTER_NEAREST)
+        # parser-like errors: a 1-px shift and a third of the class-boundary pixels taking the class
+        # of their upper neighbour
         parsed = np.roll(true, int(rng.integers(-1, 2)), axis=1)
-        noise = rng.random((S, S)) < 0.003
-        parsed[noise] = rng.integers(0, 11, int(noise.sum()))
+        above = np.roll(parsed, 1, axis=0)
+        flip = (above != parsed) & (rng.random((S, S)) < 0.33)
+        parsed[flip] = above[flip]
         atomic_write_png(seg / f"face_{n:06d}.png", face)
         atomic_write_png(seg / f"parsing_{n:06d}.png", parsed)
         atomic_write_png(seg / f"true_mask_{n:06d}.png", true)
@@ -213,8 +216,10 @@ def test_settings_change_uses_its_own_cache(first_run, layout, tmp_path):
     b = run_stage4(prof, Stage4Settings(batch_size=16, examples=0, hairstyle_left_check="block"),
                    show_progress=False)
     assert a["cache"] != b["cache"] and b["counts"]["computed_this_run"] == len(keep)
-    c = run_stage4(prof, Stage4Settings(batch_size=16, examples=0, v1_image="original"), show_progress=False)
+    c = run_stage4(prof, Stage4Settings(batch_size=16, examples=0, v1_image="original", eye_components="largest"),
+                   show_progress=False)
     assert c["counts"]["computed_this_run"] == len(keep) and c["settings"]["v1_image"] == "original"
+    assert c["settings"]["eye_components"] == "largest"
 
 
 # ------------------------------------------------------------------------------------ input errors
@@ -273,7 +278,8 @@ def test_missing_stage_folders_and_bad_settings(tmp_path):
     atomic_write_png(tmp_path / "runs" / "stage2" / "filtered" / "000003.png", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(Stage4InputError, match="run_segmentation.py"):
         run_stage4(prof, show_progress=False)
-    for bad in (dict(algorithms=("v1",)), dict(v1_image="x"), dict(hairstyle_left_check="y"), dict(batch_size=0)):
+    for bad in (dict(algorithms=("v1",)), dict(v1_image="x"), dict(hairstyle_left_check="y"), dict(batch_size=0),
+                dict(eye_components="z")):
         with pytest.raises(ValueError):
             Stage4Settings(**bad).validate()
 
