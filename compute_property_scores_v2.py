@@ -58,7 +58,8 @@ def main(argv=None):
         for src in ("parsed", "true_mask"):
             if src in t:
                 v2 = t[src]["v2"]
-                parts = [f"{k} {v['pearson']:.3f}" for k, v in v2.items() if k != "hairstyle" and v["pearson"] is not None]
+                parts = [f"{k} {v['pearson']:.3f}" for k, v in v2.items()
+                         if k != "hairstyle" and v["pearson"] is not None]
                 auc = v2.get("hairstyle", {}).get("auc")
                 print(f"vs truth ({src}): r " + ", ".join(parts) + (f"; hairstyle AUC {auc:.3f}" if auc else ""))
 

@@ -53,7 +53,8 @@ import numpy as np
 
 __all__ = ["BACKGROUND", "SKIN", "EYE_L", "EYE_R", "NOSE", "UPPER_LIP", "INNER_MOUTH", "LOWER_LIP", "HAIR",
            "NUM_CLASSES", "PROPERTIES", "V2_COLUMNS", "Geometry", "ScoreBatch", "scores_v1", "scores_v2",
-           "eyes_pose_v2", "eye_height_and_cos", "largest_component", "hair_color_v2", "hair_length_v2", "mouth_v2", "background",
+           "eyes_pose_v2", "eye_height_and_cos", "largest_component", "hair_color_v2", "hair_length_v2", "mouth_v2",
+           "background",
            "hairstyle", "eyes_v1", "hair_color_v1", "hair_length_v1", "mouth_v1", "pose_v1", "channel_sum",
            "FALLBACK_DEFAULTS", "FLAGS"]
 
@@ -80,8 +81,8 @@ FLAGS = {
     "eye4_single_pixel": ("fallback", "one class-4 pixel: tilt cos set to 1 (height 0)"),
     "eye5_single_pixel": ("fallback", "one class-5 pixel: tilt cos set to 1 (height 0)"),
     "eyes_zero": ("condition", "eyes = 0 (no eye, or height x cos = 0 for both eyes)"),
-    "eye4_stray_pixels_removed": ("condition", "option 'largest': class-4 pixels outside the largest component dropped"),
-    "eye5_stray_pixels_removed": ("condition", "option 'largest': class-5 pixels outside the largest component dropped"),
+    "eye4_stray_pixels_removed": ("condition", "option 'largest': class-4 pixels off the largest component dropped"),
+    "eye5_stray_pixels_removed": ("condition", "option 'largest': class-5 pixels off the largest component dropped"),
     "pose_eye_missing": ("fallback", "an eye class is missing: pose = 0.0"),
     "pose_equal_column_centroids": ("fallback", "eye centroids share a column: pose = 0.0 (original: inf/NaN)"),
     "hair_color_no_hair": ("fallback", "no hair pixel: hair colour = 127.5"),

@@ -20,7 +20,7 @@ Outputs (``stage4/``):
   ``*_score`` columns, N(0, 1) with ddof 1, 4 decimals) plus ``hairstyle_score`` as the last
   column; ``all_scores.csv``: the same seven columns from the 1st algorithm;
 * ``all_scores_v2_raw.csv`` / ``all_scores_raw.csv``: the raw values (full precision) and the
-  ``flags`` that fired per image (fallbacks and conditions, ``;``-separated);
+  ``score_flags`` that fired per image (fallbacks and conditions, ``;``-separated);
 * ``all_scores_v2_norm_stats.json`` / ``all_scores_norm_stats.json``: mean and std of each column
   (so later images can be put on the same scale with :func:`apply_normalisation`);
 * world-backed: ``true_mask_scores_v2_raw.csv`` / ``true_mask_scores_raw.csv``;
@@ -148,7 +148,8 @@ def check_png(data: bytes, path: Path, kind: str, size: int | None) -> tuple[int
             end = True
             break
     if ihdr is None or not end:
-        raise Stage4InputError(f"{kind} file {path} is truncated or corrupt (no {'IHDR' if ihdr is None else 'IEND'} chunk)")
+        missing = "IHDR" if ihdr is None else "IEND"
+        raise Stage4InputError(f"{kind} file {path} is truncated or corrupt (no {missing} chunk)")
     w, h, depth, ctype = ihdr
     want_types = (0,) if kind in ("parsing", "true_mask") else (2, 6)
     if depth != 8 or ctype not in want_types:
@@ -323,17 +324,18 @@ def compute_all(items: list[ImageInputs], size: int, settings: Stage4Settings, c
 
 
 def raw_frame(records: dict, img_nos, source: str, algo: str) -> pd.DataFrame:
-    """img_no, the raw columns of ``algo`` and the ``flags`` column, sorted by img_no."""
+    """img_no, the raw columns of ``algo`` and the ``score_flags`` column, sorted by img_no."""
     rows = []
     for n in img_nos:
         part = records[n][source][algo]
-        rows.append({"img_no": int(n), **{c: part["values"][c] for c in COLUMNS[algo]}, "flags": ";".join(part["flags"])})
-    return pd.DataFrame(rows, columns=["img_no", *COLUMNS[algo], "flags"])
+        rows.append({"img_no": int(n), **{c: part["values"][c] for c in COLUMNS[algo]},
+                     "score_flags": ";".join(part["flags"])})
+    return pd.DataFrame(rows, columns=["img_no", *COLUMNS[algo], "score_flags"])
 
 
 def flag_counts(raw: pd.DataFrame) -> dict:
     counts = {}
-    for f in raw["flags"]:
+    for f in raw["score_flags"]:
         for name in filter(None, f.split(";")):
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
@@ -631,7 +633,8 @@ def _write_report(out_dir, profile, settings, m, raws, scores, items, truth, siz
         secs.append(("1st vs 2nd algorithm", "Pearson r of the raw values per property (the original measured "
                      "eyes 0.902, hair colour 0.694, hair length 0.960, mouth 0.900, pose 0.689, background mean "
                      "0.975, background std 0.775 on its images):\n\n"
-                     + markdown_table(["property", "r (v1, v2)"], [[p, m["v1_vs_v2_pearson"][p]] for p in ps.PROPERTIES])))
+                     + markdown_table(["property", "r (v1, v2)"],
+                                      [[p, m["v1_vs_v2_pearson"][p]] for p in ps.PROPERTIES])))
     rows = []
     for src, counts in m["fallbacks"].items():
         for name, k in counts.items():
@@ -665,7 +668,8 @@ def _write_report(out_dir, profile, settings, m, raws, scores, items, truth, siz
                      f"![examples](report/{ex.name})"))
     files = ["- `all_scores_v2.csv`: the 2nd algorithm, N(0, 1), 4 decimals; `hairstyle_score` is the last column",
              "- `all_scores.csv`: the 1st algorithm (same format, seven scores)" if "v1" in settings.algorithms else "",
-             "- `*_raw.csv`: raw values and the flags of each image; `*_norm_stats.json`: the z-score statistics",
+             "- `*_raw.csv`: raw values and the fallbacks / conditions of each image (`score_flags`)",
+             "- `*_norm_stats.json`: the z-score statistics (mean, std with ddof 1) of each column",
              "- `true_mask_*_raw.csv`: the same algorithms on the exact masks" if "true_mask" in (tm or {}) else "",
              f"- `{m['cache']}/`: per-image cache (delete it to recompute everything)"]
     secs.append(("Files", "\n".join(f for f in files if f)))

@@ -101,7 +101,7 @@ def test_csv_formats_and_normalisation(first_run, layout):
         assert abs(df[c].mean()) < 1e-3 and abs(df[c].std(ddof=1) - 1) < 2e-3, c
         assert all(len(s.split(".")[1]) <= 4 for s in df[c].astype(str) if "." in s), c
     raw = pd.read_csv(out / "all_scores_v2_raw.csv", keep_default_na=False)
-    assert list(raw.columns) == ["img_no", *ps.V2_COLUMNS, "flags"]
+    assert list(raw.columns) == ["img_no", *ps.V2_COLUMNS, "score_flags"]
     st = json.loads((out / "all_scores_v2_norm_stats.json").read_text())
     assert st["ddof"] == 1 and st["count"] == len(keep)
     for c in ps.V2_COLUMNS:
@@ -144,7 +144,7 @@ def test_metrics_truth_fallbacks_and_report(first_run, layout):
     assert t["true_mask"]["v2"]["hairstyle"]["auc_threshold"] == 0.5
     assert set(m["fallbacks"]) == {"parsed_v2", "parsed_v1", "true_mask_v2", "true_mask_v1"}
     raw = pd.read_csv(root / "stage4" / "all_scores_v2_raw.csv", keep_default_na=False)
-    closed = int(raw["flags"].str.contains("mouth_closed").sum())
+    closed = int(raw["score_flags"].str.contains("mouth_closed").sum())
     assert m["fallbacks"]["parsed_v2"].get("mouth_closed", 0) == closed
     assert m["mouth_zero_share"] == pytest.approx((raw["mouth"] == 0).mean())
     assert set(m["correlation_v2"]) == {f"{c}_score" for c in ps.V2_COLUMNS}
