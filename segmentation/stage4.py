@@ -35,7 +35,9 @@ import hashlib
 import json
 import os
 import re
+import resource
 import struct
+import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -48,7 +50,6 @@ from tqdm import tqdm
 
 from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, save_figure, write_metrics, write_report
-from pipeline.runtime import peak_rss_mb
 
 from . import property_scores as ps
 
@@ -438,6 +439,12 @@ def run_stage4(profile, settings: Stage4Settings | None = None, stage1_dir: Path
     return m
 
 
+def _peak_rss_mb() -> float:
+    # as pipeline.runtime.peak_rss_mb, without importing torch (stage 4 needs none): Linux reports KiB
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
 def _corr(df: pd.DataFrame) -> dict:
     c = df.corr()
     return {a: {b: round(float(c.loc[a, b]), 4) for b in c.columns} for a in c.index}
@@ -473,7 +480,7 @@ def _metrics(profile, settings, geom, items, raws, scores, stats, true_raws, tru
         "score_ranges_v2": {c: [float(scores["v2"][c].min()), float(scores["v2"][c].max())] for c in v2cols},
         "mouth_zero_share": float((raw2["mouth"] == 0).mean()),
         "correlation_v2": _corr(scores["v2"][v2cols]),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
     }
     if "v1" in raws:
         m["v1_vs_v2_pearson"] = {c: round(float(np.corrcoef(raws["v1"][c], raw2[c])[0, 1]), 4)

@@ -304,3 +304,16 @@ def test_script_flags_reach_the_stage(layout, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["settings"]["batch_size"] == 9 and m["settings"]["algorithms"] == ["v2"]
     assert (out / "all_scores_v2.csv").is_file() and not (out / "all_scores.csv").exists()
+
+
+def test_a_profile_without_a_world_needs_no_truth_or_true_masks(layout, tmp_path):
+    root0, keep = layout
+    root = _copy_layout(root0, tmp_path)
+    for p in (root / "stage3" / "segmentation_results").glob("true_mask_*.png"):
+        p.unlink()
+    prof = Profile({"name": "real", "data_root": str(root), "resolution": 128})
+    m = run_stage4(prof, Stage4Settings(batch_size=16, examples=2), show_progress=False)
+    assert "truth" not in m and set(m["fallbacks"]) == {"parsed_v2", "parsed_v1"}
+    assert not (root / "stage4" / "true_mask_scores_v2_raw.csv").exists()
+    rep = (root / "stage4" / "report.md").read_text()
+    assert "Against the truth" not in rep and "report/examples.png" in rep
