@@ -47,6 +47,7 @@ from pipeline.reports import save_figure
 from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
 from stylegan.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.generator import to_signed_tensor
+from synthface.renderer import BG_AMP_SPAN
 
 FEATURE_CLASSES = (2, 3, 4, 5, 7, 8, 9)   # eyebrows, eyes, lips, inner mouth
 
@@ -168,7 +169,7 @@ class RenderSource:
             return self.param_matrix(z, t)
         ta = 2.0 * np.pi * t["bg_tex_a"].to_numpy(np.float64)
         tb = 2.0 * np.pi * t["bg_tex_b"].to_numpy(np.float64)
-        amp = np.exp(3.4 * t["bg_std"].to_numpy(np.float64))[:, None]
+        amp = 1.0 + BG_AMP_SPAN * t["bg_std"].to_numpy(np.float64)[:, None]
         tex = np.stack([np.cos(ta) * np.cos(tb), np.cos(ta) * np.sin(tb), np.sin(ta) * np.cos(tb),
                         np.sin(ta) * np.sin(tb)], axis=1) * amp
         ld = 2.0 * np.pi * t["light_dir"].to_numpy(np.float64)
@@ -210,8 +211,8 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
     """Run (or resume) the training; ``stop_after`` ends this call after that global step
     (with a checkpoint), as an interruption would; calling again resumes.
 
-    ``eval_fn(g_ema) -> dict`` (optional) is called every ``eval_every`` regression steps and
-    at the end of the regression; its results go to ``eval_log.json``.
+    ``eval_fn(g_ema) -> dict | None`` (optional) is called every ``eval_every`` regression steps
+    and at the end of the regression; its results (when not None) go to ``eval_log.json``.
     """
     torch.set_num_threads(s.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +322,9 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
         reg_step = step - warm
         if eval_fn is not None and 0 < reg_step <= s.steps and s.eval_every > 0 \
                 and (reg_step % s.eval_every == 0 or reg_step == s.steps):
-            eval_log.append({"step": step, "regression_step": reg_step, **eval_fn(g_ema)})
+            scores = eval_fn(g_ema)
+            if scores:
+                eval_log.append({"step": step, "regression_step": reg_step, **scores})
             t_last = time.perf_counter()
         if step % s.ckpt_every == 0 or step == end:
             checkpoint()

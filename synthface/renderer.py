@@ -19,7 +19,9 @@ Mask conventions (decisions, documented here once):
 
 * neck and ears are skin (1); clothes are background (0);
 * the eye class covers the whole eye opening (sclera, iris, pupil); the inner mouth
-  covers teeth and tongue; a closed mouth (``mouth_open == 0``) has no class-8 pixel;
+  covers teeth and tongue and only the pixels its polygon covers at least half, so the
+  class-8 area grows from zero as the mouth opens; a closed mouth (``mouth_open == 0``)
+  and a barely open one have no class-8 pixel;
 * RGB-only details leave the mask alone: wrinkles, blush, beard shadow, eyelashes,
   lid lines, nostrils, earrings, and **glasses** (frames and lenses: the eye, brow and
   skin classes underneath stay the mask truth) and the **quality defect** (the mask
@@ -50,7 +52,8 @@ glasses             0 / 1      0        glasses on (RGB only; frames around both
 glasses_style       0 .. 1     0.3      frame: thick dark rectangular .. brown .. thin round metal
 eyes_open           0 .. 1     0.65     eye opening; eye-mask height grows monotonically
                                         (0 = nearly closed lid line, 1 = wide open)
-mouth_open          0 .. 1     0        0 = closed (no inner-mouth pixel), up to wide open smile
+mouth_open          0 .. 1     0        0 = closed (no inner-mouth pixel); any value > 0 opens the lips by
+                                        at least ~1 px (at 128 px), up to a wide open smile at 1
 pose                -1 .. 1    0        head turn: in-plane tilt (slope between the eye
                                         centroids grows with pose) plus a horizontal shift of
                                         the features toward image right (> 0) / left (< 0)
@@ -62,7 +65,7 @@ hairstyle           0 .. 1     0.2      0 straight (vertical strands) .. 1 curly
                                         ringlet texture, more volume)
 hair_part           0 .. 1     0.5      parting position / fringe sweep (nuisance)
 bg_mean             0 .. 1     0.5      background brightness (channel mean ~ 25 + 215 * v)
-bg_std              0 .. 1     0.3      background texture amplitude (grey std ~ e^(3.4 v))
+bg_std              0 .. 1     0.05     background texture amplitude (grey std ~ 1 + 29 v)
 bg_hue              0 .. 1     0.3      background tint (nuisance)
 bg_tex_a, bg_tex_b  0 .. 1     0.0      background texture pattern (periodic angles; nuisance)
 skin_tone           0 .. 1     0.3      light .. dark skin
@@ -110,7 +113,7 @@ PARAM_SPEC: dict[str, tuple[float, float, float]] = {
     "hairstyle": (0.0, 1.0, 0.2),
     "hair_part": (0.0, 1.0, 0.5),
     "bg_mean": (0.0, 1.0, 0.5),
-    "bg_std": (0.0, 1.0, 0.3),
+    "bg_std": (0.0, 1.0, 0.05),
     "bg_hue": (0.0, 1.0, 0.3),
     "bg_tex_a": (0.0, 1.0, 0.0),
     "bg_tex_b": (0.0, 1.0, 0.0),
@@ -147,6 +150,7 @@ _ONE = float(1 << _SH)
 _AA = cv2.LINE_AA
 _L8 = cv2.LINE_8
 
+BG_AMP_SPAN = math.exp(3.4) - 1.0   # background texture amplitude (grey std) 1 .. e^3.4 ~ 30, linear in bg_std
 ROLL_MAX = math.radians(22.0)   # in-plane head tilt at |pose| = 1
 FACE_CY = 0.52                  # vertical position of the face centre (fraction of the image)
 
@@ -279,6 +283,20 @@ class _Canvas:
         if cls is not None:
             cv2.fillPoly(self.ids, [pts], cls, _L8, _SH)
 
+    def fill_covered(self, pts, color, cls):
+        """As :meth:`fill`, but the class goes only to pixels the polygon covers at least half
+        (coverage measured on an 8x8 sub-pixel grid), so a polygon thinner than a pixel marks no
+        pixel instead of a one-pixel line."""
+        cv2.fillPoly(self.rgb, [pts], color, _AA, _SH)
+        x0, y0 = np.maximum((pts.min(0) >> _SH) - 1, 0)
+        x1, y1 = np.minimum((pts.max(0) >> _SH) + 2, self.res)
+        if x1 > x0 and y1 > y0:
+            h, w = y1 - y0, x1 - x0
+            sub = np.zeros((8 * h, 8 * w), np.uint8)     # vertices in 1/16 px = 1/2 of a sub-pixel
+            cv2.fillPoly(sub, [pts - np.array([x0 << _SH, y0 << _SH], np.int32)], 1, _L8, _SH - 3)
+            cover = sub.reshape(h, 8, w, 8).sum(axis=(1, 3))
+            self.ids[y0:y1, x0:x1][cover >= 32] = cls
+
     def line(self, pts, color, thick=1, closed=False):
         cv2.polylines(self.rgb, [pts], closed, color, max(1, int(round(thick * self.lw))), _AA, _SH)
 
@@ -389,7 +407,7 @@ def _crown(f: _Face, k: int = 23):
 def _background(res: int, p: dict) -> np.ndarray:
     A = _assets(res)
     level = 25.0 + 215.0 * p["bg_mean"]
-    amp = math.exp(3.4 * p["bg_std"])
+    amp = 1.0 + BG_AMP_SPAN * p["bg_std"]
     ta, tb = 2.0 * math.pi * p["bg_tex_a"], 2.0 * math.pi * p["bg_tex_b"]
     w = (math.cos(ta) * math.cos(tb), math.cos(ta) * math.sin(tb), math.sin(ta) * math.cos(tb),
          math.sin(ta) * math.sin(tb))
@@ -559,7 +577,7 @@ _LASH = np.array([22.0, 15.0, 13.0])
 def _eyes(cv: _Canvas, f: _Face):
     p, fem, yaw, res = f.p, f.fem, f.yaw, cv.res
     eo = p["eyes_open"]
-    ew = 0.1 * (1.0 + 0.04 * fem)
+    ew = 0.105 * (1.0 + 0.04 * fem)
     iris_c = _IRIS(p["iris_color"])
     sclera = _col(_SCLERA * (0.96 - 0.08 * f.old))
     lid_c = _col(_mix(f.skin_dk * 0.55, _LASH, fem))
@@ -570,8 +588,8 @@ def _eyes(cv: _Canvas, f: _Face):
         far = max(side * yaw, 0.0)                           # the eye on the far side narrows with the turn
         w = ew * (1.0 - 0.18 * far)
         exc = side * f.esep + 0.035 * yaw
-        hu = w * (0.035 + 0.30 * eo)
-        hlw = w * (0.02 + 0.15 * eo)
+        hu = w * (0.035 + 0.42 * eo)
+        hlw = w * (0.02 + 0.21 * eo)
         lift = -(0.006 * fem + 0.002) * u * side             # outer corner slightly up
         xs = exc + 0.5 * w * u
         up = f.ey - hu * (1.0 - u ** 2) ** 0.85 * (1.0 - 0.12 * u * side) + lift
@@ -639,7 +657,7 @@ def _mouth(cv: _Canvas, f: _Face):
     mo = p["mouth_open"]
     mx, my = 0.04 * f.yaw, 0.19
     mw = (0.078 + 0.006 * fem) * (1.0 + 0.16 * mo)
-    oh = 0.085 * mo
+    oh = 0.085 * (0.08 + 0.92 * mo) if mo > 0.0 else 0.0     # an open mouth shows at least ~1 px of opening
     tu = (0.018 + 0.008 * fem) * (1.0 - 0.3 * old)
     tl = (0.024 + 0.012 * fem) * (1.0 - 0.3 * old)
     corner = -0.016 * mo + 0.008 * old - 0.003
@@ -658,8 +676,8 @@ def _mouth(cv: _Canvas, f: _Face):
     cv.fill(cv.local(xx, np.concatenate([up_out, up_in[::-1]])), _col(lips * 0.86), 7)
     cv.fill(cv.local(xx, np.concatenate([lo_in, lo_out[::-1]])), _col(lips), 9)
     if mo > 0.0:
-        cv.fill(cv.local(np.concatenate([xs, xs[-2:0:-1]]), np.concatenate([up_in, lo_in[-2:0:-1]])),
-                (70, 18, 24), 8)
+        cv.fill_covered(cv.local(np.concatenate([xs, xs[-2:0:-1]]), np.concatenate([up_in, lo_in[-2:0:-1]])),
+                        (70, 18, 24), 8)
         if oh > 0.012:
             ut = np.linspace(-0.75, 0.75, 9)
             tx = mx + mw * ut

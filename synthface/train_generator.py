@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.io import atomic_write_json
 from pipeline.profiles import REPO_ROOT, load_profile
 from stylegan.checkpoint import save_checkpoint
-from synthface.evaluate_generator import flat_scores, load_or_train_evaluator, measure_fidelity
+from synthface.evaluate_generator import EVALUATOR_WEIGHTS, flat_scores, load_or_train_evaluator, measure_fidelity
 from synthface.generator_training import RenderSource, TrainSettings, plot_training_log, train_default_generator
 from synthface.renderer import render_batch
 from synthface.world import WorldMap
@@ -49,11 +49,17 @@ def main(argv=None):
     world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
     source = RenderSource(world, lambda t: render_batch(t, resolution=res_px), profile["generator"]["z_dim"],
                           aux_targets=s.aux_targets)
-    ev = load_or_train_evaluator(world, res_px)
     z_val = np.random.default_rng(VALIDATION_SEED).standard_normal((args.eval_n, world.z_dim), dtype=np.float32)
+    judge = {}
 
     def eval_fn(g):
-        fid = measure_fidelity(g, world, ev, z_val, res_px)
+        # the evaluator is loaded at the first validation; while its weights do not exist yet
+        # (being trained in another process) the validation is skipped
+        if "ev" not in judge:
+            if not EVALUATOR_WEIGHTS.is_file():
+                return None
+            judge["ev"] = load_or_train_evaluator(world, res_px)
+        fid = measure_fidelity(g, world, judge["ev"], z_val, res_px)
         return {**flat_scores(fid["generator"]), "pixel_mae": round(fid["pixel_mae_uint8"], 3)}
 
     t0 = time.perf_counter()

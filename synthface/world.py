@@ -43,7 +43,8 @@ hair_length        [0, 1]       ~ uniform; +1.2 sd for women, shorter when old
 hairstyle          [0, 1]       u^1.4 (0 straight .. 1 curly)
 hair_part          [0, 1]       uniform
 bg_mean            [0, 1]       uniform
-bg_std             [0, 1]       uniform (the renderer's texture amplitude is exponential in it)
+bg_std             [0, 1]       (e^(3.4 u) - 1) / (e^3.4 - 1): skewed toward smooth backgrounds (the renderer's
+                                texture amplitude is linear in it, so the drawn amplitude is e^(3.4 u))
 bg_hue             [0, 1]       uniform
 bg_tex_a, _b       [0, 1]       uniform (periodic texture angles)
 skin_tone          [0, 1]       u^1.6 (more light than dark)
@@ -159,7 +160,8 @@ class WorldMap:
         out["hair_length"] = ndtr(s_len / 1.07)
         out["hairstyle"] = u["hairstyle"] ** 1.4
         out["hair_part"] = u["hair_part"]
-        for n in ("bg_mean", "bg_std", "bg_hue", "bg_tex_a", "bg_tex_b", "face_width", "jaw", "beard", "brow",
+        out["bg_std"] = np.expm1(3.4 * u["bg_std"]) / np.expm1(3.4)
+        for n in ("bg_mean", "bg_hue", "bg_tex_a", "bg_tex_b", "face_width", "jaw", "beard", "brow",
                   "lip_color", "light_dir", "light_strength", "cloth_color"):
             out[n] = u[n]
         out["skin_tone"] = u["skin_tone"] ** 1.6
