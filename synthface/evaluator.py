@@ -52,15 +52,19 @@ class EvaluatorSpec:
     binary: list
     mean: np.ndarray
     std: np.ndarray
+    width: int = 32
 
     def to_state(self) -> dict:
-        return {"continuous": ",".join(self.continuous), "binary": ",".join(self.binary),
-                "mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+        st = {"continuous": ",".join(self.continuous), "binary": ",".join(self.binary),
+              "mean": torch.from_numpy(self.mean), "std": torch.from_numpy(self.std)}
+        if self.width != 32:
+            st["width"] = torch.tensor(self.width)
+        return st
 
     @classmethod
     def from_state(cls, st: dict) -> "EvaluatorSpec":
         return cls(st["continuous"].split(","), [b for b in st["binary"].split(",") if b],
-                   st["mean"].numpy(), st["std"].numpy())
+                   st["mean"].numpy(), st["std"].numpy(), int(st["width"]) if "width" in st else 32)
 
 
 class Evaluator:
@@ -90,20 +94,21 @@ class Evaluator:
     @classmethod
     def from_state(cls, st: dict) -> "Evaluator":
         spec = EvaluatorSpec.from_state(st["spec"])
-        net = AttributeNet(len(spec.continuous), len(spec.binary))
+        net = AttributeNet(len(spec.continuous), len(spec.binary), width=spec.width)
         net.load_state_dict(st["net"], strict=True)
         return cls(net, spec)
 
 
 def train_evaluator(sample_fn, continuous: list, binary: list, *, steps: int = 3000, batch_size: int = 64,
-                    lr: float = 2e-3, seed: int = 0, show_progress: bool = True) -> tuple[Evaluator, list]:
+                    lr: float = 2e-3, seed: int = 0, width: int = 32,
+                    show_progress: bool = True) -> tuple[Evaluator, list]:
     """``sample_fn(step, batch_size) -> (uint8 NHWC images, dict name -> array)`` of *rendered* faces."""
     torch.manual_seed(seed)
     imgs, lab = sample_fn(10**9, 2048)          # a stream outside the training steps, for the label statistics
     mean = np.array([lab[n].mean() for n in continuous], dtype=np.float32)
     std = np.array([lab[n].std() + 1e-6 for n in continuous], dtype=np.float32)
-    spec = EvaluatorSpec(list(continuous), list(binary), mean, std)
-    net = AttributeNet(len(continuous), len(binary)).train()
+    spec = EvaluatorSpec(list(continuous), list(binary), mean, std, width)
+    net = AttributeNet(len(continuous), len(binary), width=width).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     log = []

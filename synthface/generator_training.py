@@ -12,7 +12,9 @@ configuration. It is fitted by regression to the procedural renderer:
   the mapping network a direct signal to learn P(z). Its weight decays linearly from
   ``aux_weight`` to ``aux_final_weight`` over the first ``aux_until`` fraction of the
   steps; the head is not part of the shipped model (how linearly w encodes the factors
-  is measured and reported, since it makes direction finding easier);
+  is measured and reported, since it makes direction finding easier). Besides the image
+  batch, every step also fits the head on ``aux_batch_size`` further z (mapping only, no
+  rendering: milliseconds), so the mapping keeps learning P(z) at the warm-up's pace;
 * a texture-statistics loss (``tex_weight``): per image and region (upper background,
   hair, skin, top strip), the standard deviation of three frequency bands of the grey
   image must match the render's. The renderer's textures are fixed fields that no
@@ -21,6 +23,12 @@ configuration. It is fitted by regression to the procedural renderer:
   its phase: background texture, curls vs straight strands, wrinkles, the blurred strip
   of a quality defect;
 * an exponential moving average of G's weights (the shipped weights);
+* optionally (``perc_weight`` > 0) a perceptual loss: L1 between the features of G(z) and
+  of the render in a frozen *teacher* (an attribute net trained on renders only, with
+  another seed and z stream than the independent evaluator, which never takes part);
+* optionally (``adv_weight`` > 0, from regression step ``adv_start``) a non-saturating GAN
+  loss against a discriminator trained alongside on renders vs G (logistic loss, lazy R1),
+  the usual lever for textures and sharpness that no pixel loss gives;
 * finally a short phase that trains the matching discriminator (real = renders,
   fake = the EMA generator) with the logistic loss and R1, so fine-tuning stages can
   start from a pre-trained D as the original did.
@@ -63,13 +71,22 @@ class TrainSettings:
     lr: float = 2e-3
     mapping_lr_boost: float = 1000.0   # the mapping keeps learning P(z) during the regression (ISSUES.md #4, #5)
     feature_weight: float = 6.0
-    aux_targets: str = "factors"       # 'factors' (latent factors + texture coefficients) or 'params'
+    aux_targets: str = "factors+params"  # 'factors' (latent factors + texture coefficients), 'params' or both
     aux_weight: float = 0.5
     aux_until: float = 0.5             # fraction of the regression steps over which the aux weight decays ...
     aux_final_weight: float = 0.1      # ... to this value (0: the head is dropped)
+    aux_batch_size: int = 256          # extra z per regression step for the aux loss alone (no rendering; 0: off)
+    mapping_ramp_steps: int = 0        # the mapping's lr ramps up from 0 over this many regression steps
     tex_weight: float = 2.0            # texture-statistics loss
     eval_every: int = 1000             # validation with the callback given to train_default_generator (0: never)
     init_generator: str = ""           # optional G state_dict (file with a 'generator' entry) to start from
+    init_discriminator: str = ""       # optional D state_dict (file with a 'discriminator' entry) to start from
+    perc_weight: float = 0.0           # perceptual loss: L1 between the teacher's features of G(z) and of the render
+    teacher: str = ""                  # the teacher's weights (synthface.train_teacher), needed when perc_weight > 0
+    frame_weight: float = 1.0          # extra L1 weight on a wide ring around the eyes (glasses frames: RGB only)
+    adv_weight: float = 0.0            # weight of the non-saturating GAN loss in the regression phase (0: off)
+    adv_start: int = 0                 # regression step from which the GAN loss (and D's updates) run
+    r1_every: int = 4                  # lazy R1: the penalty every k D steps, scaled by k
     ema_decay: float = 0.999
     d_steps: int = 400                 # discriminator phase after the regression phase
     d_lr: float = 1e-3
@@ -90,24 +107,70 @@ class AuxHead(nn.Module):
         return self.fc(w)
 
 
-def _weight_map(mask: np.ndarray, feature_weight: float) -> torch.Tensor:
+def _weight_map(mask: np.ndarray, feature_weight: float, frame_weight: float = 1.0) -> torch.Tensor:
+    """Per-pixel L1 weights: ``feature_weight`` on the small facial features (dilated 2 px)
+    and, where larger, ``frame_weight`` on the eyes dilated by H/12 (where glasses frames are
+    drawn: they are in the RGB only, not in the mask)."""
     m = np.isin(mask, FEATURE_CLASSES)
     # dilate a little so edges of the features count too
     t = torch.from_numpy(m.astype(np.float32)).unsqueeze(1)
     t = F.max_pool2d(t, 5, stride=1, padding=2)
-    return 1.0 + (feature_weight - 1.0) * t
+    w = 1.0 + (feature_weight - 1.0) * t
+    if frame_weight != 1.0:
+        k = max(1, mask.shape[-1] // 12)
+        eyes = torch.from_numpy(np.isin(mask, (4, 5)).astype(np.float32)).unsqueeze(1)
+        ring = F.max_pool2d(eyes, 2 * k + 1, stride=1, padding=k)
+        w = torch.maximum(w, 1.0 + (frame_weight - 1.0) * ring)
+    return w
+
+
+class TeacherFeatures(nn.Module):
+    """Frozen feature extractor for the perceptual loss: the stem and the four blocks of a
+    trained ``synthface.evaluator.AttributeNet`` (eval mode, no gradients to its weights)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.stages = nn.ModuleList(list(net.features))
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):          # always eval (BatchNorm statistics stay fixed)
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list:
+        feats = []
+        for i, m in enumerate(self.stages):
+            x = m(x)
+            if isinstance(m, nn.Sequential) or i == 2:    # after the stem's ReLU and after each block
+                feats.append(x)
+        return feats
+
+
+def perceptual_loss(teacher: TeacherFeatures, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over the teacher's stages of L1(features(fake), features(real)) / mean |features(real)|."""
+    with torch.no_grad():
+        fr = teacher(real)
+    ff = teacher(fake)
+    return sum((a - b).abs().mean() / (b.abs().mean() + 1e-6) for a, b in zip(ff, fr)) / len(fr)
 
 
 TEXTURE_REGIONS = ("upper background", "hair", "skin", "top strip")
 
 
-def texture_regions(mask: np.ndarray) -> torch.Tensor:
-    """[B, H, W] class ids -> [B, 4, H, W] float region masks (see ``TEXTURE_REGIONS``)."""
+def texture_regions(mask: np.ndarray, erode: int | None = None) -> torch.Tensor:
+    """[B, H, W] class ids -> [B, 4, H, W] float region masks (see ``TEXTURE_REGIONS``).
+
+    The class regions are eroded by ``erode`` pixels (default 6 at 128 px, scaled with H) so
+    that the band statistics measure the texture inside a region, not the edges around it."""
     b, h, w = mask.shape
     rows = np.arange(h)[None, :, None]
     regs = np.stack([(mask == 0) & (rows < h // 2), mask == 10, mask == 1,
                      np.broadcast_to(rows < h // 4, mask.shape)], axis=1)
-    return torch.from_numpy(regs.astype(np.float32))
+    t = torch.from_numpy(regs.astype(np.float32))
+    k = int(round(6 * h / 128)) if erode is None else int(erode)
+    if k > 0:
+        eroded = 1.0 - F.max_pool2d(1.0 - t[:, :3], 2 * k + 1, stride=1, padding=k)
+        t = torch.cat([eroded, t[:, 3:]], dim=1)
+    return t
 
 
 def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -120,11 +183,12 @@ def _gauss(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def texture_stats(images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-    """Per image and region, the std of three bands of the grey image: [B, R, 3].
+    """Per image and region, the std of four bands of the grey image: [B, R, 4].
 
-    Bands: fine (x - G1 x), middle (G1 x - G3 x) and coarse (G3 x), Gi a Gaussian blur of
-    sigma i * H / 128 pixels. Differentiable; phase-free (any texture of the same spectrum
-    and amplitude scores the same).
+    Bands: fine (x - G1 x), middle (G1 x - G3 x), coarse (G3 x), Gi a Gaussian blur of
+    sigma i * H / 128 pixels, and the grey image itself (what stage 4's background std
+    measures). Differentiable; phase-free (any texture of the same spectrum and amplitude
+    scores the same).
     """
     gray = images.mean(dim=1, keepdim=True)
     s = images.shape[-1] / 128.0
@@ -132,7 +196,7 @@ def texture_stats(images: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     lo3 = _gauss(gray, 3.0 * s)
     n = regions.sum(dim=(2, 3)).clamp_min(1.0)
     out = []
-    for band in (gray - lo1, lo1 - lo3, lo3):
+    for band in (gray - lo1, lo1 - lo3, lo3, gray):
         m = (band * regions).sum(dim=(2, 3)) / n
         v = (band.pow(2) * regions).sum(dim=(2, 3)) / n - m.pow(2)
         out.append(torch.sqrt(v.clamp_min(0.0) + 1e-6))
@@ -144,12 +208,14 @@ class RenderSource:
 
     ``aux_targets='factors'``: the world's latent factors, the four background-texture
     weights (times the texture amplitude) and the light direction's cosine and sine;
-    ``'params'``: the renderer parameters.
+    ``'params'``: the renderer parameters; ``'factors+params'``: both (w then also encodes the
+    thresholded flags — female, glasses, old, defect — linearly, which the synthesis needs to
+    switch whole features on and off).
     """
 
-    def __init__(self, world, render_batch, z_dim: int, aux_targets: str = "factors"):
-        if aux_targets not in ("factors", "params"):
-            raise ValueError(f"aux_targets must be 'factors' or 'params', got {aux_targets!r}")
+    def __init__(self, world, render_batch, z_dim: int, aux_targets: str = "factors+params"):
+        if aux_targets not in ("factors", "params", "factors+params"):
+            raise ValueError(f"aux_targets must be 'factors', 'params' or 'factors+params', got {aux_targets!r}")
         self.world = world
         self.render_batch = render_batch
         self.z_dim = z_dim
@@ -173,15 +239,18 @@ class RenderSource:
         tex = np.stack([np.cos(ta) * np.cos(tb), np.cos(ta) * np.sin(tb), np.sin(ta) * np.cos(tb),
                         np.sin(ta) * np.sin(tb)], axis=1) * amp
         ld = 2.0 * np.pi * t["light_dir"].to_numpy(np.float64)
-        return np.concatenate([self.world.factors(z), tex, np.stack([np.cos(ld), np.sin(ld)], 1)],
-                              axis=1).astype(np.float32)
+        parts = [self.world.factors(z), tex, np.stack([np.cos(ld), np.sin(ld)], 1)]
+        if self.aux_targets == "factors+params":
+            parts.append(self.param_matrix(z, t))
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
     def _standardise(self, m: np.ndarray) -> torch.Tensor:
         return torch.from_numpy((m - self.p_mean) / self.p_std)
 
-    def params_batch(self, step: int, batch_size: int):
-        """(z, standardised aux targets) without rendering, for the mapping warm-up."""
-        z = np.random.default_rng([2, step]).standard_normal((batch_size, self.z_dim), dtype=np.float32)
+    def params_batch(self, step: int, batch_size: int, stream: int = 2):
+        """(z, standardised aux targets) without rendering, for the mapping warm-up (stream 2) and
+        the extra aux batches of the regression (stream 3)."""
+        z = np.random.default_rng([stream, step]).standard_normal((batch_size, self.z_dim), dtype=np.float32)
         return torch.from_numpy(z), self._standardise(self.aux_matrix(z))
 
     def batch(self, step: int, batch_size: int, stream: int = 0):
@@ -197,6 +266,24 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             pe.lerp_(pm, 1.0 - decay)
         for be, bm in zip(ema.buffers(), model.buffers()):
             be.copy_(bm)
+
+
+def _d_step(d: nn.Module, opt_d, real: torch.Tensor, fake: torch.Tensor, gamma: float, do_r1: bool = True) -> dict:
+    """One logistic-loss discriminator update (real = renders, fake = detached G output),
+    with the R1 penalty on the reals when ``do_r1``."""
+    real = real.detach().requires_grad_(do_r1)
+    d_real, d_fake = d(real), d(fake)
+    l_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+    out = {}
+    if do_r1:
+        grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+        r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+        l_d = l_d + 0.5 * gamma * r1
+        out["r1"] = r1.item()
+    opt_d.zero_grad(set_to_none=True)
+    l_d.backward()
+    opt_d.step()
+    return {"d_loss": l_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(), **out}
 
 
 def aux_weight_at(s: TrainSettings, regression_step: int) -> float:
@@ -227,6 +314,16 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
         load_state_dict_strict(g, read_checkpoint(s.init_generator)["generator"], what=f"generator of {s.init_generator}")
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     d = StyleGANDiscriminator(dcfg).train()
+    if s.init_discriminator:
+        from stylegan.checkpoint import load_state_dict_strict
+        load_state_dict_strict(d, read_checkpoint(s.init_discriminator)["discriminator"],
+                               what=f"discriminator of {s.init_discriminator}")
+    teacher = None
+    if s.perc_weight > 0:
+        from synthface.evaluator import Evaluator
+        if not s.teacher:
+            raise ValueError("perc_weight > 0 needs the teacher's weights (--teacher, see synthface.train_teacher)")
+        teacher = TeacherFeatures(Evaluator.from_state(read_checkpoint(s.teacher)).net)
     n_par = source.p_mean.shape[0]
     aux = AuxHead(gcfg.w_dim, n_par)
     map_params = list(g.mapping.parameters())
@@ -279,19 +376,36 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
             _ema_update(g_ema, g, 0.0)          # EMA starts from the warmed-up mapping
             rec = {"step": step, "warmup_aux": l_aux.item()}
         elif step < warm + s.steps:
+            if s.mapping_ramp_steps > 0:
+                opt_g.param_groups[1]["lr"] = s.lr * s.mapping_lr_boost * min(1.0, (step - warm) / s.mapping_ramp_steps)
             z, target, mask, p = source.batch(step, s.batch_size)
-            wmap = _weight_map(mask, s.feature_weight)
+            wmap = _weight_map(mask, s.feature_weight, s.frame_weight)
             res = g(z, style_mixing_prob=0.0, w_moving_decay=0.995)
             l1 = ((res["image"] - target).abs() * wmap).mean() / wmap.mean()
             aux_w = aux_weight_at(s, step - warm)
             l_aux = F.mse_loss(aux(res["w"]), p)
-            loss = l1 + aux_w * l_aux
             rec = {"step": step, "l1": l1.item(), "aux": l_aux.item(), "aux_weight": aux_w}
+            if s.aux_batch_size > 0:
+                za, pa = source.params_batch(step, s.aux_batch_size, stream=3)
+                l_aux = 0.5 * (l_aux + F.mse_loss(aux(g.mapping(za)["w"]), pa))
+                rec["aux_big"] = l_aux.item()
+            loss = l1 + aux_w * l_aux
             if s.tex_weight > 0:
                 regions = texture_regions(mask)
                 l_tex = (texture_stats(res["image"], regions) - texture_stats(target, regions)).abs().mean()
                 loss = loss + s.tex_weight * l_tex
                 rec["tex"] = l_tex.item()
+            if s.perc_weight > 0:
+                l_perc = perceptual_loss(teacher, res["image"], target)
+                loss = loss + s.perc_weight * l_perc
+                rec["perc"] = l_perc.item()
+            if s.adv_weight > 0 and step - warm >= s.adv_start:
+                k = step - warm - s.adv_start
+                rec.update(_d_step(d, opt_d, target, res["image"].detach(), s.r1_gamma * s.r1_every,
+                                   do_r1=k % s.r1_every == 0))
+                l_adv = F.softplus(-d(res["image"])).mean()
+                loss = loss + s.adv_weight * l_adv
+                rec["adv"] = l_adv.item()
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -301,16 +415,7 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
             z, real, _, _ = source.batch(step, s.batch_size, stream=1)
             with torch.no_grad():
                 fake = g_ema(z)["image"]
-            real = real.requires_grad_(True)
-            d_real, d_fake = d(real), d(fake)
-            grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-            l_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean() + 0.5 * s.r1_gamma * r1
-            opt_d.zero_grad(set_to_none=True)
-            l_d.backward()
-            opt_d.step()
-            rec = {"step": step, "d_loss": l_d.item(), "r1": r1.item(),
-                   "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+            rec = {"step": step, **_d_step(d, opt_d, real, fake, s.r1_gamma)}
         step += 1
         now = time.perf_counter()
         rec["seconds"] = now - t_last

@@ -101,7 +101,7 @@ def test_texture_stats_measure_amount_not_phase():
     mask[:, 32:40, :] = 1                                 # skin above it
     regions = texture_regions(mask)
     assert regions.shape == (2, 4, 64, 64)
-    assert regions[0, 0].sum() == 32 * 64                 # upper background: rows [0, 32)
+    assert regions[0, 0].sum() == 29 * 64                 # upper background rows [0, 32), eroded by 3 px at 64
     assert regions[0, 3].sum() == 16 * 64                 # top strip: rows [0, 16)
     s_a, s_b = texture_stats(0.1 * noise_a, regions), texture_stats(0.1 * noise_b, regions)
     s_0, s_2 = texture_stats(flat, regions), texture_stats(0.2 * noise_a, regions)
@@ -109,3 +109,41 @@ def test_texture_stats_measure_amount_not_phase():
     assert torch.allclose(s_a[..., :2], s_b[..., :2], rtol=0.1)
     assert float(s_0[:, :2, 0].max()) < 0.002
     assert torch.allclose(s_2[:, :, 0], 2 * s_a[:, :, 0], rtol=0.02)
+
+
+def test_perceptual_loss_is_zero_on_the_target_and_frame_ring_covers_the_glasses(world):
+    from synthface.evaluator import AttributeNet
+    from synthface.generator_training import TeacherFeatures, _weight_map, perceptual_loss
+    torch.manual_seed(0)
+    teacher = TeacherFeatures(AttributeNet(3, 2, width=16))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert float(perceptual_loss(teacher, x, x)) == 0.0
+    y = (x + 0.3 * torch.randn_like(x)).requires_grad_(True)
+    loss = perceptual_loss(teacher, y, x)
+    loss.backward()
+    assert float(loss) > 0.05 and float(y.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in teacher.parameters())          # the teacher stays frozen
+    teacher.train()
+    assert not teacher.training                                         # and in eval mode
+    # glasses frames (RGB only) lie in a ring around the eyes: the ring gets frame_weight
+    t = world.truth(world.sample_z(64, seed=3))
+    t = t[t.glasses > 0.5].head(2)
+    rgb, mask = render_batch(t, resolution=64)
+    plain, _ = render_batch(t.assign(glasses=0.0), resolution=64)
+    frames = np.abs(rgb.astype(int) - plain.astype(int)).sum(-1) > 30
+    w = _weight_map(mask, 6.0, frame_weight=3.0)[:, 0].numpy()
+    assert frames.sum() > 20 and (w[frames] >= 3.0).mean() > 0.9
+    assert np.allclose(_weight_map(mask, 6.0)[:, 0].numpy()[frames].min(), 1.0)   # off by default
+
+
+def test_adversarial_option_trains_the_discriminator_during_the_regression(world, tmp_path):
+    prof = _tiny_profile()
+    src = RenderSource(world, lambda t: render_batch(t, resolution=64), 128)
+    s = TrainSettings(mapping_warmup_steps=1, warmup_batch_size=8, steps=4, d_steps=0, batch_size=4, ckpt_every=10,
+                      log_every=1, threads=1, r1_gamma=1.0, adv_weight=0.1, adv_start=1, r1_every=2,
+                      aux_batch_size=8)
+    res = train_default_generator(prof, src, tmp_path / "adv", s, show_progress=False)
+    g_log = [r for r in res["log"] if "l1" in r]
+    assert "adv" not in g_log[0] and all("adv" in r and "d_loss" in r for r in g_log[1:])
+    assert ["r1" in r for r in g_log[1:]] == [True, False, True]       # lazy R1 every 2nd D step
+    assert all("aux_big" in r for r in g_log)
