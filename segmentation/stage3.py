@@ -24,15 +24,18 @@ Outputs (``<data root>/stage3/segmentation_results/``), per image n:
 * ``true_mask_{n:06d}.png`` (world-backed profiles): the renderer's exact mask of render(truth(z_n)),
   cropped by the same box and resized (nearest neighbour) to 224x224.
 
-Work runs in fixed chunks of ``batch_size`` consecutive inputs (sorted by image number); a chunk
-whose images all have their files is skipped, and a partly finished chunk is recomputed as a whole
-(same batch, same numbers) and only its missing files are written, so a resumed run ends with the
-same bytes as an uninterrupted one. Images without a face are recorded in
+Work runs in fixed chunks of ``batch_size`` consecutive inputs (sorted by image number). An image
+is finished when its files exist and ``input_sha256.json`` (saved after each chunk) holds the hash
+of the input file they were made from; a chunk of finished images is skipped, any other chunk is
+recomputed as a whole (same batch, same numbers) and its unfinished images are written, so a
+resumed run ends with the same bytes as an uninterrupted one, and an input that changed under the
+same name (a new stage 1 / stage 2 run) is parsed again. Images without a face are recorded in
 ``face_detect_failures.json``. Outputs of images no longer in the input folder are removed.
 ``metrics.json`` and ``report.md`` summarise every image in the folder (not only this run's).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -47,7 +50,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.io import atomic_write_json, atomic_write_png, read_png_rgb, remove_stale_tmp, sha256_file
-from pipeline.reports import contact_sheet_figure, markdown_table, save_figure, write_metrics, write_report
+from pipeline.reports import markdown_table, save_figure, write_metrics, write_report
 from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
 
 from .synth_segmenter import (CROP_SIZE, NUM_CLASSES, confusion_matrix, iou_scores, load_segmenter, normalise,
@@ -55,6 +58,7 @@ from .synth_segmenter import (CROP_SIZE, NUM_CLASSES, confusion_matrix, iou_scor
 
 RESULTS_DIR = "segmentation_results"
 FAILURES_FILE = "face_detect_failures.json"
+INPUT_RECORD = "input_sha256.json"        # img_no -> SHA-256 of the input file the outputs were made from
 INPUT_RE = re.compile(r"^(\d+)\.png$")
 OUTPUT_RE = re.compile(r"^(parsing_visualization|parsing|face|true_mask)_(\d{6})\.png$")
 ON_NO_FACE = ("whole_frame", "skip")
@@ -217,15 +221,21 @@ def discover_inputs(input_dir: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def read_input_image(path: Path, resolution: int) -> np.ndarray:
+def read_input_image(path: Path, resolution: int, with_hash: bool = False):
+    """The uint8 RGB image (and, with ``with_hash``, the SHA-256 of the file's bytes)."""
     try:
-        img = read_png_rgb(path)
+        data = Path(path).read_bytes()
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except OSError as exc:
-        raise Stage3InputError(f"input image {path} cannot be read (missing or corrupt)") from exc
+        raise Stage3InputError(f"input image {path} cannot be read (missing or unreadable: {exc})") from exc
+    if img is None:
+        raise Stage3InputError(f"input image {path} cannot be decoded (corrupt or not an image)")
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape != (resolution, resolution, 3):
         raise Stage3InputError(f"input image {path} has shape {img.shape} ({img.dtype}); expected "
                                f"({resolution}, {resolution}, 3) uint8 RGB for this profile")
-    return img
+    return (img, hashlib.sha256(data).hexdigest()) if with_hash else img
 
 
 def read_latents(path: Path, img_nos: Sequence[int], z_dim: int) -> np.ndarray:
@@ -291,6 +301,21 @@ def crop_true_mask(mask: np.ndarray, box: tuple, size: int = CROP_SIZE) -> np.nd
     return resize_mask_nearest(canvas, size)
 
 
+def labelled_grid(tiles: Sequence[np.ndarray], labels: Sequence[str], ncols: int = 6, scale: float = 0.5) -> np.ndarray:
+    """uint8 RGB tiles (same size) with a caption strip each, in one image (no matplotlib: fast)."""
+    from synthface.renderer import contact_sheet
+    h, w = tiles[0].shape[:2]
+    th, tw = int(round(h * scale)), int(round(w * scale))
+    strip = 14
+    cells = []
+    for tile, label in zip(tiles, labels):
+        cell = np.full((th + strip, tw, 3), 255, np.uint8)
+        cell[strip:] = cv2.resize(tile, (tw, th), interpolation=cv2.INTER_AREA)
+        cv2.putText(cell, label, (2, strip - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
+        cells.append(cell)
+    return contact_sheet(np.stack(cells), ncols=ncols, pad=3)
+
+
 def _read_map(path: Path) -> np.ndarray:
     m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if m is None or m.ndim != 2:
@@ -298,13 +323,18 @@ def _read_map(path: Path) -> np.ndarray:
     return m
 
 
-def _load_failures(path: Path) -> dict:
+def _load_record(path: Path) -> dict:
+    """``{img_no: value}`` from a JSON record; a missing or damaged record is empty (work is redone)."""
     if not path.is_file():
         return {}
     try:
         return {int(k): v for k, v in json.loads(path.read_text()).items()}
     except (json.JSONDecodeError, ValueError, AttributeError):
         return {}
+
+
+def _save_record(path: Path, rec: dict) -> None:
+    atomic_write_json(path, {f"{k:06d}": v for k, v in sorted(rec.items())})
 
 
 # ------------------------------------------------------------------------------------ the stage
@@ -329,8 +359,9 @@ def run_stage3(profile, settings: Stage3Settings | None = None, input_dir: Path 
         if s.max_images:
             inputs = dict(list(inputs.items())[:s.max_images])
         nos = list(inputs)
+        hashes = {}
         for n in tqdm(nos, desc="stage 3: checking inputs", unit="img", disable=not show_progress, leave=False):
-            read_input_image(inputs[n], res)
+            hashes[n] = read_input_image(inputs[n], res, with_hash=True)[1]
         z = read_latents(latents_path, nos, int(profile["generator"]["z_dim"])) if with_truth else None
     timings["validate_inputs_s"] = round(t.seconds, 3)
     z_of = {n: z[i] for i, n in enumerate(nos)} if with_truth else {}
@@ -359,14 +390,16 @@ def run_stage3(profile, settings: Stage3Settings | None = None, input_dir: Path 
         if m and int(m.group(2)) not in keep:
             p.unlink()
             removed += 1
-    fail_path = out_dir / FAILURES_FILE
-    failures = {n: v for n, v in _load_failures(fail_path).items() if n in keep}
+    fail_path, record_path = out_dir / FAILURES_FILE, out_dir / INPUT_RECORD
+    failures = {n: v for n, v in _load_record(fail_path).items() if n in keep}
+    record = {n: v for n, v in _load_record(record_path).items() if n in keep}
 
-    # 3. parse, chunk by chunk
+    # 3. parse, chunk by chunk; an image is finished when its files exist and were made from the
+    #    same input bytes (record of SHA-256s, saved after each chunk)
     def done(n: int) -> bool:
-        if failures.get(n) == "skip":
-            return True
-        return all((res_dir / f).is_file() for f in output_names(n, with_truth))
+        if record.get(n) != hashes[n]:
+            return False
+        return failures.get(n) == "skip" or all((res_dir / f).is_file() for f in output_names(n, with_truth))
 
     chunks = [nos[i:i + s.batch_size] for i in range(0, len(nos), s.batch_size)]
     written = existing = skipped_now = 0
@@ -394,17 +427,17 @@ def run_stage3(profile, settings: Stage3Settings | None = None, input_dir: Path 
                 box_of = {chunk[i]: crops[i].box for i in idx}
                 true_of = {n: crop_true_mask(masks[k], box_of[n]) for k, n in enumerate(want)}
         t4 = time.perf_counter()
-        changed = False
         for i, n in enumerate(chunk):
             if n not in todo:
                 continue
             c = crops[i]
-            if not c.detected:
-                action = s.on_no_face if backend.has_detector else "whole_frame"
-                if failures.get(n) != action:
-                    failures[n] = action
-                    changed = True
+            if c.detected:
+                failures.pop(n, None)
+            else:
+                failures[n] = s.on_no_face if backend.has_detector else "whole_frame"
             if c.tensor is None:
+                for f in output_names(n, with_truth):          # left from an earlier version of the image
+                    (res_dir / f).unlink(missing_ok=True)
                 skipped_now += 1
                 continue
             m = np.ascontiguousarray(map_of[n], dtype=np.uint8)
@@ -416,14 +449,17 @@ def run_stage3(profile, settings: Stage3Settings | None = None, input_dir: Path 
             atomic_write_png(res_dir / f"parsing_visualization_{n:06d}.png", overlay(c.crop, m))
             atomic_write_png(res_dir / f"parsing_{n:06d}.png", m)
             written += 1
-        if changed:
-            atomic_write_json(fail_path, {str(k): v for k, v in sorted(failures.items())})
+        record.update({n: hashes[n] for n in todo})
+        _save_record(fail_path, failures)
+        _save_record(record_path, record)
         t5 = time.perf_counter()
         for k, a, b in (("read_s", t0, t1), ("crop_s", t1, t2), ("parse_s", t2, t3), ("truth_s", t3, t4),
                         ("write_s", t4, t5)):
             tm[k] += b - a
-    if not fail_path.is_file() or failures != _load_failures(fail_path):
-        atomic_write_json(fail_path, {str(k): v for k, v in sorted(failures.items())})
+    if not fail_path.is_file() or failures != _load_record(fail_path):
+        _save_record(fail_path, failures)
+    if record != _load_record(record_path):
+        _save_record(record_path, record)
     timings.update({k: round(v, 3) for k, v in tm.items()})
     work = tm["read_s"] + tm["crop_s"] + tm["parse_s"]
 
@@ -521,11 +557,11 @@ def _write_report(out_dir: Path, profile, m: dict, summary: dict, with_truth: bo
             if with_truth:
                 tiles.append(PALETTE[_read_map(res_dir / f"true_mask_{n:06d}.png")])
                 titles.append("true mask")
-        ncols = 6 if with_truth else 8
-        sheet = contact_sheet_figure(tiles, titles, rep / "overlays.png", ncols=ncols,
-                                     suptitle="crop | parsing overlay" + (" | true mask" if with_truth else "")
-                                     + (" (last rows: the worst images by mean IoU)" if per else ""))
-        sections.append(("Sample overlays", f"![overlays](report/{sheet.name})"))
+        sheet = rep / "overlays.png"
+        atomic_write_png(sheet, labelled_grid(tiles, titles, ncols=6 if with_truth else 8))
+        caption = ("Per image: the crop, the parsing overlay" + (", the true mask" if with_truth else "")
+                   + (". The last rows are the images with the lowest mean IoU." if per else "."))
+        sections.append(("Sample overlays", f"![overlays](report/{sheet.name})\n\n{caption}"))
         fig, ax = plt.subplots(figsize=(9, 3.4))
         xs = np.arange(NUM_CLASSES)
         share = [m["class_pixel_share"][n] for n in CLASS_NAMES]

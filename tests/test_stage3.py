@@ -83,13 +83,13 @@ def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_pat
     run_stage3(prof, Stage3Settings(batch_size=4), out_dir=first, show_progress=False)
     ref = outputs(first)
 
-    # an interrupted run: the writer dies after 9 files (image 2 of the first chunk half written)
+    # an interrupted run: the writer dies after 19 files (chunk 1 done, image 10 of chunk 2 part-written)
     import segmentation.stage3 as st
     real, calls = st.atomic_write_png, {"n": 0}
 
     def dying(path, arr):
         calls["n"] += 1
-        if calls["n"] > 9:
+        if calls["n"] > 19:
             raise KeyboardInterrupt
         real(path, arr)
     monkeypatch.setattr(st, "atomic_write_png", dying)
@@ -99,7 +99,7 @@ def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_pat
     monkeypatch.setattr(st, "atomic_write_png", real)
     assert 0 < len(outputs(second)) < len(ref)
     m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
-    assert m["counts"]["already_complete"] == 2 and m["counts"]["written_this_run"] == 4
+    assert m["counts"]["already_complete"] == 4 and m["counts"]["written_this_run"] == 2
     assert outputs(second) == ref                                   # same bytes as the uninterrupted run
 
     # a re-run skips everything; a deleted file is rebuilt identically, nothing else is rewritten
@@ -112,6 +112,14 @@ def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_pat
     # a fresh run into a third folder gives the same bytes
     run_stage3(prof, Stage3Settings(batch_size=4), out_dir=tmp_path / "third", show_progress=False)
     assert outputs(tmp_path / "third") == ref
+    # an input whose content changed under the same name (e.g. a new generator) is parsed again
+    filtered = prof.stage_dir("stage2") / "filtered"
+    (filtered / "000010.png").write_bytes((filtered / "000002.png").read_bytes())
+    m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
+    assert m["counts"]["written_this_run"] == 1
+    res = second / "segmentation_results"
+    assert (res / "face_000010.png").read_bytes() == ref["face_000002.png"]
+    assert (res / "true_mask_000010.png").read_bytes() == ref["true_mask_000010.png"]   # truth follows z_10
     # outputs of images that left the input folder are removed
     (prof.stage_dir("stage2") / "filtered" / "000031.png").unlink()
     m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
@@ -187,7 +195,7 @@ def test_no_face_behaviours_with_a_fake_detector(tmp_path, on_no_face):
     f = m["face_detect_failures"]
     assert f["count"] == 2 and f["detector"] and f[on_no_face] == [5, 31]
     fails = json.loads((prof.stage_dir("stage3") / "face_detect_failures.json").read_text())
-    assert fails == {"5": on_no_face, "31": on_no_face}
+    assert fails == {"000005": on_no_face, "000031": on_no_face}
     # detected faces: the crop of the box, the true mask cut by the same box
     assert np.array_equal(read_png_rgb(res / "face_000002.png"), resize_bicubic(data["rgb"][2][16:112, 16:112]))
     assert np.array_equal(read_png_rgb(res / "true_mask_000002.png"),
