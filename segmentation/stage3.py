@@ -193,7 +193,7 @@ def build_backend(profile, on_no_face: str):
         from .face_crop import FaceCropper          # lazy: facenet-pytorch / Swin-B only for this profile
         from .facexformer import load_facexformer, parse_logits_to_map
         model = load_facexformer(path, trust_checkpoint=bool(block.get("trust_checkpoint", False)),
-                                 hint=block.get("checkpoint_hint", ""))
+                                 **({"hint": block["checkpoint_hint"]} if block.get("checkpoint_hint") else {}))
         cropper = FaceCropper(on_no_face="skip", detect_batch_size=int(block.get("detect_batch_size", 8)))
         return DetectorBackend(cropper, model, parse_logits_to_map, on_no_face,
                                info={"checkpoint": rel, "checkpoint_sha256": sha256_file(path),
