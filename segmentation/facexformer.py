@@ -53,7 +53,7 @@ DEFAULT_CHECKPOINT = "checkpoints/celeba256/facexformer.pt"
 CHECKPOINT_HINT = (
     "Get the FaceXFormer checkpoint from the FaceXFormer authors' model hub (file 'ckpts/model.pt' of "
     f"their model repository) and save it as {DEFAULT_CHECKPOINT} (or point the profile's "
-    "segmentation.checkpoint at it). Nothing is downloaded at run time.")
+    "segmentation.facexformer_checkpoint at it). Nothing is downloaded at run time.")
 
 _STAGE_WIDTHS = (128, 256, 512, 1024)   # Swin-B stage outputs
 _STAGE_INDICES = (1, 3, 5, 7)           # their positions in swin_b().features

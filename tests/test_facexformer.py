@@ -190,7 +190,7 @@ def test_missing_checkpoint_says_where_to_get_it_and_where_to_put_it(tmp_path):
 def test_profile_names_the_checkpoint():
     from pipeline.profiles import load_profile
     seg = load_profile("celeba256")["segmentation"]
-    assert seg["checkpoint"] == DEFAULT_CHECKPOINT
+    assert seg["facexformer_checkpoint"] == DEFAULT_CHECKPOINT
     assert "ckpts/model.pt" in seg["checkpoint_hint"]
 
 
