@@ -39,8 +39,8 @@ FEMALE_N = 300               # random outputs for the female share
 
 def main(argv=None):
     from stylegan_modified.finetune_gan import GanSettings
-    from stylegan_modified.stage5_cli import (add_common_args, add_settings_args, add_test_args, resolve_settings,
-                                              resolve_test)
+    from stylegan_modified.stage5_cli import (add_common_args, add_settings_args, add_stage_args, add_test_args,
+                                              print_test_summary, resolve_settings, resolve_test, run_training_script)
 
     consts = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr_generator": LR_GENERATOR, "lr_label": LR_LABEL,
               "lr_discriminator": LR_DISCRIMINATOR, "r1_gamma": R1_GAMMA, "fake_labels": FAKE_LABELS,
@@ -53,44 +53,19 @@ def main(argv=None):
     add_settings_args(ap, GanSettings, consts, skip=("version",))
     add_test_args(ap)
     add_common_args(ap)
-    ap.add_argument("--labels", default=LABELS)
-    ap.add_argument("--init-dir", default=INIT_DIR)
-    ap.add_argument("--property-cnn", default=PROPERTY_CNN)
-    ap.add_argument("--female-n", type=int, default=FEMALE_N)
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run: 1 epoch of 4 steps, 3 test z")
+    add_stage_args(ap, {"labels": LABELS, "init_dir": INIT_DIR, "property_cnn": PROPERTY_CNN, "female_n": FEMALE_N})
     args = ap.parse_args(argv)
 
-    import torch
-
-    from stylegan_modified.distributed import init_distributed, shutdown
     from stylegan_modified.stage5_gan import run_gan_stage
 
     profile = load_profile(args.profile)
     version = "v4" if args.v4 else "v1"
     s = resolve_settings(profile, version, GanSettings, args, fixed={"version": version})
-    test = resolve_test(profile, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ctx = init_distributed(args.device)
-    female_n = args.female_n
-    if args.quick:
-        s.epochs, s.checkpoint_every, s.max_steps_per_epoch = 1, 2, 4
-        test.update(n_z=3)
-        female_n = 20
-    try:
-        m = run_gan_stage(profile, s, test, out_dir=args.out, label_file=args.labels,
-                          property_cnn_path=args.property_cnn, init_dir=args.init_dir, evaluator=args.evaluator,
-                          ctx=ctx, female_n=female_n, show_progress=not args.no_progress)
-    finally:
-        shutdown(ctx)
+    m = run_training_script(run_gan_stage, profile, s, resolve_test(profile, args), args)
     if m is not None:
-        t = m["generation_test"]
-        print(f"FineTune-{version}: {m['steps']} steps, {m['train_seconds']} s; female share "
-              f"{ {k: v['share'] for k, v in m['female_share'].items() if isinstance(v, dict)} }")
-        if t:
-            for name, summ in t["judges"].items():
-                print(f"  {name}: {summ['passes']}/{t['n_z']} pass; mean r "
-                      + ", ".join(f"{p} {summ['mean'][p + '_corr']:.3f}" for p in ("eyes", "mouth", "pose")))
+        fem = {k: v["share"] for k, v in m["female_share"].items() if isinstance(v, dict)}
+        print_test_summary(f"FineTune-{version}: {m['steps']} steps, {m['train_seconds']} s; female share {fem}",
+                           m["generation_test"])
 
 
 if __name__ == "__main__":

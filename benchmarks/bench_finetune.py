@@ -39,41 +39,27 @@ def build(profile_name: str):
     return prof, gcfg, cnn, FineTuneV3(enc, g3, cnn, gender), g1, d1
 
 
-def v3_step_seconds(model, labels, reps: int) -> float:
-    from stylegan_modified.distributed import DistContext
-    from stylegan_modified.finetune_v3 import V3Settings, V3Trainer
-    r = model.stylegan_generator.cfg.resolution
-    t = V3Trainer(model, labels, V3Settings(), DistContext())
-    x, y = torch.rand(8, 3, r, r) * 2 - 1, torch.from_numpy(labels[:8])
-    t.train_step(x, y, 0, 0)
-    t0 = time.perf_counter()
-    for k in range(reps):
-        t.train_step(x, y, 0, k + 1)
-    return (time.perf_counter() - t0) / reps
-
-
-def v1_step_seconds(g, d, labels, reps: int) -> float:
-    from stylegan_modified.distributed import DistContext
-    from stylegan_modified.finetune_gan import GanSettings, GanTrainer
+def step_seconds(trainer, batch: int, labels, reps: int) -> float:
+    """Mean seconds of ``trainer.train_step`` on a random batch, after one warm-up step."""
+    g = trainer.model.stylegan_generator if hasattr(trainer, "model") else trainer.g
     r = g.cfg.resolution
-    t = GanTrainer(g, d, labels, GanSettings(g_max_updates=1), DistContext())
-    x, y = torch.rand(16, 3, r, r) * 2 - 1, torch.from_numpy(labels[:16])
-    t.train_step(x, y, 0, 0)
-    t0 = time.perf_counter()
+    x, y = torch.rand(batch, 3, r, r) * 2 - 1, torch.from_numpy(labels[:batch])
+    trainer.train_step(x, y, 0, 0)
+    t0, c0 = time.perf_counter(), time.process_time()
     for k in range(reps):
-        t.train_step(x, y, 0, k + 1)
-    return (time.perf_counter() - t0) / reps
+        trainer.train_step(x, y, 0, k + 1)
+    return (time.perf_counter() - t0) / reps, (time.process_time() - c0) / reps
 
 
 def test_images_per_second(g, cnn, n: int, batch: int) -> float:
     from stylegan_modified.conditional import synthesize
     z = torch.randn(n, g.cfg.z_dim)
     lab = torch.randn(n, 7)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for i in range(0, n, batch):
             cnn(synthesize(g, z[i:i + batch], lab[i:i + batch]))
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 def main(argv=None):
@@ -89,20 +75,26 @@ def main(argv=None):
         prof, gcfg, cnn, model, g1, d1 = build(name)
         big = gcfg.resolution >= 256
         n_img = 8 if big else 50
-        v3 = v3_step_seconds(model, labels, 1 if big else args.reps)
-        v1 = v1_step_seconds(g1, d1, labels, 1 if big else args.reps)
+        from stylegan_modified.distributed import DistContext
+        from stylegan_modified.finetune_gan import GanSettings, GanTrainer
+        from stylegan_modified.finetune_v3 import V3Settings, V3Trainer
+        reps = 1 if big else args.reps
+        v3 = step_seconds(V3Trainer(model, labels, V3Settings(), DistContext()), 8, labels, reps)
+        v1 = step_seconds(GanTrainer(g1, d1, labels, GanSettings(g_max_updates=1), DistContext()), 16, labels, reps)
         g3 = model.stylegan_generator
         batched = test_images_per_second(g3, cnn, n_img, 8 if big else 50)
         single = test_images_per_second(g3, cnn, min(n_img, 8), 1)
         rows.append((name, gcfg.resolution, v3, v1, batched, single))
-        print(f"{name}: v3 step {v3:.3f} s, v1 step {v1:.3f} s, test {batched:.1f} img/s batched, "
-              f"{single:.1f} img/s one at a time", flush=True)
-    print(f"\n{args.threads} thread(s); machine load {open('/proc/loadavg').read().split()[0]}")
+        print(f"{name}: v3 step {v3[0]:.3f} s ({v3[1]:.3f} CPU s), v1 step {v1[0]:.3f} s ({v1[1]:.3f} CPU s), test "
+              f"{batched[0]:.1f} img/s batched, {single[0]:.1f} img/s one at a time", flush=True)
+    print(f"\n{args.threads} thread(s); load average {open('/proc/loadavg').read().split()[0]}; "
+          f"wall seconds (CPU seconds of this process in brackets)")
     print("| config | px | v3 step (batch 8) s | v1 step (batch 16, 1 G update) s | test img/s batched | "
           "test img/s one at a time |")
     print("|---|---|---|---|---|---|")
     for name, res, v3, v1, b, s in rows:
-        print(f"| {name} | {res} | {v3:.3f} | {v1:.3f} | {b:.1f} | {s:.1f} |")
+        print(f"| {name} | {res} | {v3[0]:.3f} ({v3[1]:.3f}) | {v1[0]:.3f} ({v1[1]:.3f}) | {b[0]:.1f} ({b[1]:.1f}) | "
+              f"{s[0]:.1f} ({s[1]:.1f}) |")
 
 
 if __name__ == "__main__":

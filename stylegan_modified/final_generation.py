@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_png

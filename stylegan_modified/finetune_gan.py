@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -63,7 +62,8 @@ class GanSettings:
     w_moving_decay: float = 0.995
     mbstd_group: int = 16
     drop_last: bool = True                   # drop an incomplete last batch (minibatch-std needs divisible groups)
-    dense0: str = "keep"
+    dense0: str = "keep"                     # "keep", "regress" (label path from the read-out directions) or "reinit"
+    regress_labels: str = "eyes,mouth,pose"   # dense0='regress': the labels whose read-out the label sets
     label_weight: str = "auto"
     head: str = "keep"
     seed: int = 0
@@ -75,6 +75,8 @@ class GanSettings:
     def validate(self) -> None:
         if self.version not in ("v1", "v4"):
             raise ValueError(f"version must be 'v1' or 'v4', got {self.version!r}")
+        if self.dense0 not in ("keep", "regress", "reinit"):
+            raise ValueError(f"dense0 must be 'keep', 'regress' or 'reinit', got {self.dense0!r}")
         if self.fake_labels not in FAKE_LABEL_MODES:
             raise ValueError(f"fake_labels must be one of {FAKE_LABEL_MODES}, got {self.fake_labels!r}")
         for k in ("epochs", "batch_size", "g_max_updates", "log_every", "checkpoint_every"):

@@ -71,12 +71,16 @@ class V3Settings:
     identity_weight: float = 0.0
     gen_labels: str = "image"
     gen_label_prob: float = 1.0
+    prior_z_fraction: float = 0.0            # share of samples whose z is drawn from N(0, I) instead of the encoder
     label_box: str = "-2.2,2.2;-1.6,2.0;-1.6,4.0"   # eyes; mouth; pose ranges for gen_labels='box'
     loss_cnn_mode: str = "eval"
     gender_input: str = "unit"
     gender_folds: str = "mean"
     init_from: str = "v1"                    # "v1" (the finished FineTune-v1, the original) or "base"
-    dense0: str = "keep"                     # "keep" (copy the source's z columns) or "reinit" (original)
+    dense0: str = "keep"                     # "keep" (copy the source's z columns), "regress" (label path from
+    #                                          the read-out directions, see loading.regress_label_path) or
+    #                                          "reinit" (the original's random first layer)
+    regress_labels: str = "eyes,mouth,pose"   # dense0='regress': the labels whose read-out the label sets
     seed: int = 0
     test_z_source: str = "images"            # "images" (30 seeded training images' posteriors at the epoch's
     #                                          end), "last_batches" (the original), "prior" (seeded N(0, I))
@@ -88,7 +92,7 @@ class V3Settings:
     def validate(self) -> None:
         checks = {"gen_labels": GEN_LABEL_MODES, "loss_cnn_mode": ("eval", "train"),
                   "gender_input": ("unit", "signed"), "gender_folds": ("mean", "fold0"),
-                  "init_from": ("v1", "base"), "dense0": ("keep", "reinit"),
+                  "init_from": ("v1", "base"), "dense0": ("keep", "regress", "reinit"),
                   "test_z_source": ("images", "last_batches", "prior")}
         for k, allowed in checks.items():
             if getattr(self, k) not in allowed:
@@ -96,8 +100,9 @@ class V3Settings:
         for k in ("epochs", "batch_size", "t_max", "log_every", "checkpoint_every"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if not 0.0 <= self.gen_label_prob <= 1.0:
-            raise ValueError(f"gen_label_prob must be in [0, 1], got {self.gen_label_prob}")
+        for k in ("gen_label_prob", "prior_z_fraction"):
+            if not 0.0 <= getattr(self, k) <= 1.0:
+                raise ValueError(f"{k} must be in [0, 1], got {getattr(self, k)}")
         self.box()
 
     def box(self) -> np.ndarray:
@@ -119,15 +124,22 @@ class V3Loss(nn.Module):
         self.model = model
         self.s = s
 
-    def forward(self, x, y, y_gen, eps, dropout_seed: int):
+    def forward(self, x, y, y_gen, eps, dropout_seed: int, z_prior=None):
+        """``z_prior`` [B, z_dim] with NaN rows: the rows that are not NaN replace the posterior draw
+        (``prior_z_fraction``)."""
         s, m = self.s, self.model
         cnns = [c for c in (m.property_score_cnn, m.gender_cnn) if c is not None]
         for c in cnns:
             c.train(s.loss_cnn_mode == "train")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(dropout_seed)
-            out = m(x, y, gen_label=y_gen, eps=eps)
-            p, gnd, mu, logvar = out["property"], out["gender"], out["mu"], out["logvar"]
+            mu, logvar = m.CVAE_encoder(x, y)
+            z = mu + eps * torch.exp(0.5 * logvar)
+            if z_prior is not None:
+                z = torch.where(torch.isnan(z_prior), z, torch.nan_to_num(z_prior))
+            image = m.stylegan_generator(z, y_gen, style_mixing_prob=0.0, randomize_noise=False)["image"]
+            out = {"z": z, "image": image, **m.judge(image)}
+            p, gnd = out["property"], out["gender"]
             per_mse = ((p - y_gen) ** 2).mean(dim=0)
             parts = {"mse": per_mse[P3_IDX].mean(), "gender_loss": F.mse_loss(gnd, torch.ones_like(gnd)),
                      "mu_loss": mu.pow(2).mean(), "logvar_loss": logvar.pow(2).mean()}
@@ -141,7 +153,9 @@ class V3Loss(nn.Module):
                 with torch.no_grad():
                     rec_img = m.stylegan_generator(out["z"], y, style_mixing_prob=0.0, w_moving_decay=1.0)["image"]
             if s.reconstruction:
-                parts["reconstruction_loss"] = F.mse_loss(rec_img, x)
+                per = ((rec_img - x) ** 2).mean(dim=(1, 2, 3))
+                post = torch.isnan(z_prior[:, 0]) if z_prior is not None else torch.ones_like(per, dtype=torch.bool)
+                parts["reconstruction_loss"] = per[post].mean() if post.any() else per.sum() * 0.0
                 parts["kl_loss"] = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean()
                 total = total + s.weight_reconstruction * parts["reconstruction_loss"] + s.weight_kl * parts["kl_loss"]
             if s.identity_weight > 0 and not same:
@@ -193,8 +207,13 @@ class V3Trainer:
         gen = step_generator(s.seed, epoch, step, 0)
         eps = ctx.local_rows(torch.randn((b_global, self.model.CVAE_encoder.z_dim), generator=gen)).to(x)
         y_gen = self.gen_labels(y, gen, b_global)
+        z_prior = None
+        if s.prior_z_fraction > 0:
+            zp = torch.randn((b_global, self.model.CVAE_encoder.z_dim), generator=gen)
+            zp[torch.rand(b_global, generator=gen) >= s.prior_z_fraction] = float("nan")
+            z_prior = ctx.local_rows(zp).to(x)
         total, parts, diff, mu, logvar = self.loss(x, y, y_gen, eps,
-                                                   step_seed(s.seed, epoch, step, 7) % (2 ** 31) + ctx.rank)
+                                                   step_seed(s.seed, epoch, step, 7) % (2 ** 31) + ctx.rank, z_prior)
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()

@@ -71,3 +71,47 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--evaluator", default=None, help="synthface evaluator weights (default: the profile's)")
     ap.add_argument("--out", default=None, help="output folder (default: <data root>/stage5/<version>)")
     ap.add_argument("--no-progress", action="store_true")
+
+
+def add_stage_args(ap: argparse.ArgumentParser, defaults: dict) -> None:
+    """The inputs every training script names (label CSV, start folder, property CNN) and the female count."""
+    ap.add_argument("--labels", default=defaults.get("labels"), help="label CSV (default: the stage's)")
+    ap.add_argument("--init-dir", default=defaults.get("init_dir"),
+                    help="folder of the finished FineTune-v1 (default <data root>/stage5/v1)")
+    ap.add_argument("--property-cnn", default=defaults.get("property_cnn"),
+                    help="default: <data root>/stage5/property_cnn/property_score_cnn.pth")
+    ap.add_argument("--female-n", type=int, default=defaults.get("female_n", 300),
+                    help="random outputs for the female share")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run: 1 epoch of 4 steps, 3 test z")
+
+
+def run_training_script(run_fn, profile, s, test: dict, args: argparse.Namespace):
+    """Threads, quick mode, the distributed context (always shut down), then ``run_fn``; returns its metrics
+    (None on the processes other than rank 0)."""
+    import torch
+
+    from .distributed import init_distributed, shutdown
+    female_n = args.female_n
+    if args.quick:
+        s.epochs, s.checkpoint_every, s.max_steps_per_epoch = 1, 2, 4
+        test.update(n_z=3)
+        female_n = 20
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = init_distributed(args.device)
+    try:
+        return run_fn(profile, s, test, out_dir=args.out, label_file=args.labels, property_cnn_path=args.property_cnn,
+                      init_dir=args.init_dir, evaluator=args.evaluator, ctx=ctx, female_n=female_n,
+                      show_progress=not args.no_progress)
+    finally:
+        shutdown(ctx)
+
+
+def print_test_summary(title: str, test: dict | None) -> None:
+    print(title)
+    if not test:
+        return
+    for name, summ in test["judges"].items():
+        print(f"  {name}: {summ['passes']}/{test['n_z']} pass; mean r "
+              + ", ".join(f"{p} {summ['mean'][p + '_corr']:.3f}" for p in ("eyes", "mouth", "pose"))
+              + "; best r " + ", ".join(f"{summ['best'][p + '_corr']:.3f}" for p in ("eyes", "mouth", "pose")))

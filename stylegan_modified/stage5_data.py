@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from pipeline.io import read_png_rgb
 
 IMAGE_RE = re.compile(r"^(\d{6})\.png$")
 
@@ -108,19 +107,9 @@ def read_score_csv(path: Path, label_names, img_nos: np.ndarray | None = None) -
     return np.asarray(img_nos, dtype=np.int64), vals[rows].astype(np.float32)
 
 
-def read_image(path: Path, resolution: int) -> np.ndarray:
-    try:
-        img = read_png_rgb(path)
-    except OSError as exc:
-        raise Stage5InputError(f"image file {path} cannot be read (missing or corrupt)") from exc
-    if img.dtype != np.uint8 or img.shape != (resolution, resolution, 3):
-        raise Stage5InputError(f"image file {path} has shape {img.shape} ({img.dtype}); expected "
-                               f"({resolution}, {resolution}, 3) uint8 RGB for this profile")
-    return img
-
-
 def load_images(paths, resolution: int, show_progress: bool = False) -> torch.Tensor:
     """uint8 NCHW tensor of the images (each checked)."""
+    from cnn.stage2 import read_image          # checks and names the file (ImageError)
     out = torch.empty((len(paths), 3, resolution, resolution), dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc="reading images", unit="img", disable=not show_progress)):
         out[i] = torch.from_numpy(read_image(p, resolution)).permute(2, 0, 1)
@@ -134,6 +123,29 @@ def load_kept_set(profile, label_file: Path, label_names, stage2_dir: Path | Non
     _, labels = read_score_csv(label_file, label_names, nos)
     images = load_images(paths, int(profile["resolution"]), show_progress)
     return KeptSet(nos, paths, images, labels, tuple(label_names), Path(label_file))
+
+
+def kept_latents(profile, img_nos, stage1_dir: Path | None = None) -> np.ndarray:
+    """Stage-1 latents z [N, z_dim] (float32) of the given images, joined by img_no from ``stage1/latents.csv``."""
+    path = (Path(stage1_dir) if stage1_dir else profile.stage_dir("stage1")) / "latents.csv"
+    if not path.is_file():
+        raise Stage5InputError(f"{path} not found: the regressed label path needs the stage-1 latents of the kept "
+                               f"images (run run_original_generator.py), or choose another dense0 start")
+    df = pd.read_csv(path)
+    zcols = [f"z_{i}" for i in range(int(profile["generator"]["z_dim"]))]
+    missing = [c for c in ["img_no"] + zcols if c not in df.columns]
+    if missing:
+        raise Stage5InputError(f"{path}, row 0 (header): missing column(s) {', '.join(missing[:3])}"
+                               + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    df = df.set_index("img_no")
+    lost = [int(n) for n in img_nos if int(n) not in df.index]
+    if lost:
+        raise Stage5InputError(f"{path} has no row for image {lost[0]:06d} (and {len(lost) - 1} more kept images)")
+    z = df.loc[np.asarray(img_nos), zcols].to_numpy(np.float64)
+    if not np.isfinite(z).all():
+        r, c = np.argwhere(~np.isfinite(z))[0]
+        raise Stage5InputError(f"{path}: image {int(img_nos[r]):06d}, column {zcols[c]!r} is not a finite number")
+    return z.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------ networks

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from cnn.property_score_cnn import P3, P7
-from pipeline.io import atomic_write_csv, atomic_write_json, remove_stale_tmp
+from pipeline.io import atomic_write_csv, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
 
@@ -39,12 +38,13 @@ from .conditional import build_discriminator, build_generator
 from .distributed import DistContext, epoch_batches, init_distributed
 from .finetune_gan import GanSettings, GanTrainer, log_rows
 from .generation_test import run_generation_test
-from .loading import init_discriminator_from, init_generator_from, load_discriminator, load_generator, save_state_dict
+from .loading import (init_discriminator_from, init_generator_from, load_discriminator, load_generator,
+                      regress_label_path, save_state_dict)
 from .stage5_common import (base_discriminator_state, base_generator_state, build_configs, evaluator_calibration,
                             female_share, grid_figure, load_state, make_judges, save_state, settings_key,
                             test_settings_from)
-from .stage5_data import (Stage5InputError, evaluator_path, load_evaluator_for, load_gender_cnn, load_kept_set,
-                          load_property_cnn_for)
+from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
+                          load_kept_set, load_property_cnn_for)
 
 PROPERTY_CNN = "stage5/property_cnn/property_score_cnn.pth"
 CNN_LABELS = "stage5/property_cnn/all_scores_v2_cnn.csv"
@@ -58,8 +58,9 @@ def default_paths(profile, version: str) -> dict:
             "property_cnn": root / PROPERTY_CNN, "init": root / "stage5" / "v1"}
 
 
-def start_models(profile, s: GanSettings, init_dir: Path):
-    """G and D of ``s.version`` started as the settings say; returns (g, d, what was done)."""
+def start_models(profile, s: GanSettings, init_dir: Path, kept=None):
+    """G and D of ``s.version`` started as the settings say; returns (g, d, what was done).
+    ``dense0='regress'`` sets the label path of all the version's labels from the kept set."""
     gcfg, dcfg = build_configs(profile)
     g = build_generator(gcfg, s.version, seed=s.seed)
     d = build_discriminator(dcfg, s.version, seed=s.seed, mbstd_group_size=s.mbstd_group)
@@ -76,8 +77,12 @@ def start_models(profile, s: GanSettings, init_dir: Path):
         d_state = load_discriminator(Path(init_dir) / "discriminator.pth", dcfg, "v1").state_dict()
         g_src, d_src, src_spec = str(Path(init_dir) / "generator.pth"), str(Path(init_dir) / "discriminator.pth"), "v1"
     done = {"generator_source": g_src, "discriminator_source": d_src,
-            **init_generator_from(g, g_state, source_spec=src_spec, dense0=s.dense0, label_weight=s.label_weight),
+            **init_generator_from(g, g_state, source_spec=src_spec, dense0="keep" if s.dense0 == "regress" else s.dense0,
+                                  label_weight=s.label_weight),
             **init_discriminator_from(d, d_state, source_spec=src_spec, head=s.head)}
+    if s.dense0 == "regress":
+        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+                                       [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
     return g, d, done
 
 
@@ -98,24 +103,25 @@ def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None 
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept)}
     state = load_state(out / "train_state.pth", key)
-    g, d, init_done = start_models(profile, s, Path(init_dir) if init_dir else paths["init"])
+    g, d, init_done = start_models(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     g.to(ctx.device)
     d.to(ctx.device)
     trainer = GanTrainer(g, d, kept.labels, s, ctx)
-    history, epoch, step, seconds = [], 0, 0, 0.0
+    history, epoch, step, seconds, cpu = [], 0, 0, 0.0, 0.0
     if state is not None:
         trainer.load(state)
-        history, epoch, step, seconds = list(state["history"]), int(state["epoch"]), int(state["step"]), \
-            float(state["seconds"])
+        history, epoch, step = list(state["history"]), int(state["epoch"]), int(state["step"])
+        seconds, cpu = float(state["seconds"]), float(state.get("cpu_seconds", 0.0))
         init_done = state.get("init_done", init_done)
     trained_now = epoch < s.epochs
-    t_run = time.perf_counter()
+    t_run, c_run = time.perf_counter(), time.process_time()
 
     def snapshot(e, k):
         if ctx.is_main:
             save_state(out / "train_state.pth", {**trainer.state(), "settings_json": _json(key), "history": history,
                                                  "epoch": e, "step": k, "init_done": init_done,
-                                                 "seconds": seconds + time.perf_counter() - t_run})
+                                                 "seconds": seconds + time.perf_counter() - t_run,
+                                                 "cpu_seconds": cpu + time.process_time() - c_run})
         ctx.barrier()
 
     while epoch < s.epochs:
@@ -150,9 +156,11 @@ def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None 
         save_state_dict(g, out / "generator.pth")
         save_state_dict(d, out / "discriminator.pth")
     train_seconds = seconds + (time.perf_counter() - t_run if trained_now else 0.0)
+    cpu_seconds = cpu + (time.process_time() - c_run if trained_now else 0.0)
     _write_logs(out, history, s)
-    return finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, trained_now, train_seconds,
-                            property_cnn_path or paths["property_cnn"], evaluator, ctx, female_n, show_progress)
+    return finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, trained_now,
+                            (train_seconds, cpu_seconds), property_cnn_path or paths["property_cnn"], evaluator, ctx,
+                            female_n, show_progress)
 
 
 def _json(d: dict) -> str:
@@ -166,9 +174,10 @@ def _write_logs(out: Path, history: list, s: GanSettings) -> None:
     atomic_write_csv(out / "train_steps.csv", pd.DataFrame(history))
 
 
-def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, trained_now, train_seconds,
+def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, trained_now, times,
                      property_cnn_path, evaluator_override, ctx, female_n, show_progress) -> dict:
     """Generation test (both judges), female share, metrics.json and report.md."""
+    train_seconds, cpu_seconds = times
     g.eval()
     t0 = time.perf_counter()
     cnn = load_property_cnn_for(profile, property_cnn_path).to(ctx.device) if Path(property_cnn_path).is_file() \
@@ -203,7 +212,9 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         "distributed": ctx.describe(), "trained_this_run": trained_now, "epochs_done": s.epochs,
         "steps": len(history), "seeds": {"seed": s.seed, "generation_test_z_seed": test_cfg.get("z_seed", 0)},
         "train_seconds": round(train_seconds, 1), "test_seconds": round(t_test, 1),
-        "seconds_per_step": round(train_seconds / max(len(history), 1), 3) if trained_now else None,
+        "seconds_per_step": round(train_seconds / max(len(history), 1), 3),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "cpu_seconds_per_step": round(cpu_seconds / max(len(history), 1), 3),
         "g_updates_per_step": _counts(history), "last_epoch": _epoch_means(history, s.epochs - 1),
         "first_epoch": _epoch_means(history, 0), "female_share": fem, "evaluator_calibration": calibration,
         "generation_test": _test_summary(test), "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -291,8 +302,8 @@ def _report(out, profile, s, m, history, test) -> None:
         ["style mixing / noise", f"p {s.style_mixing_prob} / {'random' if s.randomize_noise else 'stored'}"],
         ["label path start", f"dense0 {s.dense0}, label_weight {s.label_weight}, D head {s.head}"],
         ["G updates per step", counts],
-        ["training time", f"{m['train_seconds']} s" + (f" ({m['seconds_per_step']} s / step)"
-                                                       if m["seconds_per_step"] else "")],
+        ["training time", f"{m['train_seconds']} s ({m['seconds_per_step']} s / step; CPU "
+                          f"{m['cpu_seconds_per_step']} s / step)"],
     ])
     secs = [("Summary", summary), ("Training curves", "![curves](report/training_curves.png)"),
             ("Last epoch", f"![grid]({last})\n\nLast-epoch means: {m['last_epoch']}"),

@@ -39,11 +39,11 @@ from .cvae import CVAEEncoder, FineTuneV3, encode, z_candidates_from_posterior
 from .distributed import DistContext, epoch_batches, init_distributed
 from .finetune_v3 import LOG_COLUMNS, V3Settings, V3Trainer
 from .generation_test import run_generation_test
-from .loading import init_generator_from, load_generator, save_state_dict
+from .loading import init_generator_from, load_generator, regress_label_path, save_state_dict
 from .stage5_common import (base_generator_state, build_configs, evaluator_calibration, female_share, load_state,
                             make_judges, save_state, settings_key, test_settings_from, write_z_csv)
-from .stage5_data import (Stage5InputError, evaluator_path, load_evaluator_for, load_gender_cnn, load_kept_set,
-                          load_property_cnn_for)
+from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
+                          load_kept_set, load_property_cnn_for)
 from .stage5_gan import CNN_LABELS, PROPERTY_CNN, female_table, test_table
 
 N_TEST_Z = 30
@@ -55,7 +55,8 @@ def default_paths(profile) -> dict:
             "init": root / "stage5" / "v1"}
 
 
-def start_generator(profile, s: V3Settings, init_dir: Path):
+def start_generator(profile, s: V3Settings, init_dir: Path, kept=None):
+    """G_v3 from v1 or the base; ``dense0='regress'`` then sets the label path from the kept set."""
     gcfg, _ = build_configs(profile)
     g = build_generator(gcfg, "v3", seed=s.seed)
     if s.init_from == "v1":
@@ -67,8 +68,12 @@ def start_generator(profile, s: V3Settings, init_dir: Path):
     else:
         state, src = base_generator_state(profile)
         spec = None
-    done = {"generator_source": src, **init_generator_from(g, state, source_spec=spec, dense0=s.dense0,
+    done = {"generator_source": src, **init_generator_from(g, state, source_spec=spec,
+                                                           dense0="reinit" if s.dense0 == "reinit" else "keep",
                                                            label_weight="fresh")}
+    if s.dense0 == "regress":
+        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+                                       [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
     return g, done
 
 
@@ -124,7 +129,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
     state = load_state(out / "train_state.pth", key)
-    g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"])
+    g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     gcfg = g.cfg
     with torch.random.fork_rng():
         torch.manual_seed(int(s.seed) + 17)
@@ -162,7 +167,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
         if phase == "train":
             bar = tqdm(total=len(batches), initial=step, desc=f"v3 epoch {epoch}",
                        disable=not (show_progress and ctx.is_main))
-            t_epoch = time.perf_counter()
+            t_epoch, c_epoch = time.perf_counter(), time.process_time()
             while step < len(batches):
                 x, y = kept.batch(batches[step])
                 row, post = trainer.train_step(x.to(ctx.device), y.to(ctx.device), epoch, step)
@@ -176,6 +181,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
                     snapshot(epoch, step, "train")
             bar.close()
             hist["seconds"] += time.perf_counter() - t_epoch
+            hist["cpu_seconds"] = hist.get("cpu_seconds", 0.0) + time.process_time() - c_epoch
             hist["epoch_rows"].append(_epoch_row(hist["rows"], epoch))
             trainer.end_epoch()
             phase = "test"
@@ -281,6 +287,7 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
         "train_seconds": round(hist["seconds"], 1), "test_seconds_per_epoch": round(hist["test_seconds"]
                                                                                     / max(len(hist["tests"]), 1), 1),
         "seconds_per_step": round(hist["seconds"] / max(len(hist["rows"]), 1), 3),
+        "cpu_seconds_per_step": round(hist.get("cpu_seconds", 0.0) / max(len(hist["rows"]), 1), 3),
         "epochs": hist["epoch_rows"], "tests": hist["tests"], "best": hist["best"],
         "passing_epochs": [t["epoch"] for t in hist["tests"] if t["passes"] > 0],
         "shipped": {"generator": "generator.pth", "encoder": "encoder.pth", "test_z": "test_z.csv",
@@ -337,7 +344,8 @@ def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict)
         ["test latents", b["z_source"]],
         ["passing epochs", ", ".join(map(str, m["passing_epochs"])) or "none"],
         ["shipped checkpoint", f"epoch {b['epoch']} ({b['passes']} passing z; best z {b['best_z']})"],
-        ["training time", f"{m['train_seconds']} s ({m['seconds_per_step']} s / step); test "
+        ["training time", f"{m['train_seconds']} s ({m['seconds_per_step']} s / step, CPU "
+                          f"{m['cpu_seconds_per_step']} s / step); test "
                           f"{m['test_seconds_per_epoch']} s / epoch"],
     ])
     secs = [("Summary", summary), ("Training", "![curves](report/training_curves.png)"),

@@ -82,6 +82,34 @@ def make_root(tmp_path: Path, n: int = 40) -> Profile:
     return prof
 
 
-def train_property_cnn_quick(prof: Profile) -> dict:
+def world_with_property_cnn(tmp_path_factory, name: str) -> Profile:
+    """A data root (:func:`make_root`) whose property CNN is trained (2 epochs), for module fixtures."""
     from cnn.stage5_property import run_property_stage
-    return run_property_stage(prof, show_progress=False)
+    torch.set_num_threads(1)
+    prof = make_root(tmp_path_factory.mktemp(name))
+    run_property_stage(prof, show_progress=False)
+    return prof
+
+
+def interrupted_then_resumed(monkeypatch, trainer_cls, run, out_a: Path, out_b: Path, files) -> None:
+    """``run(out)`` uninterrupted into ``out_a``; into ``out_b`` interrupted at step 3 of the first
+    epoch, then resumed; the files of both runs must hold the same tensors."""
+    import pytest
+    run(out_a)
+    real = trainer_cls.train_step
+
+    def failing(self, x, y, epoch, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(self, x, y, epoch, step)
+
+    monkeypatch.setattr(trainer_cls, "train_step", failing)
+    with pytest.raises(KeyboardInterrupt):
+        run(out_b)
+    assert (out_b / "train_state.pth").is_file()
+    monkeypatch.setattr(trainer_cls, "train_step", real)
+    run(out_b)
+    for name in files:
+        a = torch.load(out_a / name, weights_only=True)
+        b = torch.load(out_b / name, weights_only=True)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a), name

@@ -116,3 +116,13 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path):
     for k, v in full.model.state_dict().items():
         assert torch.allclose(v, resumed.model.state_dict()[k], atol=1e-6)
     assert not state.exists()
+
+
+def test_kept_latents_join_by_image_number(world):
+    from stylegan_modified.stage5_data import kept_latents
+    prof, _ = world
+    lat = pd.read_csv(prof.data_root / "stage1" / "latents.csv")
+    z = kept_latents(prof, np.array([5, 2]))
+    assert z.dtype == np.float32 and np.array_equal(z[0], lat.loc[lat["img_no"] == 5].iloc[0, 2:].to_numpy(np.float32))
+    with pytest.raises(Stage5InputError, match="no row for image 999999"):
+        kept_latents(prof, np.array([999999]))

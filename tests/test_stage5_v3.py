@@ -17,7 +17,7 @@ from stylegan_modified.stage5_common import build_configs
 from stylegan_modified.stage5_data import load_gender_cnn, load_property_cnn_for, stage5_settings
 from stylegan_modified.stage5_v3 import run_v3_stage
 from tests.single_thread import one_thread  # noqa: F401
-from tests.stage5_world import make_root, train_property_cnn_quick
+from tests.stage5_world import interrupted_then_resumed, world_with_property_cnn
 
 EASY = {"min_r": {"eyes": -2.0, "mouth": -2.0, "pose": -2.0}, "max_mae": {"eyes": 1e9, "mouth": 1e9, "pose": 1e9}}
 HARD = {"min_r": {"eyes": 2.0, "mouth": 2.0, "pose": 2.0}}
@@ -25,10 +25,7 @@ HARD = {"min_r": {"eyes": 2.0, "mouth": 2.0, "pose": 2.0}}
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    torch.set_num_threads(1)
-    prof = make_root(tmp_path_factory.mktemp("s5v3"))
-    train_property_cnn_quick(prof)
-    return prof
+    return world_with_property_cnn(tmp_path_factory, "s5v3")
 
 
 def v3_settings(prof, **kw) -> V3Settings:
@@ -132,23 +129,9 @@ def test_stage_checkpoints_every_passing_epoch_plus_the_best(world, tmp_path):
 def test_interrupted_v3_resumes_to_the_uninterrupted_result(world, tmp_path, monkeypatch):
     s = v3_settings(world, epochs=1, max_steps_per_epoch=4, checkpoint_every=2)
     cfg = tcfg(world, n_z=1)
-    run_v3_stage(world, s, cfg, out_dir=tmp_path / "a", female_n=2, show_progress=False)
-    real = V3Trainer.train_step
-
-    def failing(self, x, y, epoch, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real(self, x, y, epoch, step)
-
-    monkeypatch.setattr(V3Trainer, "train_step", failing)
-    with pytest.raises(KeyboardInterrupt):
-        run_v3_stage(world, s, cfg, out_dir=tmp_path / "b", female_n=2, show_progress=False)
-    monkeypatch.setattr(V3Trainer, "train_step", real)
-    run_v3_stage(world, s, cfg, out_dir=tmp_path / "b", female_n=2, show_progress=False)
-    for name in ("generator.pth", "encoder.pth"):
-        a = torch.load(tmp_path / "a" / name, weights_only=True)
-        b = torch.load(tmp_path / "b" / name, weights_only=True)
-        assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a), name
+    interrupted_then_resumed(monkeypatch, V3Trainer, lambda out: run_v3_stage(
+        world, s, cfg, out_dir=out, female_n=2, show_progress=False), tmp_path / "a", tmp_path / "b",
+        ("generator.pth", "encoder.pth"))
 
 
 def test_test_latent_sources(world, tmp_path):
@@ -180,3 +163,44 @@ def test_measurement_builds_no_autograd_graph(world):
         run_generation_test(g, [Spy()], d, GenerationTestSettings(n_z=1, batch_size=25), progress=False)
     assert seen and all(s == (False, True, True) for s in seen)
     assert torch.equal(w_avg, g.truncation.w_avg) and all(p.grad is None for p in g.parameters())
+
+
+def test_regressed_label_path_replaces_the_latents_own_property_values():
+    from stylegan import GeneratorConfig
+    from stylegan_modified.loading import regress_label_path
+    gcfg = GeneratorConfig(resolution=8, z_dim=16, w_dim=8, mapping_layers=2, mapping_fmaps=8, fmaps_base=64,
+                           fmaps_max=8)
+    g = build_generator(gcfg, "v3", seed=0)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((400, 16))
+    a = rng.standard_normal((7, 16))
+    lab = (z @ a.T + 0.1 * rng.standard_normal((400, 7))).astype(np.float32)
+    wz = g.mapping.dense0.weight[:, :16].detach().double().clone()
+    done = regress_label_path(g, z, lab, ["eyes", "mouth", "pose"], seed=1)
+    assert min(done["label_readout_r2"].values()) > 0.98
+    w = g.mapping.dense0.weight.detach().double()
+    lw = g.mapping.label_weight.detach().double()
+    assert torch.count_nonzero(lw[[1, 2, 5, 6]]) == 0                      # only eyes / mouth / pose rows
+    b = torch.linalg.lstsq(torch.from_numpy(z - z.mean(0)), torch.from_numpy(lab - lab.mean(0)).double()).solution.T
+    zt, lt = torch.from_numpy(z[:5]), torch.from_numpy(lab[:5]).double()
+    h = torch.cat([zt, lt @ lw], dim=1) @ w.T                              # the new first layer (stored units)
+    # = the start's first layer at a latent whose eyes / mouth / pose read-out is the label and whose other
+    #   read-outs are z's own: solve for that latent through the pseudo-inverse of W_z
+    z_eff = torch.linalg.lstsq(wz, h.T).solution.T
+    ro = z_eff @ b.T
+    assert torch.allclose(ro[:, [0, 3, 4]], lt[:, [0, 3, 4]], atol=0.05)
+    assert torch.allclose(ro[:, [1, 2, 5, 6]], (zt @ b.T)[:, [1, 2, 5, 6]], atol=0.05)
+
+
+def test_prior_latent_fraction_option(world):
+    base, _, _ = loss_parts(world)
+    s = v3_settings(world, prior_z_fraction=1.0)
+    m = model_for(world, s)
+    x, y = batch()
+    eps = torch.randn(4, m.CVAE_encoder.z_dim, generator=torch.Generator().manual_seed(2))
+    zp = torch.randn(4, m.CVAE_encoder.z_dim, generator=torch.Generator().manual_seed(3))
+    _, parts, *_ = V3Loss(m, s)(x, y, y, eps, 5, zp)
+    _, same, *_ = V3Loss(m, s)(x, y, y, eps, 5, torch.full_like(zp, float("nan")))   # all rows: the posterior
+    assert float(parts["mse"]) != base["mse"] and float(same["mse"]) == pytest.approx(base["mse"], rel=1e-6)
+    with pytest.raises(ValueError, match="prior_z_fraction"):
+        v3_settings(world, prior_z_fraction=1.5).validate()
