@@ -304,8 +304,8 @@ def evaluate(model: PropertyScoreCNN, images, targets: np.ndarray, idx: np.ndarr
 
 def train_property_cnn(images, targets, settings: PropertyCNNSettings | None = None, *,
                        log_dir: str | Path | None = None, checkpoint_path: str | Path | None = None,
-                       image_names: Sequence[str] | None = None, progress: bool | Callable[[str], None] = True
-                       ) -> PropertyCNNResult:
+                       image_names: Sequence[str] | None = None, progress: bool | Callable[[str], None] = True,
+                       state_path: str | Path | None = None) -> PropertyCNNResult:
     """Train the property-score CNN (spec 04 §3.3) and keep the best epoch.
 
     ``images``: indexable by an index array, giving uint8 NCHW (or float [-1, 1]) batches of
@@ -324,6 +324,11 @@ def train_property_cnn(images, targets, settings: PropertyCNNSettings | None = N
     ``val_log.csv`` (the first ``val_log_samples`` validation images per epoch: ``epoch,
     img, {p}_output, {p}_label``); the best epoch's state dict at ``checkpoint_path``
     (written once, at the end: the file marks a finished training).
+
+    ``state_path``: a resumable training state (model, optimiser, scheduler, best epoch, logs
+    and the random-number states) written atomically after every epoch; when the file exists
+    the training continues after its last epoch and ends exactly as an uninterrupted run.
+    It is deleted once the run has finished.
     """
     s = settings or PropertyCNNSettings()
     s.validate()
@@ -349,7 +354,24 @@ def train_property_cnn(images, targets, settings: PropertyCNNSettings | None = N
         best, best_epoch, best_state = math.inf, -1, None
         history, val_rows = [], []
         epoch = 0
-        while True:
+        state_path = Path(state_path) if state_path is not None else None
+        if state_path is not None and state_path.is_file():
+            st = read_checkpoint(state_path)
+            if st.get("settings") != _settings_key(s, n):
+                raise ValueError(f"training state {state_path} was made with other settings or data "
+                                 f"({st.get('settings')} vs {_settings_key(s, n)}); delete it to start over")
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            shuffle.set_state(st["shuffle_rng"])
+            torch.set_rng_state(st["torch_rng"])
+            best, best_epoch, best_state = float(st["best"]), int(st["best_epoch"]), st["best_state"]
+            history, val_rows, epoch = list(st["history"]), list(st["val_rows"]), int(st["epoch"])
+            if say:
+                say(f"property CNN: resuming after epoch {epoch - 1} ({state_path})")
+        finished = bool(history) and (epoch - 1 - best_epoch >= s.patience
+                                      or (s.max_epochs is not None and epoch >= s.max_epochs))
+        while not finished:
             model.train()
             perm = train_idx[torch.randperm(len(train_idx), generator=shuffle).numpy()]
             total = 0.0
@@ -381,15 +403,28 @@ def train_property_cnn(images, targets, settings: PropertyCNNSettings | None = N
                 say(f"property CNN epoch {epoch}: train {row['train_loss']:.4f} valid {row['valid_loss']:.4f} "
                     f"criterion {crit:.4f} (best {best:.4f} @ {best_epoch})")
             epoch += 1
-            if epoch - 1 - best_epoch >= s.patience or (s.max_epochs is not None and epoch >= s.max_epochs):
-                break
+            finished = epoch - 1 - best_epoch >= s.patience or (s.max_epochs is not None and epoch >= s.max_epochs)
+            if state_path is not None and not finished:
+                save_checkpoint({"settings": _settings_key(s, n), "model": model.state_dict(),
+                                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                 "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+                                 "best": best, "best_epoch": best_epoch, "best_state": best_state,
+                                 "history": history, "val_rows": val_rows, "epoch": epoch}, state_path)
     model.load_state_dict(best_state)
     model.eval()
     if checkpoint_path is not None:
         save_checkpoint({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint_path)
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)
     return PropertyCNNResult(model=model, best_epoch=best_epoch, best_criterion=best, epochs=epoch,
                              train_idx=train_idx, valid_idx=valid_idx, history=history,
                              seconds=time.perf_counter() - t0)
+
+
+def _settings_key(s: PropertyCNNSettings, n: int) -> str:
+    """What a resumable state must agree on: the settings (max_epochs may grow) and the data size."""
+    d = {k: v for k, v in s.to_dict().items() if k != "max_epochs"}
+    return repr(sorted((k, repr(v)) for k, v in d.items())) + f" n={n}"
 
 
 def _write_logs(log_dir: Path, history: list, val_rows: list) -> None:

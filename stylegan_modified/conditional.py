@@ -200,9 +200,10 @@ def synthesize(g: ConditionalGenerator, z, label, *, batch_size: int | None = No
     Eval semantics whatever the module's mode: no style mixing, ``w_avg`` untouched, the
     stored noise maps unless ``randomize_noise`` (then seeded by ``noise_seed``, drawn in
     batch order). Runs in batches of ``batch_size`` (None: one batch)."""
-    z = torch.as_tensor(z).to(torch.float32)
-    label = check_label(label, z.shape[0], g.spec.label_dim)
-    gen = torch.Generator().manual_seed(int(noise_seed or 0)) if randomize_noise else None
+    dev = g.truncation.w_avg.device
+    z = torch.as_tensor(z).to(dtype=torch.float32, device=dev)
+    label = check_label(label, z.shape[0], g.spec.label_dim, dev)
+    gen = torch.Generator(device=dev).manual_seed(int(noise_seed or 0)) if randomize_noise else None
     out = []
     for a, b in batch_ranges(len(z), batch_size):
         wp = g.truncation(g.mapping(z[a:b], label[a:b])["w"], trunc_psi, trunc_layers)
@@ -213,7 +214,7 @@ def synthesize(g: ConditionalGenerator, z, label, *, batch_size: int | None = No
 @torch.inference_mode()
 def map_to_w(g: ConditionalGenerator, z, label) -> torch.Tensor:
     """w [N, w_dim] for (z, label) (eval semantics)."""
-    z = torch.as_tensor(z).to(torch.float32)
+    z = torch.as_tensor(z).to(dtype=torch.float32, device=g.truncation.w_avg.device)
     return g.mapping(z, label)["w"]
 
 

@@ -93,17 +93,30 @@ class FineTuneV3(nn.Module):
         self.gender_cnn = gender_cnn
         self.gender_input = gender_input
 
-    def forward(self, images: torch.Tensor, label, *, generator: torch.Generator | None = None) -> dict:
+    def forward(self, images: torch.Tensor, label, *, generator: torch.Generator | None = None,
+                gen_label=None, eps: torch.Tensor | None = None, w_moving_decay: float = 0.995) -> dict:
         """``mu, logvar, z, image`` and, when the loss networks are attached, ``property`` [B,7]
-        and ``gender`` [B]. The generator runs without style mixing, with its stored noise."""
+        and ``gender`` [B]. The generator runs without style mixing, with its stored noise.
+
+        ``gen_label``: the generator's label when it differs from the encoder's (default: the
+        same, as the original); ``eps``: the reparameterisation noise (default: drawn from
+        ``generator``)."""
         mu, logvar = self.CVAE_encoder(images, label)
-        z = reparameterize(mu, logvar, generator)
-        image = self.stylegan_generator(z, label, style_mixing_prob=0.0, randomize_noise=False)["image"]
+        z = reparameterize(mu, logvar, generator) if eps is None else mu + eps.to(mu) * torch.exp(0.5 * logvar)
+        gl = label if gen_label is None else gen_label
+        image = self.stylegan_generator(z, gl, style_mixing_prob=0.0, randomize_noise=False,
+                                        w_moving_decay=w_moving_decay)["image"]
         out = {"mu": mu, "logvar": logvar, "z": z, "image": image}
+        out.update(self.judge(image))
+        return out
+
+    def judge(self, image: torch.Tensor) -> dict:
+        """The attached loss networks on generated images: ``property`` [B, 7], ``gender`` [B]."""
+        out = {}
         if self.property_score_cnn is not None:
             out["property"] = self.property_score_cnn(image)
         if self.gender_cnn is not None:
-            out["gender"] = self.gender_cnn((image + 1.0) / 2.0 if self.gender_input == "unit" else image)
+            out["gender"] = self.gender_cnn((image + 1.0) / 2.0 if self.gender_input == "unit" else image).reshape(-1)
         return out
 
     def checkpoint_states(self) -> dict:

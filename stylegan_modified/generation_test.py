@@ -119,7 +119,7 @@ class PropertyCNNJudge:
             with torch.inference_mode(), torch.random.fork_rng():
                 torch.manual_seed(self.dropout_seed + self._calls)
                 self.model.train(self.dropout)
-                out = self.model(images).numpy()
+                out = self.model(images).cpu().numpy()
         finally:
             self.model.train(was)
             self._calls += 1
@@ -323,11 +323,11 @@ def run_generation_test(generator: Renderer, judges: Sequence[Judge], out_dir: s
     raw = {j.name: {} for j in judges}
     t0 = time.perf_counter()
     for a, b in tqdm(batch_ranges(n_z * n_l, s.batch_size), desc="generation test", disable=not progress):
-        with torch.inference_mode():
+        with torch.inference_mode():                 # rendering and measuring build no autograd graph
             images = generator.render(torch.from_numpy(z[zi[a:b]]), torch.from_numpy(labels[li[a:b]]))
-        for j in judges:
-            for k, v in j.measure(images).items():
-                raw[j.name].setdefault(k, []).append(np.asarray(v, dtype=np.float64).reshape(-1))
+            for j in judges:
+                for k, v in j.measure(images).items():
+                    raw[j.name].setdefault(k, []).append(np.asarray(v, dtype=np.float64).reshape(-1))
         if s.save_images:
             for img, zz, ll in zip(postprocess(images), zi[a:b], li[a:b]):
                 atomic_write_png(out_dir / "images" / f"z{zz:03d}" / f"{ll:03d}.png", img)

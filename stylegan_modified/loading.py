@@ -40,6 +40,7 @@ import math
 import os
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -217,3 +218,64 @@ def load_discriminator(source, cfg=None, spec: ConditionalSpec | str = "v1", key
     load_state_dict_strict(d, state_dict_from(source, key, "discriminator"),
                            what=_label(source, "conditional discriminator"))
     return d.eval()
+
+
+# ------------------------------------------------------------------------------------ data-informed label path
+
+def regress_label_path(g: ConditionalGenerator, z, labels, use, hold=None, *, ridge: float = 1.0,
+                       embed_std: float = 0.2, seed: int = 0) -> dict:
+    """Start the label path from a linear read-out of the labels from z (``dense0='regress'``).
+
+    ``z`` [N, z_dim] and ``labels`` [N, L] (the generator's label order) of the training images
+    (the kept set's stage-1 latents and their scores). A ridge fit ``labels ≈ B z`` over the
+    labels in ``use`` and ``hold`` (default: all the generator's other labels) gives, through its
+    pseudo-inverse, latent directions ``D`` (one per used label) that move that label's read-out
+    by one unit and leave every other read-out unchanged; with the oblique projection
+    ``P = I − D B_use`` the first mapping layer becomes
+
+        dense0(z, e) = W_z P z + W_z D label_use      (W_z: the start's z columns)
+
+    i.e. G(z, label) starts as the start generator at the latent ``P z + D label_use``: the
+    latent's own value of each used property is replaced by the label's, the held properties
+    (hair, background) and everything the labels do not read stay z's. ``label_weight`` rows of the
+    used labels are drawn N(0, embed_std²) (seeded; small, so the pixel norm barely sees the
+    embedding), the other rows are zero, and the label columns of ``dense0`` map the embedding
+    back to ``W_z D label_use`` exactly. Returns what was done (and the read-out R² per label)."""
+    z = torch.as_tensor(np.asarray(z, dtype=np.float64))
+    lab = torch.as_tensor(np.asarray(labels, dtype=np.float64))
+    names = list(g.label_names)
+    use = list(use)
+    hold = [n for n in names if n not in use] if hold is None else [n for n in hold if n not in use]
+    idx = [names.index(n) for n in use + hold]
+    k = len(use)
+    z_dim, e_dim = g.cfg.z_dim, g.spec.embed_dim
+    if z.ndim != 2 or z.shape[1] != z_dim or lab.shape != (len(z), len(names)):
+        raise ValueError(f"regress_label_path needs z [N, {z_dim}] and labels [N, {len(names)}], got "
+                         f"{tuple(z.shape)} and {tuple(lab.shape)}")
+    if k > e_dim:
+        raise ValueError(f"cannot regress {k} labels through an embedding of width {e_dim}")
+    zc = z - z.mean(0)
+    lc = lab[:, idx] - lab[:, idx].mean(0)
+    b = torch.linalg.solve(zc.T @ zc + ridge * torch.eye(z_dim, dtype=torch.float64), zc.T @ lc).T   # [k+h, z]
+    r2 = 1 - ((lc - zc @ b.T) ** 2).sum(0) / (lc ** 2).sum(0)
+    d = torch.linalg.pinv(b)[:, :k]                                                                 # [z, k]
+    proj = torch.eye(z_dim, dtype=torch.float64) - d @ b[:k]
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = torch.randn(k, e_dim, generator=gen, dtype=torch.float64) * float(embed_std)
+    m = torch.linalg.solve(rows @ rows.T, rows)                                                     # [k, E]
+    with torch.no_grad():
+        w = g.mapping.dense0.weight
+        wz = w[:, :z_dim].detach().to(torch.float64)
+        new = torch.zeros_like(w, dtype=torch.float64)
+        new[:, :z_dim] = wz @ proj
+        new[:, z_dim:] = wz @ d @ m
+        w.copy_(new.to(w.dtype))
+        lw = torch.zeros_like(g.mapping.label_weight, dtype=torch.float64)
+        lw[[names.index(n) for n in use]] = rows
+        g.mapping.label_weight.copy_(lw.to(g.mapping.label_weight.dtype))
+    return {"mapping.dense0.weight": f"regressed label path: {', '.join(use)} set by the label, "
+                                     f"{', '.join(hold) or 'nothing'} held at z's read-out (z columns projected, "
+                                     f"label columns = the start's z columns times the directions)",
+            "mapping.label_weight": f"rows of {', '.join(use)} ~ N(0, {embed_std}^2) (seed {seed}), others zero",
+            "label_readout_r2": {n: round(float(v), 4) for n, v in zip(use + hold, r2)}, "ridge": ridge,
+            "images": int(len(z))}

@@ -77,20 +77,30 @@ def parameter_groups(version: str, *, generator: ConditionalGenerator,
                      discriminator: ConditionalDiscriminator | None = None, encoder: nn.Module | None = None,
                      lr: dict | None = None) -> dict[str, list[dict]]:
     """Optimiser name -> parameter groups for ``version`` ('v1', 'v4': ``generator`` and
-    ``discriminator``; 'v3': one optimiser ``cvae`` with the mapping and encoder groups)."""
+    ``discriminator``; 'v3': one optimiser ``cvae`` with the mapping and encoder groups).
+
+    ``lr`` overrides the rates: ``generator`` (the mapping's dense layers, whose stored weights
+    carry GenForce's lr multiplier 0.01, so Adam moves them 100x slower relative to their size
+    than unscaled weights), ``label_weight`` (when given and different: a group of its own),
+    ``discriminator``, ``encoder``."""
     if version not in DEFAULT_LR:
         raise ValueError(f"parameter groups are defined for {', '.join(DEFAULT_LR)}, not {version!r}")
     rates = {**DEFAULT_LR[version], **(lr or {})}
-    g_group = _group("generator.mapping", generator, GENERATOR_TRAINABLE, rates["generator"])
+    g_groups = [_group("generator.mapping", generator, GENERATOR_TRAINABLE, rates["generator"])]
+    if rates.get("label_weight") is not None and float(rates["label_weight"]) != float(rates["generator"]):
+        # the label embedding is an unscaled parameter (no lr multiplier): its own learning rate
+        lw = generator.mapping.label_weight
+        g_groups[0]["params"] = [p for p in g_groups[0]["params"] if p is not lw]
+        g_groups.append({"name": "generator.label_weight", "params": [lw], "lr": float(rates["label_weight"])})
     if version == "v3":
         if encoder is None:
             raise ValueError("v3 needs the CVAE encoder")
-        return {"cvae": [g_group, _group("encoder", encoder, None, rates["encoder"])]}
+        return {"cvae": g_groups + [_group("encoder", encoder, None, rates["encoder"])]}
     if discriminator is None:
         raise ValueError(f"{version} needs the discriminator")
     layers = discriminator_trainable(discriminator)
     d_group = _group(f"discriminator.{layers[0]}-{layers[-1][5:]}", discriminator, layers, rates["discriminator"])
-    return {"generator": [g_group], "discriminator": [d_group]}
+    return {"generator": g_groups, "discriminator": [d_group]}
 
 
 def make_optimizers(groups: dict[str, list[dict]], weight_decay: float = 0.01,

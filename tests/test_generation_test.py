@@ -193,8 +193,11 @@ def test_adapter_and_given_z_for_the_cvae_path(tmp_path):
 def test_synthface_evaluator_as_second_judge(tmp_path):
     from stylegan.checkpoint import read_checkpoint
     from stylegan.generator import postprocess
+    from synthface.evaluate_generator import EVALUATOR_WEIGHTS
     from synthface.evaluator import Evaluator
-    ev = Evaluator.from_state(read_checkpoint("synthface/weights/evaluator.pth"))
+    if not EVALUATOR_WEIGHTS.is_file():
+        pytest.skip(f"{EVALUATOR_WEIGHTS} is not there (being retrained)")
+    ev = Evaluator.from_state(read_checkpoint(EVALUATOR_WEIGHTS))
     x = torch.rand(3, 3, 64, 64) * 2 - 1
     raw = ev.predict(postprocess(x))
     judge = EvaluatorJudge(ev, calibration={"pose": (-2.0, 1.0)})

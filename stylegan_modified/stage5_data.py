@@ -1,0 +1,223 @@
+"""Stage-5 inputs: the kept image set with its property labels, the loss / judge networks, settings.
+
+* :func:`load_kept_set`: the images of ``stage2/filtered/NNNNNN.png`` joined **by image number**
+  with a score CSV (``stage4/all_scores.csv`` for v1, the property CNN's
+  ``stage5/property_cnn/all_scores_v2_cnn.csv`` for v3 / v4, or any file in that format:
+  ``img_no`` plus ``{p}_score`` columns; a leading pandas index is ignored). Every image must
+  have a row; missing columns, rows or non-finite values are errors naming the file, row and
+  column. Labels are float32.
+* :func:`load_gender_cnn`: the stage-2 gender fold models (``stage2/cnn/models/gender_model_{k}.pt``),
+  their mean (default) or fold 0 only (the original's), as a frozen module on [0, 1] images.
+* :func:`load_property_cnn_for` / :func:`load_evaluator_for`: the property CNN of
+  ``run_property_score_cnn.py`` and, on world-backed profiles, the independent synthface evaluator.
+* :func:`stage5_settings`: a ``stage5`` profile block section merged over code defaults.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+
+IMAGE_RE = re.compile(r"^(\d{6})\.png$")
+
+
+class Stage5InputError(ValueError):
+    """A stage-5 input is missing or malformed (the message names the file, row and column)."""
+
+
+@dataclass
+class KeptSet:
+    """Images (uint8 NCHW, in memory) and labels (float32 [N, L]) of the kept set, sorted by img_no."""
+    img_nos: np.ndarray
+    paths: list
+    images: torch.Tensor
+    labels: np.ndarray
+    label_names: tuple
+    label_file: Path
+
+    def __len__(self) -> int:
+        return len(self.img_nos)
+
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images in [-1, 1] float32 [b, 3, R, R], labels float32 [b, L]) for indices ``idx``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        x = self.images[torch.from_numpy(idx)].to(torch.float32).div(127.5).sub(1.0)
+        return x, torch.from_numpy(self.labels[idx])
+
+
+def list_filtered(stage2_dir: Path) -> tuple[np.ndarray, list]:
+    filt = Path(stage2_dir) / "filtered"
+    if not filt.is_dir():
+        raise Stage5InputError(f"stage-2 folder {filt} not found; run run_cnn.py first (it writes the kept images)")
+    nos = sorted(int(m.group(1)) for p in filt.iterdir() if (m := IMAGE_RE.match(p.name)))
+    if not nos:
+        raise Stage5InputError(f"{filt} holds no NNNNNN.png image")
+    return np.array(nos, dtype=np.int64), [filt / f"{n:06d}.png" for n in nos]
+
+
+def read_score_csv(path: Path, label_names, img_nos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(img_nos, labels float32 [N, L]) from a score CSV; with ``img_nos`` the rows are those images, in that order.
+
+    Rows are numbered from 1 (the first data row, file line 2)."""
+    path = Path(path)
+    cols = [f"{p}_score" for p in label_names]
+    if not path.is_file():
+        raise Stage5InputError(f"score file {path} not found (expected columns img_no, {', '.join(cols)})")
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise Stage5InputError(f"score file {path}, row 0 (header): cannot be parsed as CSV ({exc})") from exc
+    missing = [c for c in ["img_no"] + cols if c not in df.columns]
+    if missing:
+        raise Stage5InputError(f"score file {path}, row 0 (header): missing column(s) {', '.join(missing)}")
+    nos = pd.to_numeric(df["img_no"], errors="coerce").to_numpy()
+    bad = np.flatnonzero(~np.isfinite(nos) | (nos != np.round(nos)))
+    if len(bad):
+        raise Stage5InputError(f"score file {path}, row {bad[0] + 1}, column 'img_no': {df['img_no'].iat[bad[0]]!r} "
+                               f"is not an image number")
+    nos = nos.astype(np.int64)
+    dup = pd.Series(nos).duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise Stage5InputError(f"score file {path}, row {i + 1}, column 'img_no': image {nos[i]} appears twice")
+    vals = np.empty((len(df), len(cols)), np.float64)
+    for j, c in enumerate(cols):
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if len(bad):
+            raise Stage5InputError(f"score file {path}, row {bad[0] + 1}, column '{c}': {df[c].iat[bad[0]]!r} is not "
+                                   f"a finite number")
+        vals[:, j] = v
+    if img_nos is None:
+        order = np.argsort(nos, kind="stable")
+        return nos[order], vals[order].astype(np.float32)
+    pos = {int(n): i for i, n in enumerate(nos)}
+    lost = [int(n) for n in img_nos if int(n) not in pos]
+    if lost:
+        raise Stage5InputError(f"score file {path} has no row for image {lost[0]:06d} (and {len(lost) - 1} more kept "
+                               f"images); it does not belong to this kept set")
+    rows = np.array([pos[int(n)] for n in img_nos], dtype=np.int64)
+    return np.asarray(img_nos, dtype=np.int64), vals[rows].astype(np.float32)
+
+
+def load_images(paths, resolution: int, show_progress: bool = False) -> torch.Tensor:
+    """uint8 NCHW tensor of the images (each checked)."""
+    from cnn.stage2 import read_image          # checks and names the file (ImageError)
+    out = torch.empty((len(paths), 3, resolution, resolution), dtype=torch.uint8)
+    for i, p in enumerate(tqdm(paths, desc="reading images", unit="img", disable=not show_progress)):
+        out[i] = torch.from_numpy(read_image(p, resolution)).permute(2, 0, 1)
+    return out
+
+
+def load_kept_set(profile, label_file: Path, label_names, stage2_dir: Path | None = None,
+                  show_progress: bool = False) -> KeptSet:
+    stage2_dir = Path(stage2_dir) if stage2_dir else profile.stage_dir("stage2")
+    nos, paths = list_filtered(stage2_dir)
+    _, labels = read_score_csv(label_file, label_names, nos)
+    images = load_images(paths, int(profile["resolution"]), show_progress)
+    return KeptSet(nos, paths, images, labels, tuple(label_names), Path(label_file))
+
+
+def kept_latents(profile, img_nos, stage1_dir: Path | None = None) -> np.ndarray:
+    """Stage-1 latents z [N, z_dim] (float32) of the given images, joined by img_no from ``stage1/latents.csv``."""
+    path = (Path(stage1_dir) if stage1_dir else profile.stage_dir("stage1")) / "latents.csv"
+    if not path.is_file():
+        raise Stage5InputError(f"{path} not found: the regressed label path needs the stage-1 latents of the kept "
+                               f"images (run run_original_generator.py), or choose another dense0 start")
+    df = pd.read_csv(path)
+    zcols = [f"z_{i}" for i in range(int(profile["generator"]["z_dim"]))]
+    missing = [c for c in ["img_no"] + zcols if c not in df.columns]
+    if missing:
+        raise Stage5InputError(f"{path}, row 0 (header): missing column(s) {', '.join(missing[:3])}"
+                               + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    df = df.set_index("img_no")
+    lost = [int(n) for n in img_nos if int(n) not in df.index]
+    if lost:
+        raise Stage5InputError(f"{path} has no row for image {lost[0]:06d} (and {len(lost) - 1} more kept images)")
+    z = df.loc[np.asarray(img_nos), zcols].to_numpy(np.float64)
+    if not np.isfinite(z).all():
+        r, c = np.argwhere(~np.isfinite(z))[0]
+        raise Stage5InputError(f"{path}: image {int(img_nos[r]):06d}, column {zcols[c]!r} is not a finite number")
+    return z.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ networks
+
+class GenderEnsemble(nn.Module):
+    """Mean female probability of the stage-2 gender fold models; input [B, 3, R, R] in [0, 1]."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(dim=0)
+
+
+def load_gender_cnn(profile, folds: str = "mean", stage2_dir: Path | None = None) -> GenderEnsemble:
+    """The gender CNN as a frozen eval-mode module: ``folds`` 'mean' (all K fold models) or 'fold0' (the original)."""
+    from cnn.kfold import load_model, model_path
+    from cnn.stage2 import fold_settings
+    if folds not in ("mean", "fold0"):
+        raise ValueError(f"gender folds must be 'mean' (the K-fold mean) or 'fold0' (the original's), got {folds!r}")
+    stage2_dir = Path(stage2_dir) if stage2_dir else profile.stage_dir("stage2")
+    s = fold_settings(profile, "gender")
+    model_dir = stage2_dir / "cnn" / "models"
+    ks = range(s.folds) if folds == "mean" else [0]
+    models = []
+    for k in ks:
+        p = model_path(model_dir, "gender", k)
+        if not p.is_file():
+            raise Stage5InputError(f"gender CNN fold model {p} not found; run run_cnn.py first (stage 2 trains it)")
+        models.append(load_model(s, p))
+    return GenderEnsemble(models).eval().requires_grad_(False)
+
+
+def property_cnn_settings(profile) -> dict:
+    from cnn.stage5_property import property_cnn_config
+    return property_cnn_config(profile)
+
+
+def load_property_cnn_for(profile, path: Path) -> nn.Module:
+    """The stage's property-score CNN (architecture from the profile), strict, eval, frozen."""
+    from cnn.property_score_cnn import load_property_cnn
+    cfg = property_cnn_settings(profile)
+    if not Path(path).is_file():
+        raise Stage5InputError(f"property-score CNN {path} not found; run run_property_score_cnn.py first")
+    return load_property_cnn(path, cfg["resolution"], cfg["width"], cfg["padding"], cfg["head_units"])
+
+
+def evaluator_path(profile, override: str | None = None) -> Path | None:
+    if "world_seed" not in profile:
+        return None
+    rel = override or profile.get("stage5", {}).get("evaluator", "synthface/weights/evaluator.pth")
+    return profile.path(rel)
+
+
+def load_evaluator_for(profile, override: str | None = None):
+    """The independent synthface evaluator (never trained here), or None when the profile has no
+    world or the weights file does not exist yet (the caller records that)."""
+    path = evaluator_path(profile, override)
+    if path is None or not path.is_file():
+        return None
+    from synthface.evaluate_generator import load_or_train_evaluator
+    from synthface.world import WorldMap
+    world = WorldMap(z_dim=int(profile["generator"]["z_dim"]), seed=int(profile["world_seed"]))
+    return load_or_train_evaluator(world, int(profile["resolution"]), path=path, show_progress=False)
+
+
+def stage5_settings(profile, section: str, defaults: dict) -> dict:
+    """``defaults`` updated with the profile's ``stage5.<section>`` entries (unknown keys are an error)."""
+    block = profile.get("stage5", {}).get(section, {})
+    unknown = sorted(k for k in block if k not in defaults and not k.startswith("note"))
+    if unknown:
+        raise ValueError(f"profile {profile.name!r}: stage5.{section} has unknown key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(defaults))}")
+    return {**defaults, **{k: v for k, v in block.items() if not k.startswith("note")}}

@@ -1,0 +1,358 @@
+"""Stage 5c: the FineTune-v3 stage (entry point ``run_stylegan_fine_tuning_v3.py``).
+
+Inputs: the kept images with the property CNN's labels (``stage5/property_cnn/all_scores_v2_cnn.csv``,
+P7), the property CNN itself (frozen loss network and primary judge), the stage-2 gender fold
+models, and the starting generator (the finished v1 ``stage5/v1/generator.pth``, or the base).
+
+Per epoch: train (:mod:`stylegan_modified.finetune_v3`), then the generation test on 30 latents
+(default: the posteriors of 30 seeded training images at the epoch's end, one seeded draw each;
+``test_z_source='last_batches'`` = the original's first samples of the epoch's last 30
+batches) x 50 labels, judged by the property CNN in eval mode and, on synthface, the
+independent evaluator. An epoch in which at least one latent passes the six thresholds gets
+``checkpoints/epoch_EEEE_{gen,enc}.pth`` and ``test_z_EEEE.csv``; the best epoch so far (most
+passing latents, then the highest mean r) is also written as ``generator.pth``,
+``encoder.pth``, ``test_z.csv`` (its 30 latents), ``test_z_vector.csv`` (its best latent) and
+``best.json``. ``train_log_v3.csv``: the original's columns (batch rows and one ``-`` summary
+row per epoch). Resumable (``train_state.pth``); a finished run only re-tests the best
+checkpoint and reports.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cnn.property_score_cnn import P3, P7
+from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
+from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
+from pipeline.runtime import peak_rss_mb
+from stylegan.sampling import latent_z
+
+from .conditional import build_generator
+from .cvae import CVAEEncoder, FineTuneV3, encode, z_candidates_from_posterior
+from .distributed import DistContext, epoch_batches, init_distributed
+from .finetune_v3 import LOG_COLUMNS, V3Settings, V3Trainer
+from .generation_test import run_generation_test
+from .loading import init_generator_from, load_generator, regress_label_path, save_state_dict
+from .stage5_common import (base_generator_state, build_configs, evaluator_calibration, female_share, load_state,
+                            make_judges, save_state, settings_key, test_settings_from, write_z_csv)
+from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
+                          load_kept_set, load_property_cnn_for)
+from .stage5_gan import CNN_LABELS, PROPERTY_CNN, female_table, test_table
+
+N_TEST_Z = 30
+
+
+def default_paths(profile) -> dict:
+    root = profile.data_root
+    return {"out": root / "stage5" / "v3", "labels": root / CNN_LABELS, "property_cnn": root / PROPERTY_CNN,
+            "init": root / "stage5" / "v1"}
+
+
+def start_generator(profile, s: V3Settings, init_dir: Path, kept=None):
+    """G_v3 from v1 or the base; ``dense0='regress'`` then sets the label path from the kept set."""
+    gcfg, _ = build_configs(profile)
+    g = build_generator(gcfg, "v3", seed=s.seed)
+    if s.init_from == "v1":
+        path = Path(init_dir) / "generator.pth"
+        if not path.is_file():
+            raise Stage5InputError(f"v3 starts from the finished FineTune-v1: {path} not found; run "
+                                   f"run_stylegan_fine_tuning_v1.py first, or pass --init-from base")
+        state, src, spec = load_generator(path, gcfg, "v1").state_dict(), str(path), "v1"
+    else:
+        state, src = base_generator_state(profile)
+        spec = None
+    done = {"generator_source": src, **init_generator_from(g, state, source_spec=spec,
+                                                           dense0="reinit" if s.dense0 == "reinit" else "keep",
+                                                           label_weight="fresh")}
+    if s.dense0 == "regress":
+        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+                                       [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
+    return g, done
+
+
+def test_images(n: int, seed: int) -> np.ndarray:
+    """Indices of the training images whose posteriors give the test latents (fixed over epochs)."""
+    rng = np.random.default_rng([int(seed), 61])
+    return np.sort(rng.choice(n, size=min(N_TEST_Z, n), replace=False))
+
+
+def test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_posteriors: list, n_z: int) -> tuple:
+    """(z [n_z, z_dim], mu, logvar, description) for the epoch's test (see the module docstring)."""
+    enc = model.CVAE_encoder
+    dev = next(enc.parameters()).device
+    if s.test_z_source == "prior":
+        z = latent_z(range(n_z), enc.z_dim, s.seed + 700)
+        return z, None, None, f"seeded N(0, I) (latent_z seed {s.seed + 700})"
+    if s.test_z_source == "last_batches":
+        if not last_posteriors:
+            raise RuntimeError("test_z_source 'last_batches' needs the posteriors of the epoch's batches "
+                               "(not kept across a resume in the middle of the test)")
+        mu = torch.cat([m for m, _ in last_posteriors[-n_z:]])
+        logvar = torch.cat([lv for _, lv in last_posteriors[-n_z:]])
+        what = f"first sample of each of the epoch's last {len(mu)} batches (the original)"
+    else:
+        idx = test_images(len(kept), s.seed)[:n_z]
+        x, y = kept.batch(idx)
+        mu, logvar = encode(enc, x.to(dev), y.to(dev))
+        what = f"posteriors of {len(idx)} seeded training images (img_no {', '.join(str(int(v)) for v in kept.img_nos[idx[:5]])}, ...)"
+    z = z_candidates_from_posterior(mu.cpu(), logvar.cpu(), seed=int(s.seed) * 1000 + int(epoch))
+    return z.numpy(), mu.cpu().numpy(), logvar.cpu().numpy(), what + ", one seeded draw each"
+
+
+def _score(test: dict) -> tuple:
+    summ = test["judges"][test["primary_judge"]]
+    return (summ["passes"], float(np.mean([summ["mean"][f"{p}_corr"] for p in P3])))
+
+
+def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = None, label_file: Path | None = None,
+                 property_cnn_path: Path | None = None, init_dir: Path | None = None, evaluator: str | None = None,
+                 ctx: DistContext | None = None, female_n: int = 300, show_progress: bool = True) -> dict | None:
+    s.validate()
+    ctx = ctx or init_distributed()
+    paths = default_paths(profile)
+    out = Path(out_dir) if out_dir else paths["out"]
+    label_file = Path(label_file) if label_file else paths["labels"]
+    cnn_path = Path(property_cnn_path) if property_cnn_path else paths["property_cnn"]
+    kept = load_kept_set(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
+    cnn = load_property_cnn_for(profile, cnn_path).to(ctx.device)
+    gender = load_gender_cnn(profile, s.gender_folds).to(ctx.device)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(out)
+    ctx.barrier()
+    key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
+    state = load_state(out / "train_state.pth", key)
+    g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
+    gcfg = g.cfg
+    with torch.random.fork_rng():
+        torch.manual_seed(int(s.seed) + 17)
+        enc = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
+    model = FineTuneV3(enc, g, cnn, gender, gender_input=s.gender_input).to(ctx.device)
+    trainer = V3Trainer(model, kept.labels, s, ctx)
+    hist = {"rows": [], "epoch_rows": [], "tests": [], "best": None, "seconds": 0.0, "test_seconds": 0.0}
+    epoch, step, phase = 0, 0, "train"
+    if state is not None:
+        trainer.load(state)
+        hist = json.loads(state["history_json"])
+        epoch, step, phase = int(state["epoch"]), int(state["step"]), state["phase"]
+        init_done = hist.get("init_done", init_done)
+    hist["init_done"] = init_done
+    trained_now = epoch < s.epochs
+    ev = load_evaluator_for(profile, evaluator) if ctx.is_main else None
+    calibration = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
+    judges = make_judges(cnn, ev, calibration, dropout=s.test_dropout, dropout_seed=s.seed)
+    tsettings = test_settings_from(test_cfg)
+    t_run = time.perf_counter()
+    last_posteriors = []
+
+    def snapshot(e, k, ph):
+        if ctx.is_main:
+            hist["seconds_total"] = hist["seconds"] + time.perf_counter() - t_run
+            save_state(out / "train_state.pth", {**trainer.state(), "settings_json": json.dumps(key, sort_keys=True),
+                                                 "history_json": json.dumps(hist), "epoch": e, "step": k,
+                                                 "phase": ph})
+        ctx.barrier()
+
+    while epoch < s.epochs:
+        batches = epoch_batches(len(kept), s.batch_size, s.seed, epoch, ctx)
+        if s.max_steps_per_epoch:
+            batches = batches[:s.max_steps_per_epoch]
+        if phase == "train":
+            bar = tqdm(total=len(batches), initial=step, desc=f"v3 epoch {epoch}",
+                       disable=not (show_progress and ctx.is_main))
+            t_epoch, c_epoch = time.perf_counter(), time.process_time()
+            while step < len(batches):
+                x, y = kept.batch(batches[step])
+                row, post = trainer.train_step(x.to(ctx.device), y.to(ctx.device), epoch, step)
+                hist["rows"].append(row)
+                last_posteriors = (last_posteriors + [post])[-100:]
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['total_loss']:.3f}", mse=f"{row['mse']:.3f}",
+                                gender=f"{row['gender_loss']:.3f}")
+                if step % s.checkpoint_every == 0 and step < len(batches):
+                    snapshot(epoch, step, "train")
+            bar.close()
+            hist["seconds"] += time.perf_counter() - t_epoch
+            hist["cpu_seconds"] = hist.get("cpu_seconds", 0.0) + time.process_time() - c_epoch
+            hist["epoch_rows"].append(_epoch_row(hist["rows"], epoch))
+            trainer.end_epoch()
+            phase = "test"
+            snapshot(epoch, step, phase)
+        if ctx.is_main:
+            t0 = time.perf_counter()
+            z, mu, logvar, what = test_latents(s, model, kept, epoch, last_posteriors, int(tsettings.n_z))
+            tdir = out / "generation_test" / f"epoch_{epoch:04d}"
+            test = run_generation_test(g, judges, tdir, tsettings, z=z, epoch=epoch,
+                                       title=f"FineTune-v3 generation test", progress=False)
+            hist["test_seconds"] += time.perf_counter() - t0
+            entry = {"epoch": epoch, "passes": test["passes"], "z_source": what, "best_z": test["best_z"],
+                     "score": list(_score(test)),
+                     "judges": {n: {"passes": j["passes"], **{f"{p}_corr_mean": j["mean"][f"{p}_corr"] for p in P3}}
+                                for n, j in test["judges"].items()}}
+            hist["tests"] = [t for t in hist["tests"] if t["epoch"] != epoch] + [entry]
+            if mu is not None:
+                _posterior_csvs(tdir, mu, logvar)
+            if test["passes"] > 0:
+                ck = out / "checkpoints"
+                save_state_dict(g, ck / f"epoch_{epoch:04d}_gen.pth")
+                save_state_dict(enc, ck / f"epoch_{epoch:04d}_enc.pth")
+                write_z_csv(out / f"test_z_{epoch:04d}.csv", z)
+            best = hist["best"]
+            if best is None or tuple(entry["score"]) > tuple(best["score"]) or not (out / "generator.pth").is_file():
+                save_state_dict(g, out / "generator.pth")
+                save_state_dict(enc, out / "encoder.pth")
+                write_z_csv(out / "test_z.csv", z)
+                write_z_csv(out / "test_z_vector.csv", z[test["best_z"]:test["best_z"] + 1])
+                hist["best"] = {**entry, "test_dir": str(tdir.relative_to(out))}
+                atomic_write_json(out / "best.json", hist["best"])
+            _write_log(out, hist)
+            print(f"v3 epoch {epoch}: {test['passes']}/{test['n_z']} z pass; "
+                  + "; ".join(f"{n} r " + "/".join(f"{j[p + '_corr_mean']:.3f}" for p in P3)
+                              for n, j in entry["judges"].items()), flush=True)
+        epoch, step, phase = epoch + 1, 0, "train"
+        snapshot(epoch, 0, phase)
+    if not ctx.is_main:
+        return None
+    return finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_cfg, trained_now, ctx,
+                           female_n, evaluator, ev, show_progress)
+
+
+def _posterior_csvs(tdir: Path, mu: np.ndarray, logvar: np.ndarray) -> None:
+    for name, a in (("test_mus.csv", mu), ("test_log_vars.csv", logvar)):
+        atomic_write_text(tdir / name, pd.DataFrame(np.round(a, 4)).to_csv(index=False, lineterminator="\n"))
+
+
+def _epoch_row(rows: list, epoch: int) -> dict:
+    rs = [r for r in rows if r["epoch"] == epoch]
+    n = np.array([r["n"] for r in rs], np.float64)
+    out = {"epoch": epoch, "batch_idx": "-"}
+    for k in rs[0]:
+        if k not in ("epoch", "batch_idx", "n"):
+            out[k] = float(np.sum(np.asarray([r[k] for r in rs], np.float64) * n) / n.sum())
+    return out
+
+
+def _write_log(out: Path, hist: dict) -> None:
+    batch_rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "n"}
+                  for r in hist["rows"] if r["batch_idx"] % 20 == 0 or (r["epoch"] == 0 and r["batch_idx"] < 20)]
+    rows = []
+    for e in sorted({r["epoch"] for r in hist["rows"]}):
+        rows += [r for r in batch_rows if r["epoch"] == e]
+        rows += [{k: (round(v, 4) if isinstance(v, float) and k != "total_loss" else v) for k, v in er.items()}
+                 for er in hist["epoch_rows"] if er["epoch"] == e]
+    cols = LOG_COLUMNS + [c for c in ("reconstruction_loss", "kl_loss", "identity_loss")
+                          if any(c in r for r in rows)]
+    atomic_write_text(out / "train_log_v3.csv", pd.DataFrame(rows, columns=cols).to_csv(index=False,
+                                                                                           lineterminator="\n"))
+
+
+def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_cfg, trained_now, ctx, female_n,
+                    evaluator_override, ev, show_progress) -> dict:
+    """Re-test the best checkpoint (the shipped model), female share, metrics.json, report.md."""
+    gcfg = model.stylegan_generator.cfg
+    g_best = load_generator(out / "generator.pth", gcfg, "v3").to(ctx.device)
+    z_best = pd.read_csv(out / "test_z.csv").to_numpy(np.float32)
+    t0 = time.perf_counter()
+    final = run_generation_test(g_best, judges, out / "generation_test_best", tsettings, z=z_best,
+                                title=f"FineTune-v3 shipped checkpoint (epoch {hist['best']['epoch']})",
+                                progress=show_progress)
+    notes = []
+    if ev is None and evaluator_path(profile, evaluator_override) is not None:
+        notes.append(f"evaluator weights {evaluator_path(profile, evaluator_override)} not found: the independent "
+                     f"judge is missing; re-run once they exist (only the test and the report are repeated)")
+    fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
+    enc_best = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
+    from stylegan.checkpoint import load_state_dict_strict, read_checkpoint
+    load_state_dict_strict(enc_best, read_checkpoint(out / "encoder.pth"), what=f"encoder {out / 'encoder.pth'}")
+    idx = np.random.default_rng([s.seed, 62]).choice(len(kept), size=min(female_n, len(kept)), replace=False)
+    x, y = kept.batch(np.sort(idx))
+    mu, logvar = encode(enc_best.to(ctx.device), x.to(ctx.device), y.to(ctx.device), batch_size=50)
+    zp = z_candidates_from_posterior(mu.cpu(), logvar.cpu(), seed=s.seed + 5).numpy()
+    fem_post = female_share(g_best, model.gender_cnn, ev, z=zp, seed=s.seed,
+                            z_source=f"posteriors of {len(zp)} seeded training images, one draw each")
+    t_test = time.perf_counter() - t0
+    m = {
+        "stage": "5_finetune_v3", "profile": profile.name, "settings": asdict(s), "generation_test_settings": test_cfg,
+        "images": len(kept), "label_file": str(kept.label_file), "init": hist["init_done"],
+        "distributed": ctx.describe(), "trained_this_run": trained_now, "epochs_done": s.epochs,
+        "steps": len(hist["rows"]), "seeds": {"seed": s.seed, "generation_test_z_seed": test_cfg.get("z_seed", 0)},
+        "train_seconds": round(hist["seconds"], 1), "test_seconds_per_epoch": round(hist["test_seconds"]
+                                                                                    / max(len(hist["tests"]), 1), 1),
+        "seconds_per_step": round(hist["seconds"] / max(len(hist["rows"]), 1), 3),
+        "cpu_seconds_per_step": round(hist.get("cpu_seconds", 0.0) / max(len(hist["rows"]), 1), 3),
+        "epochs": hist["epoch_rows"], "tests": hist["tests"], "best": hist["best"],
+        "passing_epochs": [t["epoch"] for t in hist["tests"] if t["passes"] > 0],
+        "shipped": {"generator": "generator.pth", "encoder": "encoder.pth", "test_z": "test_z.csv",
+                    "test_z_vector": "test_z_vector.csv", "epoch": hist["best"]["epoch"]},
+        "generation_test_best": {"passes": final["passes"], "n_z": final["n_z"], "best_z": final["best_z"],
+                                 "judges": final["judges"], "folder": "generation_test_best",
+                                 "seconds": round(t_test, 1)},
+        "female_share": {"prior_z": fem_prior, "posterior_z": fem_post}, "evaluator_calibration":
+            judges[1].calibration if len(judges) > 1 else None,
+        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    _report(out, profile, s, m, hist, final)
+    write_metrics(out, m)
+    return m
+
+
+def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict) -> None:
+    er = pd.DataFrame(hist["epoch_rows"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for k in ("total_loss", "mse", "gender_loss", "mu_loss", "logvar_loss", "reconstruction_loss", "kl_loss",
+              "identity_loss"):
+        if k in er:
+            axes[0].plot(er["epoch"], er[k], marker="o", label=k)
+    axes[0].set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("epoch-mean losses", fontsize=9)
+    tests = pd.DataFrame([{"epoch": t["epoch"], **{f"{n} {p}": j[f"{p}_corr_mean"] for n, j in t["judges"].items()
+                                                   for p in P3}} for t in hist["tests"]])
+    for c in tests.columns[1:]:
+        axes[1].plot(tests["epoch"], tests[c], marker="o", ls="-" if c.startswith("property_cnn") else "--", label=c)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_title("generation test: mean r over the 30 z", fontsize=9)
+    axes[1].legend(fontsize=6)
+    axes[2].bar([t["epoch"] for t in hist["tests"]], [t["passes"] for t in hist["tests"]])
+    axes[2].set_xlabel("epoch")
+    axes[2].set_title("passing z per epoch (property CNN)", fontsize=9)
+    save_figure(fig, out / "report" / "training_curves.png")
+    b = m["best"]
+    fem = m["female_share"]
+    summary = markdown_table(["item", "value"], [
+        ["images", m["images"]],
+        ["epochs / steps", f"{s.epochs} / {m['steps']} (global batch {s.batch_size}, "
+                           f"{m['distributed']['world_size']} process(es))"],
+        ["loss", f"{s.weight_property} C + {s.weight_gender} G + {s.weight_mu} M + {s.weight_logvar} V"
+                 + (f" + {s.weight_reconstruction} reconstruction + {s.weight_kl} KL" if s.reconstruction else "")
+                 + (f" + {s.identity_weight} identity" if s.identity_weight else "")],
+        ["learning rates", f"mapping {s.lr_generator}, label_weight {s.lr_label}, encoder {s.lr_encoder}; "
+                           f"cosine T_max {s.t_max}"],
+        ["generator labels", f"{s.gen_labels} (p {s.gen_label_prob})" if s.gen_labels != "image"
+         else "the image's own (the original)"],
+        ["loss networks", f"property CNN {s.loss_cnn_mode} mode; gender CNN {s.gender_folds}, input "
+                          f"{'[0, 1]' if s.gender_input == 'unit' else '[-1, 1] (the original)'}"],
+        ["start", f"{s.init_from}, dense0 {s.dense0}"],
+        ["test latents", b["z_source"]],
+        ["passing epochs", ", ".join(map(str, m["passing_epochs"])) or "none"],
+        ["shipped checkpoint", f"epoch {b['epoch']} ({b['passes']} passing z; best z {b['best_z']})"],
+        ["training time", f"{m['train_seconds']} s ({m['seconds_per_step']} s / step, CPU "
+                          f"{m['cpu_seconds_per_step']} s / step); test "
+                          f"{m['test_seconds_per_epoch']} s / epoch"],
+    ])
+    secs = [("Summary", summary), ("Training", "![curves](report/training_curves.png)"),
+            ("Shipped checkpoint: generation test (30 z x 50 labels)", test_table(final).replace(
+                "generation_test/report.md", "generation_test_best/report.md")),
+            ("Female share (prior z)", female_table(fem["prior_z"])),
+            ("Female share (posterior z of training images)", female_table(fem["posterior_z"]))]
+    if m["notes"]:
+        secs.append(("Notes", "\n".join(f"- {n}" for n in m["notes"])))
+    write_report(out, f"Stage 5 — FineTune-v3 ({profile.name})", secs)
