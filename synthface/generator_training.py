@@ -25,7 +25,9 @@ configuration. It is fitted by regression to the procedural renderer:
 * an exponential moving average of G's weights (the shipped weights);
 * optionally (``perc_weight`` > 0) a perceptual loss: L1 between the features of G(z) and
   of the render in a frozen *teacher* (an attribute net trained on renders only, with
-  another seed and z stream than the independent evaluator, which never takes part);
+  another seed and z stream than the independent evaluator, which never takes part), and
+  (``attr_weight`` > 0) an attribute loss that distils the teacher's reading of the render
+  (gender, glasses, age, defect, the continuous factors) into G(z);
 * optionally (``adv_weight`` > 0, from regression step ``adv_start``) a non-saturating GAN
   loss against a discriminator trained alongside on renders vs G (logistic loss, lazy R1),
   the usual lever for textures and sharpness that no pixel loss gives;
@@ -83,6 +85,7 @@ class TrainSettings:
     init_discriminator: str = ""       # optional D state_dict (file with a 'discriminator' entry) to start from
     perc_weight: float = 0.0           # perceptual loss: L1 between the teacher's features of G(z) and of the render
     teacher: str = ""                  # the teacher's weights (synthface.train_teacher), needed when perc_weight > 0
+    attr_weight: float = 0.0           # attribute loss: the teacher's reading of G(z) vs of the render (needs the teacher)
     frame_weight: float = 1.0          # extra L1 weight on a wide ring around the eyes (glasses frames: RGB only)
     adv_weight: float = 0.0            # weight of the non-saturating GAN loss in the regression phase (0: off)
     adv_start: int = 0                 # regression step from which the GAN loss (and D's updates) run
@@ -125,32 +128,57 @@ def _weight_map(mask: np.ndarray, feature_weight: float, frame_weight: float = 1
 
 
 class TeacherFeatures(nn.Module):
-    """Frozen feature extractor for the perceptual loss: the stem and the four blocks of a
-    trained ``synthface.evaluator.AttributeNet`` (eval mode, no gradients to its weights)."""
+    """Frozen teacher for the perceptual and attribute losses: the stem, the four blocks and the
+    head of a trained ``synthface.evaluator.AttributeNet`` (eval mode, no gradients to its weights)."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.stages = nn.ModuleList(list(net.features))
+        self.head = net.head
+        self.n_continuous = int(net.n_continuous)
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):          # always eval (BatchNorm statistics stay fixed)
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> list:
+    def forward(self, x: torch.Tensor, with_head: bool = False):
+        """Features after the stem's ReLU and after each block; with ``with_head`` also the head's
+        output (continuous predictions, binary logits)."""
+        if x.shape[-1] != 128:
+            x = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False, antialias=True)
         feats = []
         for i, m in enumerate(self.stages):
             x = m(x)
-            if isinstance(m, nn.Sequential) or i == 2:    # after the stem's ReLU and after each block
+            if isinstance(m, nn.Sequential) or i == 2:
                 feats.append(x)
-        return feats
+        if not with_head:
+            return feats
+        out = self.head(x)
+        return feats, (out[:, :self.n_continuous], out[:, self.n_continuous:])
+
+
+def _feature_l1(ff, fr) -> torch.Tensor:
+    return sum((a - b).abs().mean() / (b.abs().mean() + 1e-6) for a, b in zip(ff, fr)) / len(fr)
 
 
 def perceptual_loss(teacher: TeacherFeatures, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Mean over the teacher's stages of L1(features(fake), features(real)) / mean |features(real)|."""
     with torch.no_grad():
         fr = teacher(real)
-    ff = teacher(fake)
-    return sum((a - b).abs().mean() / (b.abs().mean() + 1e-6) for a, b in zip(ff, fr)) / len(fr)
+    return _feature_l1(teacher(fake), fr)
+
+
+def teacher_losses(teacher: TeacherFeatures, fake: torch.Tensor, real: torch.Tensor):
+    """(perceptual loss, attribute loss) in one pass. The attribute loss distils the teacher's
+    reading of the render into G(z): BCE of the binary logits against the teacher's probabilities
+    on the render (gender, glasses, age, defect) plus the L1 of its continuous outputs."""
+    with torch.no_grad():
+        fr, (cr, br) = teacher(real, with_head=True)
+    ff, (cf, bf) = teacher(fake, with_head=True)
+    attr = F.binary_cross_entropy_with_logits(bf, torch.sigmoid(br)) - \
+        F.binary_cross_entropy_with_logits(br, torch.sigmoid(br))       # 0 when the readings agree
+    attr = attr + (cf - cr).abs().mean()
+    return _feature_l1(ff, fr), attr
 
 
 TEXTURE_REGIONS = ("upper background", "hair", "skin", "top strip")
@@ -319,10 +347,10 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
         load_state_dict_strict(d, read_checkpoint(s.init_discriminator)["discriminator"],
                                what=f"discriminator of {s.init_discriminator}")
     teacher = None
-    if s.perc_weight > 0:
+    if s.perc_weight > 0 or s.attr_weight > 0:
         from synthface.evaluator import Evaluator
         if not s.teacher:
-            raise ValueError("perc_weight > 0 needs the teacher's weights (--teacher, see synthface.train_teacher)")
+            raise ValueError("perc_weight > 0 or attr_weight > 0 needs the teacher's weights (--teacher, see synthface.train_teacher)")
         teacher = TeacherFeatures(Evaluator.from_state(read_checkpoint(s.teacher)).net)
     n_par = source.p_mean.shape[0]
     aux = AuxHead(gcfg.w_dim, n_par)
@@ -395,10 +423,11 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
                 l_tex = (texture_stats(res["image"], regions) - texture_stats(target, regions)).abs().mean()
                 loss = loss + s.tex_weight * l_tex
                 rec["tex"] = l_tex.item()
-            if s.perc_weight > 0:
-                l_perc = perceptual_loss(teacher, res["image"], target)
-                loss = loss + s.perc_weight * l_perc
+            if teacher is not None:
+                l_perc, l_attr = teacher_losses(teacher, res["image"], target)
+                loss = loss + s.perc_weight * l_perc + s.attr_weight * l_attr
                 rec["perc"] = l_perc.item()
+                rec["attr"] = l_attr.item()
             if s.adv_weight > 0 and step - warm >= s.adv_start:
                 k = step - warm - s.adv_start
                 rec.update(_d_step(d, opt_d, target, res["image"].detach(), s.r1_gamma * s.r1_every,

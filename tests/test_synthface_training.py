@@ -147,3 +147,21 @@ def test_adversarial_option_trains_the_discriminator_during_the_regression(world
     assert "adv" not in g_log[0] and all("adv" in r and "d_loss" in r for r in g_log[1:])
     assert ["r1" in r for r in g_log[1:]] == [True, False, True]       # lazy R1 every 2nd D step
     assert all("aux_big" in r for r in g_log)
+
+
+def test_teacher_attribute_loss_is_zero_on_the_target_and_grows_with_a_wrong_reading():
+    """The attribute loss distils the teacher's reading of the render: 0 for the render itself,
+    positive for another image, and it gives G(z) a gradient."""
+    from synthface.evaluator import AttributeNet
+    from synthface.generator_training import TeacherFeatures, perceptual_loss, teacher_losses
+    torch.manual_seed(0)
+    teacher = TeacherFeatures(AttributeNet(3, 2, width=16))
+    x = torch.rand(4, 3, 128, 128) * 2 - 1
+    perc, attr = teacher_losses(teacher, x, x)
+    assert abs(float(perc)) < 1e-7 and abs(float(attr)) < 1e-6
+    y = (torch.rand(4, 3, 128, 128) * 2 - 1).requires_grad_(True)
+    perc, attr = teacher_losses(teacher, y, x)
+    assert float(attr) > 0 and torch.isclose(perc, perceptual_loss(teacher, y, x))
+    attr.backward()
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0
+    assert not any(p.requires_grad for p in teacher.parameters())
