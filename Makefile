@@ -18,10 +18,13 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
-# Stage 2 (run_cnn.py) joins the demo once the default generator reproduces the labelled
-# factors well enough for its K-fold success thresholds (ISSUES.md #6).
+# Stages 1-4 of the default profile: sample, filter (trains the four CNNs on the first run),
+# face-parse, property scores. Each stage skips the work a previous run finished.
 demo: setup
 	$(VPY) run_original_generator.py --profile $(PROFILE)
+	$(VPY) run_cnn.py --profile $(PROFILE)
+	$(VPY) run_segmentation.py --profile $(PROFILE)
+	$(VPY) compute_property_scores_v2.py --profile $(PROFILE)
 
 test: setup
 	$(VPY) -m pytest -q tests

@@ -168,7 +168,7 @@ def test_measurement_builds_no_autograd_graph(world):
 def test_regressed_label_path_replaces_the_latents_own_property_values():
     from stylegan import GeneratorConfig
     from stylegan_modified.loading import regress_label_path
-    gcfg = GeneratorConfig(resolution=8, z_dim=16, w_dim=8, mapping_layers=2, mapping_fmaps=8, fmaps_base=64,
+    gcfg = GeneratorConfig(resolution=8, z_dim=16, w_dim=8, mapping_layers=2, mapping_fmaps=32, fmaps_base=64,
                            fmaps_max=8)
     g = build_generator(gcfg, "v3", seed=0)
     rng = np.random.default_rng(0)
