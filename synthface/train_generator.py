@@ -48,7 +48,7 @@ def main(argv=None):
     res_px = profile["resolution"]
     world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
     source = RenderSource(world, lambda t: render_batch(t, resolution=res_px), profile["generator"]["z_dim"],
-                          aux_targets=s.aux_targets)
+                          aux_targets=s.aux_targets, rare_boost=s.rare_boost)
     z_val = np.random.default_rng(VALIDATION_SEED).standard_normal((args.eval_n, world.z_dim), dtype=np.float32)
     judge = {}
 

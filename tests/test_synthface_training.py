@@ -165,3 +165,20 @@ def test_teacher_attribute_loss_is_zero_on_the_target_and_grows_with_a_wrong_rea
     attr.backward()
     assert y.grad is not None and float(y.grad.abs().sum()) > 0
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_rare_boost_oversamples_the_rare_flags_and_stays_seeded(world):
+    from synthface.generator_training import RenderSource
+    from synthface.renderer import render_batch
+    plain = RenderSource(world, lambda t: render_batch(t, resolution=32), 128)
+    boost = RenderSource(world, lambda t: render_batch(t, resolution=32), 128, rare_boost=1.0)
+    share = {}
+    for src, name in ((plain, "plain"), (boost, "boost")):
+        zs = torch.cat([src.batch(s, 64)[0] for s in range(6)]).numpy()
+        t = world.truth(zs)
+        share[name] = {k: float((t[k] > 0.5).mean()) for k in ("quality_defect", "glasses", "old")}
+    assert share["boost"]["quality_defect"] > 2.5 * max(share["plain"]["quality_defect"], 0.02)
+    assert share["boost"]["glasses"] > 1.4 * share["plain"]["glasses"]
+    a, b = boost.batch(3, 16), boost.batch(3, 16)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(plain.batch(3, 16, stream=1)[0], boost.batch(3, 16, stream=1)[0])  # other streams untouched
