@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from stylegan.checkpoint import read_checkpoint, select_entry
+from stylegan.checkpoint import read_checkpoint
 from stylegan.sampling import build_discriminator, build_generator, generate
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights"
@@ -15,8 +15,12 @@ def test_default_generator_and_discriminator_load_strictly():
     assert prof["generator_checkpoint"] == "synthface/weights/generator.pth"
     g = build_generator(prof)                       # strict, weights_only=True
     assert not g.training and not any(p.requires_grad for p in g.parameters())
-    path = prof.path(prof["generator_checkpoint"])
-    d = build_discriminator(prof, select_entry(read_checkpoint(path), "discriminator", path)).eval()
+    from stylegan_modified.stage5_common import base_discriminator_state
+    d_path = prof.path(prof["stage5"]["discriminator_checkpoint"])
+    assert d_path.is_file(), "the matching discriminator ships in its own file"
+    d_state, where = base_discriminator_state(prof)
+    assert where == f"{d_path} [discriminator]"
+    d = build_discriminator(prof, d_state).eval()
     img = generate(g, torch.randn(2, g.cfg.z_dim))
     assert img.shape == (2, 3, 128, 128) and torch.isfinite(img).all()
     with torch.inference_mode():
