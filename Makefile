@@ -18,13 +18,11 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
-# Stages 1-4 of the default profile: sample, filter (trains the four CNNs on the first run),
-# face-parse, property scores. Each stage skips the work a previous run finished.
+# Stages 2-4 (run_cnn.py, run_segmentation.py, compute_property_scores_v2.py) join the demo once
+# the default generator draws glasses and quality defects well enough for stage 2's fold
+# success thresholds (ISSUES.md #6); each is tested on its own.
 demo: setup
 	$(VPY) run_original_generator.py --profile $(PROFILE)
-	$(VPY) run_cnn.py --profile $(PROFILE)
-	$(VPY) run_segmentation.py --profile $(PROFILE)
-	$(VPY) compute_property_scores_v2.py --profile $(PROFILE)
 
 test: setup
 	$(VPY) -m pytest -q tests
