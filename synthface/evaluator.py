@@ -126,7 +126,7 @@ def train_evaluator(sample_fn, continuous: list, binary: list, *, steps: int = 3
         opt.step()
         sched.step()
         if step % 25 == 0:
-            log.append({"step": step, "loss": float(loss)})
+            log.append({"step": step, "loss": loss.item()})
     return Evaluator(net, spec), log
 
 
