@@ -47,7 +47,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.io import atomic_write_bytes, atomic_write_text, read_png_rgb, remove_stale_tmp, sha256_file
+from pipeline.io import (NUMBERED_PNG_RE, atomic_write_bytes, atomic_write_text, read_png_rgb, remove_stale_tmp,
+                         remove_unlisted, sha256_file)
 from pipeline.reports import markdown_table, save_figure, write_metrics, write_report
 from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
 
@@ -61,7 +62,7 @@ LABEL_GROUPS = {"quality_and_gender": ("quality", "gender"), "age_and_glass": ("
 DEFAULT_LABEL_FILES = {"quality_and_gender": f"stage1/{QG_FILE}", "age_and_glass": f"stage1/{AG_FILE}"}
 RUN_ORDER = ("quality", "gender", "age", "glass")          # training / inference order (quality first, as the original)
 COLUMN_ORDER = ("gender", "quality", "age", "glass")       # merged-CSV column order
-IMAGE_RE = re.compile(r"^(\d{6})\.png$")
+IMAGE_RE = NUMBERED_PNG_RE
 
 # the spec's values (02 §1.4, 01 §2.4); a profile's "stage2" block overrides any of them, and
 # every entry may be one value or a {property: value} mapping
@@ -355,12 +356,7 @@ def sync_filtered(dst_dir: Path, keep_nos: list[int], images: dict) -> dict:
     dst_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(dst_dir)
     keep = set(int(n) for n in keep_nos)
-    removed = 0
-    for p in dst_dir.iterdir():
-        m = IMAGE_RE.match(p.name)
-        if m and int(m.group(1)) not in keep:
-            p.unlink()
-            removed += 1
+    removed = remove_unlisted(dst_dir, IMAGE_RE, keep)
     copied = skipped = 0
     for n in sorted(keep):
         src, dst = images[n], dst_dir / f"{n:06d}.png"

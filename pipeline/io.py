@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -83,6 +84,27 @@ def remove_stale_tmp(folder: str | os.PathLike) -> int:
                 alive = True
         if not alive:
             p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+NUMBERED_PNG_RE = re.compile(r"^(\d{6})\.png$")
+
+
+def numbered_pngs(folder: str | os.PathLike) -> list[int]:
+    """Sorted image numbers n of the ``NNNNNN.png`` files in ``folder`` (other files are ignored)."""
+    return sorted(int(m.group(1)) for p in Path(folder).iterdir() if (m := NUMBERED_PNG_RE.match(p.name)))
+
+
+def remove_unlisted(folder: str | os.PathLike, pattern: re.Pattern, keep, group: int = 1) -> int:
+    """Delete the files of ``folder`` whose name matches ``pattern`` and whose image number
+    (``group`` of the match) is not in ``keep``; other files stay. Returns how many went."""
+    keep = {int(n) for n in keep}
+    removed = 0
+    for p in Path(folder).iterdir():
+        m = pattern.match(p.name)
+        if m and int(m.group(group)) not in keep:
+            p.unlink()
             removed += 1
     return removed
 

@@ -49,7 +49,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.io import atomic_write_json, atomic_write_png, read_png_rgb, remove_stale_tmp, sha256_file
+from pipeline.io import (atomic_write_json, atomic_write_png, read_png_rgb, remove_stale_tmp, remove_unlisted,
+                         sha256_file)
 from pipeline.reports import markdown_table, save_figure, write_metrics, write_report
 from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
 
@@ -386,12 +387,7 @@ def run_stage3(profile, settings: Stage3Settings | None = None, input_dir: Path 
 
     # 2. drop outputs of images that are no longer inputs
     keep = set(nos)
-    removed = 0
-    for p in res_dir.iterdir():
-        m = OUTPUT_RE.match(p.name)
-        if m and int(m.group(2)) not in keep:
-            p.unlink()
-            removed += 1
+    removed = remove_unlisted(res_dir, OUTPUT_RE, keep, group=2)
     fail_path, record_path = out_dir / FAILURES_FILE, out_dir / INPUT_RECORD
     failures = {n: v for n, v in _load_record(fail_path).items() if n in keep}
     record = {n: v for n, v in _load_record(record_path).items() if n in keep}

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import resource
 import struct
 import sys
@@ -48,14 +47,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
+from pipeline.io import atomic_write_json, atomic_write_text, numbered_pngs, remove_stale_tmp
 from pipeline.reports import markdown_table, save_figure, write_metrics, write_report
 
 from . import property_scores as ps
 
 ALGORITHM_VERSION = "stage4-1"          # bump when a change alters any raw value (invalidates caches)
 REPORT_VERSION = 2                      # bump when a report figure is drawn differently (redraws them)
-IMAGE_RE = re.compile(r"^(\d{6})\.png$")
 SEG_SUBDIR = "segmentation_results"
 ALGORITHMS = ("v2", "v1")
 CSV_NAMES = {"v2": "all_scores_v2", "v1": "all_scores"}
@@ -173,7 +171,7 @@ def discover(stage2_dir: Path, stage3_dir: Path, kinds: tuple) -> list[ImageInpu
     filt = Path(stage2_dir) / "filtered"
     if not filt.is_dir():
         raise Stage4InputError(f"stage-2 folder {filt} not found; run run_cnn.py first (it writes the filtered images)")
-    nos = sorted(int(m.group(1)) for p in filt.iterdir() if (m := IMAGE_RE.match(p.name)))
+    nos = numbered_pngs(filt)
     if not nos:
         raise Stage4InputError(f"{filt} holds no NNNNNN.png image")
     seg = Path(stage3_dir) / SEG_SUBDIR

@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-
-IMAGE_RE = re.compile(r"^(\d{6})\.png$")
+from pipeline.io import numbered_pngs
 
 
 class Stage5InputError(ValueError):
@@ -56,7 +54,7 @@ def list_filtered(stage2_dir: Path) -> tuple[np.ndarray, list]:
     filt = Path(stage2_dir) / "filtered"
     if not filt.is_dir():
         raise Stage5InputError(f"stage-2 folder {filt} not found; run run_cnn.py first (it writes the kept images)")
-    nos = sorted(int(m.group(1)) for p in filt.iterdir() if (m := IMAGE_RE.match(p.name)))
+    nos = numbered_pngs(filt)
     if not nos:
         raise Stage5InputError(f"{filt} holds no NNNNNN.png image")
     return np.array(nos, dtype=np.int64), [filt / f"{n:06d}.png" for n in nos]
