@@ -15,11 +15,13 @@ from pipeline.profiles import DEFAULT_PROFILE, load_profile
 
 PROFILE = DEFAULT_PROFILE
 PROPERTIES = ("gender", "quality", "age", "glass")
-# filter (spec 02 §1.4, the v9 rule): keep an image when all four conditions hold
-GENDER_MIN = 0.92          # female score >= this
-QUALITY_MIN = 0.9          # good-quality score >= this
-AGE_MAX = 0.008            # old score <= this
-GLASS_MAX = 0.01           # glasses score <= this
+# filter (spec 02 §1.4, the v9 rule): keep an image when all four conditions hold. None: the
+# profile's stage2.filter value (synthface raises age / glass, see its note), else the spec's
+# (gender >= 0.92, quality >= 0.9, age <= 0.008, glass <= 0.01: cnn.stage2.DEFAULT_FILTER).
+GENDER_MIN = None          # female score >= this
+QUALITY_MIN = None         # good-quality score >= this
+AGE_MAX = None             # old score <= this
+GLASS_MAX = None           # glasses score <= this
 COPY_HAND_LABELLED = False  # False: the v9 rule (the hand-labelled images are never copied); True: v1 rule
 SEED = None                # None: the profile's stage2.seed (fold splits, inits, shuffles)
 SCORE_BATCH_SIZE = None    # None: the profile's stage2.score_batch_size
@@ -47,7 +49,7 @@ def main(argv=None):
 
     import torch
 
-    from cnn.stage2 import Stage2Settings, run_stage2
+    from cnn.stage2 import Stage2Settings, filter_rules, run_stage2
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,8 +61,8 @@ def main(argv=None):
         label_files["age_and_glass"] = args.labels_age_glass
     settings = Stage2Settings(
         properties=tuple(p.strip() for p in args.properties.split(",") if p.strip()),
-        filter={"gender": (">=", args.gender_min), "quality": (">=", args.quality_min),
-                "age": ("<=", args.age_max), "glass": ("<=", args.glass_max)},
+        filter=filter_rules(profile, gender_min=args.gender_min, quality_min=args.quality_min,
+                            age_max=args.age_max, glass_max=args.glass_max),
         copy_hand_labelled=args.copy_hand_labelled, seed=args.seed, label_files=label_files or None,
         score_batch_size=args.score_batch_size)
     m = run_stage2(profile, settings, stage1_dir=args.stage1, out_dir=args.out, show_progress=not args.no_progress)

@@ -88,6 +88,25 @@ class ImageError(ValueError):
 
 # the v9 filter (02 §1.4): keep an image when every condition holds
 DEFAULT_FILTER = {"gender": (">=", 0.92), "quality": (">=", 0.9), "age": ("<=", 0.008), "glass": ("<=", 0.01)}
+FILTER_KEYS = {"gender_min": "gender", "quality_min": "quality", "age_max": "age", "glass_max": "glass"}
+
+
+def filter_rules(profile, **overrides) -> dict:
+    """The filter rules: a non-None override (``gender_min``, ``quality_min``, ``age_max``,
+    ``glass_max``) wins over the profile's ``stage2.filter`` value, which wins over the spec's."""
+    block = {k: v for k, v in (profile.get("stage2", {}).get("filter") or {}).items() if k != "note"}
+    unknown = sorted(set(block) - set(FILTER_KEYS)) + sorted(set(overrides) - set(FILTER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown filter keys {unknown}; expected {sorted(FILTER_KEYS)}")
+    rules = {}
+    for key, prop in FILTER_KEYS.items():
+        op, thr = DEFAULT_FILTER[prop]
+        if overrides.get(key) is not None:
+            thr = overrides[key]
+        elif key in block:
+            thr = block[key]
+        rules[prop] = (op, float(thr))
+    return rules
 
 
 @dataclass

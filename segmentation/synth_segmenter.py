@@ -338,6 +338,8 @@ class SegTrainSettings:
     log_every: int = 10
     threads: int = 1
     widths: tuple = (16, 32, 64, 96, 128)
+    generated_share: float = 0.0      # share of each batch that is G(z) beside the true mask of render(P(z))
+    init_weights: str = ""            # start from this segmenter checkpoint (adaptation) instead of scratch
     aug: dict = field(default_factory=lambda: AugmentSettings().to_dict())
 
     def to_dict(self) -> dict:
@@ -349,6 +351,7 @@ class SegTrainSettings:
 TRAIN_STREAM = 0          # z stream of the training batches: rng([seed, TRAIN_STREAM, step])
 VAL_STREAM = 1            # held-out validation renders: rng([seed, VAL_STREAM])
 PRIOR_STREAM = 2          # renders for the class shares (loss weights, head-bias init): rng([seed, PRIOR_STREAM])
+GEN_STREAM = 3            # z of the generated share of a batch: rng([seed, GEN_STREAM, step])
 DEV_G_SEED = 31_337       # development stream of G(z) for monitoring / choosing augmentations (not the eval stream)
 
 
@@ -390,10 +393,14 @@ def validate(model: SynthSegmenter, images: np.ndarray, masks: np.ndarray, batch
 
 
 def train_segmenter(world, out_dir: Path, s: SegTrainSettings, show_progress: bool = True,
-                    stop_after: int | None = None, dev_set: tuple | None = None) -> dict:
+                    stop_after: int | None = None, dev_set: tuple | None = None, generator=None) -> dict:
     """Run (or resume) the training in ``out_dir``; ``stop_after`` ends this call after that step
     (with a checkpoint), as an interruption would. ``dev_set`` = (images, masks) of generated
-    images to monitor (IoU logged at every validation, never used for the loss)."""
+    images to monitor (IoU logged at every validation, never used for the loss).
+
+    With ``generated_share`` > 0, that share of every batch is ``generator(z)`` (un-augmented)
+    paired with the true mask of ``render(truth(z))`` for z of its own seeded stream: the parser
+    adapts to the images stage 3 actually parses, still supervised by the renderer's masks."""
     torch.set_num_threads(s.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -404,9 +411,17 @@ def train_segmenter(world, out_dir: Path, s: SegTrainSettings, show_progress: bo
     share = np.maximum(share, 1e-5)
     class_weight = torch.tensor(share ** -s.class_weight_power, dtype=torch.float32)
     torch.manual_seed(s.seed)
-    model = SynthSegmenter(SegmenterConfig(widths=tuple(s.widths))).train()
-    with torch.no_grad():                       # start calibrated: softmax of the head bias = the class shares
-        model.net.head.bias.copy_(torch.tensor(np.log(share), dtype=torch.float32))
+    n_gen = int(round(s.batch_size * s.generated_share))
+    if n_gen and generator is None:
+        raise ValueError("generated_share > 0 needs the generator")
+    if s.init_weights:
+        model = load_segmenter(s.init_weights).train().requires_grad_(True)
+        if tuple(model.cfg.widths) != tuple(s.widths):
+            raise ValueError(f"{s.init_weights} has widths {model.cfg.widths}, the settings say {s.widths}")
+    else:
+        model = SynthSegmenter(SegmenterConfig(widths=tuple(s.widths))).train()
+        with torch.no_grad():                   # start calibrated: softmax of the head bias = the class shares
+            model.net.head.bias.copy_(torch.tensor(np.log(share), dtype=torch.float32))
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=s.pct_start)
     val_rgb, val_mask = stream.batch(np.random.default_rng([s.seed, VAL_STREAM]), s.val_size)
@@ -444,9 +459,18 @@ def train_segmenter(world, out_dir: Path, s: SegTrainSettings, show_progress: bo
     t_last = time.perf_counter()
     while step < end:
         rng = np.random.default_rng([s.seed, TRAIN_STREAM, step])
-        rgb, mask = stream.batch(rng, s.batch_size)
+        rgb, mask = stream.batch(rng, s.batch_size - n_gen)
         if s.augment:
             rgb = augment(rgb, rng, aug)
+        if n_gen:
+            from stylegan.sampling import generate_uint8
+            from synthface.renderer import render_batch
+            zg = np.random.default_rng([s.seed, GEN_STREAM, step]).standard_normal((n_gen, world.z_dim),
+                                                                                   dtype=np.float32)
+            with torch.inference_mode():
+                g_rgb = generate_uint8(generator, zg)
+            _, g_mask = render_batch(world.truth(zg), resolution=stream.resolution)
+            rgb, mask = np.concatenate([rgb, g_rgb]), np.concatenate([mask, g_mask])
         t_data = time.perf_counter() - t_last
         x, y = _to_train_tensors(rgb, mask)
         logits = model.net(x)

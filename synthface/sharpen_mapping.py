@@ -135,8 +135,13 @@ def validate(g, world, ev, z: np.ndarray, resolution: int) -> dict:
     return {**flat_scores(fid["generator"]), "pixel_mae_uint8": round(fid["pixel_mae_uint8"], 3)}
 
 
-def sharpen_mapping(g, world, s: SharpenSettings, *, show_progress: bool = True):
-    """A copy of ``g`` whose mapping is regressed onto the sharpened targets; returns (g_new, info, log)."""
+def sharpen_mapping(g, world, s: SharpenSettings, *, show_progress: bool = True, state_path: Path | None = None,
+                    ckpt_every: int = 2500, stop_after: int | None = None):
+    """A copy of ``g`` whose mapping is regressed onto the sharpened targets; returns (g_new, info, log).
+
+    With ``state_path`` the loop saves its state (mapping, optimiser, schedule, log) every
+    ``ckpt_every`` steps and resumes from it when the settings match (batches are seeded by step,
+    so a resumed run ends with the same weights); ``stop_after`` interrupts it (tests)."""
     torch.manual_seed(s.seed)
     m_neg, m_pos = s.margins()
     z_dim = world.z_dim
@@ -152,9 +157,27 @@ def sharpen_mapping(g, world, s: SharpenSettings, *, show_progress: bool = True)
     opt = torch.optim.Adam(mapping.parameters(), lr=s.lr / lr_mul, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps)
     n_t = torch.as_tensor(dirs.n, dtype=torch.float32)
-    log = []
-    bar = tqdm(range(s.steps), desc="sharpen mapping", disable=not show_progress)
+    log, start = [], 0
+    if state_path is not None and Path(state_path).is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st["settings"] != asdict(s):
+            raise ValueError(f"{state_path} was written with other settings ({st['settings']}); "
+                             f"delete it or use another --out")
+        mapping.load_state_dict(st["mapping"], strict=True)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, log = int(st["step"]), [dict(r) for r in st["log"]]
+
+    def checkpoint(done: int):
+        save_checkpoint({"settings": asdict(s), "step": done, "mapping": mapping.state_dict(),
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "log": log}, state_path)
+
+    bar = tqdm(range(start, s.steps), desc="sharpen mapping", disable=not show_progress,
+               initial=start, total=s.steps)
     for step in bar:
+        if stop_after is not None and step >= stop_after:
+            checkpoint(step)
+            return None, None, log
         z = np.random.default_rng([TRAIN_SEED, step]).standard_normal((s.batch_size, z_dim), dtype=np.float32)
         target = torch.from_numpy(dirs.target(_w(frozen, z), _labels(world, z), m_neg, m_pos))
         w = mapping(torch.from_numpy(z))["w"]
@@ -169,6 +192,8 @@ def sharpen_mapping(g, world, s: SharpenSettings, *, show_progress: bool = True)
             log.append({"step": step, "loss": round(loss.item(), 5), "loss_w": round(loss_w.item(), 5),
                         "loss_c": round(loss_c.item(), 6)})
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if state_path is not None and (step + 1) % ckpt_every == 0 and step + 1 < s.steps:
+            checkpoint(step + 1)
     mapping.eval().requires_grad_(False)
     g_new.requires_grad_(False).eval()
     with torch.inference_mode():
@@ -199,13 +224,20 @@ def main(argv=None):
         profile = type(profile)({**profile, "generator_checkpoint": str(Path(args.generator).resolve())})
     out = Path(args.out) if args.out else profile.stage_dir("sharpen_mapping")
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "generator.pth").is_file() and (out / "metrics.json").is_file():
+        import json
+        done = json.loads((out / "metrics.json").read_text())
+        if done.get("settings") == asdict(s):
+            print(f"{out / 'generator.pth'} is finished with these settings; nothing to do")
+            return done
     world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
     ev = load_or_train_evaluator(world, profile["resolution"])
     g = build_generator(profile)
     z_val = np.random.default_rng(VAL_SEED).standard_normal((s.n_val, world.z_dim), dtype=np.float32)
     t0 = time.perf_counter()
     val_before = validate(g, world, ev, z_val, profile["resolution"])
-    g_new, info, log = sharpen_mapping(g, world, s, show_progress=not args.no_progress)
+    g_new, info, log = sharpen_mapping(g, world, s, show_progress=not args.no_progress,
+                                       state_path=out / "sharpen_state.pth")
     val_after = validate(g_new, world, ev, z_val, profile["resolution"])
     save_checkpoint({"generator": g_new.state_dict()}, out / "generator.pth")
     atomic_write_json(out / "train_log.json", log)
@@ -215,7 +247,6 @@ def main(argv=None):
                "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(), **info,
                "validation_before": val_before, "validation_after": val_after,
                "seconds": round(time.perf_counter() - t0, 1)}
-    atomic_write_json(out / "metrics.json", metrics)
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.semilogy([r["step"] for r in log], [r["loss_w"] for r in log], label="MSE(w, w*)")
@@ -229,6 +260,8 @@ def main(argv=None):
         ("Validation", f"Independent evaluator on {s.n_val} validation z (stream {VAL_SEED}):\n\n"
                        f"| factor | before | after |\n|---|---|---|\n{rows}"),
         ("Training", f"![loss]({png.relative_to(out)})")])
+    atomic_write_json(out / "metrics.json", metrics)          # last: marks the run finished
+    (out / "sharpen_state.pth").unlink(missing_ok=True)
     print({"before": val_before, "after": val_after})
     return metrics
 

@@ -3,6 +3,10 @@
     python -m synthface.train_segmenter                       # full training (~30 min, 1 thread), resumes
     python -m synthface.train_segmenter --steps 40 --out /tmp/s --weights /tmp/s/seg.pth   # quick check
     python -m synthface.train_segmenter --no-augment --out /tmp/noaug --weights /tmp/noaug/seg.pth
+    # adaptation to the generator's images (ISSUES.md #18): half of each batch is G(z) with the true
+    # mask of render(P(z)), starting from the render-trained weights
+    python -m synthface.train_segmenter --init-weights runs/synthface/segmenter_renders.pth \
+        --generated-share 0.5 --steps 600 --lr 1e-3 --out runs/synthface/adapt_segmenter
 
 Batches are ``render(truth(z))`` with the renderer's exact masks, degraded by the augmentation
 (``AugmentSettings``) unless ``--no-augment``. Validation every ``--val-every`` steps on held-out
@@ -58,6 +62,7 @@ def main(argv=None):
             ap.add_argument(f"--{name.replace('_', '-')}", type=type(val), default=val)
     ap.add_argument("--widths", default=",".join(map(str, d.widths)), help="U-Net widths per level")
     ap.add_argument("--no-augment", action="store_true", help="train on crisp renders only (ablation)")
+    ap.add_argument("--init-weights", default="", help="adapt this segmenter checkpoint instead of training from scratch")
     ap.add_argument("--dev-n", type=int, default=192, help="generated development images to monitor (0: none)")
     ap.add_argument("--out", default=None, help="work folder (default: <data root>/train_segmenter)")
     ap.add_argument("--weights", default=str(WEIGHTS), help="where the finished weights go")
@@ -65,14 +70,20 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     kw = {k: getattr(args, k) for k, v in d.to_dict().items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    s = SegTrainSettings(**kw, augment=not args.no_augment, widths=tuple(int(w) for w in args.widths.split(",")))
+    s = SegTrainSettings(**kw, augment=not args.no_augment, widths=tuple(int(w) for w in args.widths.split(",")),
+                         init_weights=args.init_weights)
     torch.set_num_threads(s.threads)
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else profile.stage_dir("train_segmenter")
     world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
     dev = dev_generated_set(profile, world, args.dev_n) if args.dev_n > 0 else None
     t0 = time.perf_counter()
-    res = train_segmenter(world, out, s, show_progress=not args.no_progress, stop_after=args.stop_after, dev_set=dev)
+    generator = None
+    if s.generated_share > 0:
+        from stylegan.sampling import build_generator
+        generator = build_generator(profile)
+    res = train_segmenter(world, out, s, show_progress=not args.no_progress, stop_after=args.stop_after, dev_set=dev,
+                          generator=generator)
     plot_training_log(res["log"], res["val_log"], out / "loss_curve.png")
     steps = [r for r in res["log"] if r["step"] > 5]
     metrics = {"settings": s.to_dict(), "world_seed": profile["world_seed"], "dev_g_seed": DEV_G_SEED,
@@ -81,7 +92,9 @@ def main(argv=None):
                "mean_step_seconds": float(np.mean([r["seconds"] for r in steps])) if steps else None,
                "mean_data_seconds": float(np.mean([r["data_seconds"] for r in steps])) if steps else None,
                "parameters": count_parameters(res["model"]), "last_validation": res["val_log"][-1] if res["val_log"] else None,
-               "threads": s.threads}
+               "threads": s.threads,
+               "init_weights_sha256": sha256_file(s.init_weights) if s.init_weights else None,
+               "generator_sha256": sha256_file(profile.path(profile["generator_checkpoint"])) if generator else None}
     atomic_write_json(out / "metrics.json", metrics)
     if not res["finished"]:
         print(f"stopped at step {res['step']} of {s.steps}; run the same command again to resume")
@@ -93,9 +106,10 @@ def main(argv=None):
     metrics["weights_bytes"] = weights.stat().st_size
     atomic_write_json(out / "metrics.json", metrics)
     if weights.resolve() == WEIGHTS.resolve():
-        LOG_COPY.mkdir(parents=True, exist_ok=True)
+        copy_dir = LOG_COPY / "adaptation" if s.init_weights else LOG_COPY
+        copy_dir.mkdir(parents=True, exist_ok=True)
         for name in ("train_log.json", "loss_curve.png", "metrics.json"):
-            shutil.copyfile(out / name, LOG_COPY / name)
+            shutil.copyfile(out / name, copy_dir / name)
     v = metrics["last_validation"] or {}
     print(f"weights written to {weights} ({metrics['weights_bytes'] / 2**20:.2f} MiB); mean IoU: renders "
           f"{v.get('renders', float('nan')):.4f}, augmented {v.get('renders_augmented', float('nan')):.4f}, "

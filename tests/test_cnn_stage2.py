@@ -174,6 +174,17 @@ def test_profiles_keep_the_spec_at_256_and_fit_128():
         FilterCNN(p, 128, s.width, s.padding)
 
 
+def test_filter_rules_flag_over_profile_over_spec():
+    from cnn.stage2 import DEFAULT_FILTER, filter_rules
+    assert filter_rules(load_profile("celeba256")) == DEFAULT_FILTER
+    sf = filter_rules(load_profile("synthface"))
+    assert sf["gender"] == (">=", 0.92) and sf["quality"] == (">=", 0.9)
+    assert sf["age"] == ("<=", 0.02) and sf["glass"] == ("<=", 0.05)      # raised above the 1 % noise floor
+    assert filter_rules(load_profile("synthface"), age_max=0.008, glass_max=None)["age"] == ("<=", 0.008)
+    with pytest.raises(ValueError, match="unknown filter keys.*beard_max"):
+        filter_rules(Profile({"name": "t", "stage2": {"filter": {"beard_max": 0.1}}}))
+
+
 # ------------------------------------------------------------------------------------ label validation
 
 BAD_LABELS = {

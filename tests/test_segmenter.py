@@ -120,3 +120,28 @@ def test_training_learns_and_resumes_exactly(tmp_path):
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         assert torch.equal(back(x), whole["model"].eval()(x))
+
+
+def test_adaptation_starts_from_weights_and_mixes_generated_images(tmp_path):
+    """generated_share: part of each batch comes from the generator (with the render's true mask);
+    init_weights: training starts from a checkpoint."""
+    world = WorldMap(256, 0)
+    base = SegTrainSettings(steps=2, batch_size=4, widths=(4, 8, 8), val_every=2, val_size=4, ckpt_every=2, lr=1e-3)
+    first = train_segmenter(world, tmp_path / "base", base, show_progress=False)
+    save_segmenter(first["model"], tmp_path / "base.pth")
+    from stylegan import GeneratorConfig, StyleGANGenerator
+    g = StyleGANGenerator(GeneratorConfig.from_dict(
+        {"resolution": 128, "z_dim": 256, "w_dim": 8, "mapping_layers": 1, "mapping_fmaps": 8,
+         "fmaps_base": 256, "fmaps_max": 8})).eval()
+    calls = []
+    g.synthesis.register_forward_hook(lambda m, i, o: calls.append(o["image"].shape[0]))
+    s = SegTrainSettings(**{**base.__dict__, "generated_share": 0.5, "init_weights": str(tmp_path / "base.pth")})
+    with pytest.raises(ValueError, match="needs the generator"):
+        train_segmenter(world, tmp_path / "nog", s, show_progress=False)
+    adapted = train_segmenter(world, tmp_path / "adapt", s, show_progress=False, generator=g)
+    assert calls == [2, 2]                                  # half of each 4-image batch, two steps
+    # started from the checkpoint: after 2 small steps it is closer to it than a fresh init is
+    a, b = adapted["model"].state_dict(), first["model"].state_dict()
+    fresh = SynthSegmenter(SegmenterConfig(widths=(4, 8, 8))).state_dict()
+    k = "net.head.weight"
+    assert (a[k] - b[k]).abs().mean() < (fresh[k] - b[k]).abs().mean()

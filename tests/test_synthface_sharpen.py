@@ -72,3 +72,23 @@ def test_sharpening_trains_the_mapping_towards_the_true_side_and_keeps_the_layou
     # seeded: the same settings give the same mapping
     g_again, _, _ = sharpen_mapping(g, world, s, show_progress=False)
     assert torch.equal(g_again.state_dict()["mapping.dense1.weight"], g_new.state_dict()["mapping.dense1.weight"])
+
+
+def test_interrupted_sharpening_resumes_to_the_same_weights(tmp_path):
+    torch.manual_seed(1)
+    world = WorldMap(z_dim=128, seed=0)
+    g = StyleGANGenerator(GeneratorConfig.from_dict(
+        {"resolution": 8, "z_dim": 128, "w_dim": 16, "mapping_layers": 2, "mapping_fmaps": 32,
+         "fmaps_base": 32, "fmaps_max": 8})).eval()
+    s = SharpenSettings(steps=12, batch_size=64, lr=0.03, n_fit=1500, threads=1, margin=0.3)
+    whole, _, log_whole = sharpen_mapping(g, world, s, show_progress=False)
+    state = tmp_path / "state.pth"
+    assert sharpen_mapping(g, world, s, show_progress=False, state_path=state, ckpt_every=4, stop_after=7)[0] is None
+    assert state.is_file()
+    resumed, _, log_resumed = sharpen_mapping(g, world, s, show_progress=False, state_path=state, ckpt_every=4)
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert log_resumed == log_whole
+    with pytest.raises(ValueError, match="other settings"):
+        sharpen_mapping(g, world, SharpenSettings(**{**s.__dict__, "margin": 0.4}), show_progress=False,
+                        state_path=state)
