@@ -414,6 +414,9 @@ def train_segmenter(world, out_dir: Path, s: SegTrainSettings, show_progress: bo
     n_gen = int(round(s.batch_size * s.generated_share))
     if n_gen and generator is None:
         raise ValueError("generated_share > 0 needs the generator")
+    if n_gen:
+        from stylegan.sampling import generate_uint8
+        from synthface.renderer import render_batch
     if s.init_weights:
         model = load_segmenter(s.init_weights).train().requires_grad_(True)
         if tuple(model.cfg.widths) != tuple(s.widths):
@@ -463,8 +466,6 @@ def train_segmenter(world, out_dir: Path, s: SegTrainSettings, show_progress: bo
         if s.augment:
             rgb = augment(rgb, rng, aug)
         if n_gen:
-            from stylegan.sampling import generate_uint8
-            from synthface.renderer import render_batch
             zg = np.random.default_rng([s.seed, GEN_STREAM, step]).standard_normal((n_gen, world.z_dim),
                                                                                    dtype=np.float32)
             with torch.inference_mode():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.io import atomic_write_json
+from pipeline.io import atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from pipeline.reports import save_figure, write_report
-from stylegan.checkpoint import save_checkpoint
+from stylegan.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.sampling import build_generator
 
 BINARY_FACTORS = ["female", "glasses", "old", "quality_defect"]
@@ -96,10 +97,7 @@ class Directions:
             mid.append((mp + mn) / 2)
         return cls(np.array(d, np.float64), np.array(mid, np.float64), names)
 
-    def coords(self, w):
-        if isinstance(w, torch.Tensor):
-            n = torch.as_tensor(self.n, dtype=w.dtype)
-            return w @ n.T - torch.as_tensor(self.offset, dtype=w.dtype)
+    def coords(self, w: np.ndarray) -> np.ndarray:
         return w @ self.n.T - self.offset
 
     def target(self, w: np.ndarray, labels: dict, margin, positive_margin=None) -> np.ndarray:
@@ -159,7 +157,7 @@ def sharpen_mapping(g, world, s: SharpenSettings, *, show_progress: bool = True,
     n_t = torch.as_tensor(dirs.n, dtype=torch.float32)
     log, start = [], 0
     if state_path is not None and Path(state_path).is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = read_checkpoint(state_path)
         if st["settings"] != asdict(s):
             raise ValueError(f"{state_path} was written with other settings ({st['settings']}); "
                              f"delete it or use another --out")
@@ -196,9 +194,9 @@ def sharpen_mapping(g, world, s: SharpenSettings, *, show_progress: bool = True,
             checkpoint(step + 1)
     mapping.eval().requires_grad_(False)
     g_new.requires_grad_(False).eval()
-    with torch.inference_mode():
-        g_new.truncation.w_avg.copy_(torch.from_numpy(_w(mapping, z_fit).mean(0)))
     w_after = _w(mapping, z_fit)
+    with torch.inference_mode():
+        g_new.truncation.w_avg.copy_(torch.from_numpy(w_after.mean(0)))
     info = {"direction_sign_agreement_before": before, "direction_sign_agreement_after": dirs.agreement(w_after, lab_fit),
             "mean_abs_w_change": float(np.linalg.norm(w_after - w_fit, axis=1).mean()),
             "mean_w_norm": float(np.linalg.norm(w_fit, axis=1).mean())}
@@ -225,7 +223,6 @@ def main(argv=None):
     out = Path(args.out) if args.out else profile.stage_dir("sharpen_mapping")
     out.mkdir(parents=True, exist_ok=True)
     if (out / "generator.pth").is_file() and (out / "metrics.json").is_file():
-        import json
         done = json.loads((out / "metrics.json").read_text())
         if done.get("settings") == asdict(s):
             print(f"{out / 'generator.pth'} is finished with these settings; nothing to do")
@@ -241,10 +238,8 @@ def main(argv=None):
     val_after = validate(g_new, world, ev, z_val, profile["resolution"])
     save_checkpoint({"generator": g_new.state_dict()}, out / "generator.pth")
     atomic_write_json(out / "train_log.json", log)
-    import hashlib
-    src = profile.path(profile["generator_checkpoint"])
     metrics = {"settings": asdict(s), "source_generator": str(profile["generator_checkpoint"]),
-               "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(), **info,
+               "source_sha256": sha256_file(profile.path(profile["generator_checkpoint"])), **info,
                "validation_before": val_before, "validation_after": val_after,
                "seconds": round(time.perf_counter() - t0, 1)}
     import matplotlib.pyplot as plt

@@ -3,10 +3,10 @@
     python -m synthface.train_segmenter                       # full training (~30 min, 1 thread), resumes
     python -m synthface.train_segmenter --steps 40 --out /tmp/s --weights /tmp/s/seg.pth   # quick check
     python -m synthface.train_segmenter --no-augment --out /tmp/noaug --weights /tmp/noaug/seg.pth
-    # adaptation to the generator's images (ISSUES.md #18): half of each batch is G(z) with the true
-    # mask of render(P(z)), starting from the render-trained weights
+    # adaptation to the generator's images (ISSUES.md #18; the shipped weights): three quarters of
+    # each batch is G(z) with the true mask of render(P(z)), starting from the render-trained weights
     python -m synthface.train_segmenter --init-weights runs/synthface/segmenter_renders.pth \
-        --generated-share 0.5 --steps 600 --lr 1e-3 --out runs/synthface/adapt_segmenter
+        --generated-share 0.75 --steps 1500 --lr 5e-4 --val-every 250 --threads 2 --out runs/synthface/adapt_segmenter2
 
 Batches are ``render(truth(z))`` with the renderer's exact masks, degraded by the augmentation
 (``AugmentSettings``) unless ``--no-augment``. Validation every ``--val-every`` steps on held-out

@@ -18,6 +18,12 @@ def _clusters(n=4000, dim=16, seed=0):
     return w.astype(np.float32), labels
 
 
+def _tiny_g(resolution, w_dim, fmaps, fmaps_max):
+    return StyleGANGenerator(GeneratorConfig.from_dict(
+        {"resolution": resolution, "z_dim": 128, "w_dim": w_dim, "mapping_layers": 2, "mapping_fmaps": fmaps,
+         "fmaps_base": fmaps, "fmaps_max": fmaps_max})).eval()
+
+
 def test_targets_put_every_coordinate_on_the_true_side_with_the_least_change():
     w, labels = _clusters()
     dirs = Directions.fit(w, labels)
@@ -53,9 +59,7 @@ def test_targets_put_every_coordinate_on_the_true_side_with_the_least_change():
 def test_sharpening_trains_the_mapping_towards_the_true_side_and_keeps_the_layout():
     torch.manual_seed(0)
     world = WorldMap(z_dim=128, seed=0)
-    g = StyleGANGenerator(GeneratorConfig.from_dict(
-        {"resolution": 16, "z_dim": 128, "w_dim": 32, "mapping_layers": 2, "mapping_fmaps": 64,
-         "fmaps_base": 64, "fmaps_max": 16})).eval()
+    g = _tiny_g(16, 32, 64, 16)
     s = SharpenSettings(steps=150, batch_size=256, lr=0.03, n_fit=3000, threads=1, margin=0.3)
     g_new, info, log = sharpen_mapping(g, world, s, show_progress=False)
     before, after = info["direction_sign_agreement_before"], info["direction_sign_agreement_after"]
@@ -77,9 +81,7 @@ def test_sharpening_trains_the_mapping_towards_the_true_side_and_keeps_the_layou
 def test_interrupted_sharpening_resumes_to_the_same_weights(tmp_path):
     torch.manual_seed(1)
     world = WorldMap(z_dim=128, seed=0)
-    g = StyleGANGenerator(GeneratorConfig.from_dict(
-        {"resolution": 8, "z_dim": 128, "w_dim": 16, "mapping_layers": 2, "mapping_fmaps": 32,
-         "fmaps_base": 32, "fmaps_max": 8})).eval()
+    g = _tiny_g(8, 16, 32, 8)
     s = SharpenSettings(steps=12, batch_size=64, lr=0.03, n_fit=1500, threads=1, margin=0.3)
     whole, _, log_whole = sharpen_mapping(g, world, s, show_progress=False)
     state = tmp_path / "state.pth"
