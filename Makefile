@@ -18,13 +18,19 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
-# Stages 1-4 of the default profile (stage 5 joins once its synthface checkpoints ship:
-# docs/notes/s5train.md). Each stage skips finished work, so a second `make demo` only re-checks.
+# Stages 1-5 of the default profile. Each stage skips finished work, so a second `make demo`
+# only re-checks. Stage 5 installs the shipped runs (synthface/weights/stage5/: property CNN,
+# FineTune-v1, FineTune-v3) when their settings and inputs match, and then only tests and reports.
 demo: setup
 	$(VPY) run_original_generator.py --profile $(PROFILE)
 	$(VPY) run_cnn.py --profile $(PROFILE)
 	$(VPY) run_segmentation.py --profile $(PROFILE)
 	$(VPY) compute_property_scores_v2.py --profile $(PROFILE)
+	$(VPY) run_property_score_cnn.py --profile $(PROFILE)
+	$(VPY) -m synthface.oracle_test --profile $(PROFILE)
+	$(VPY) run_stylegan_fine_tuning_v1.py --profile $(PROFILE)
+	$(VPY) run_stylegan_fine_tuning_v3.py --profile $(PROFILE)
+	$(VPY) run_fine_tuned_generator.py --profile $(PROFILE)
 
 test: setup
 	$(VPY) -m pytest -q tests

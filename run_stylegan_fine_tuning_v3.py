@@ -4,7 +4,8 @@
     python run_stylegan_fine_tuning_v3.py --reconstruction            # add a real reconstruction + KL objective
     python run_stylegan_fine_tuning_v3.py --gender-input signed --gender-folds fold0 --loss-cnn-mode train \\
         --dense0 reinit --test-z-source last_batches --test-dropout --lr-generator 1e-4 --lr-label 1e-4 \\
-        --gen-labels image                                             # the original's settings
+        --gen-labels image --prior-z-fraction 0 --select-judge primary --epochs 35 --t-max 10 \\
+        --out runs/synthface/stage5/v3_original                        # the original's settings
     torchrun --nproc_per_node 2 run_stylegan_fine_tuning_v3.py        # DDP (gloo on CPU, nccl on GPU)
 
 Needs the property CNN (``run_property_score_cnn.py``), the stage-2 gender fold models and,
@@ -32,6 +33,7 @@ LOSS_CNN_MODE = None         # "eval" or "train" (original: dropout on in the lo
 RECONSTRUCTION = None        # True: add reconstruction + KL terms
 INIT_FROM = None             # "v1" (original) or "base"
 TEST_Z_SOURCE = None         # "images", "last_batches" (original) or "prior"
+SELECT_JUDGE = None          # the shipped epoch by "primary" (the property CNN, original) or "parsing" (stages 3-4)
 SEED = None
 LABELS = None                # label CSV (default: stage5/property_cnn/all_scores_v2_cnn.csv)
 INIT_DIR = None              # folder of the finished v1 (default <data root>/stage5/v1)
@@ -47,7 +49,7 @@ def main(argv=None):
     consts = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr_generator": LR_GENERATOR, "lr_label": LR_LABEL,
               "lr_encoder": LR_ENCODER, "gen_labels": GEN_LABELS, "gender_input": GENDER_INPUT,
               "gender_folds": GENDER_FOLDS, "loss_cnn_mode": LOSS_CNN_MODE, "reconstruction": RECONSTRUCTION,
-              "init_from": INIT_FROM, "test_z_source": TEST_Z_SOURCE, "seed": SEED}
+              "init_from": INIT_FROM, "test_z_source": TEST_Z_SOURCE, "select_judge": SELECT_JUDGE, "seed": SEED}
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=PROFILE)
     add_settings_args(ap, V3Settings, consts)

@@ -39,6 +39,7 @@ import torch
 from pipeline.io import atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import check_run_manifest, peak_rss_mb
+from pipeline.shipped import ids_digest, install_run, pack_run, shipped_dir
 
 from .property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, count_parameters, load_property_cnn,
                                  split_indices, score_images, train_property_cnn, to_signed_nchw)
@@ -110,6 +111,36 @@ def relabel(model, images, mode: str, batch_size: int, seed: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def run_manifest(cfg: dict) -> dict:
+    """The settings recorded in ``run_config.json`` (a re-run or resume must share them)."""
+    return {k: v for k, v in cfg.items() if k not in ("score_batch_size", "threads", "max_epochs")}
+
+
+def shipped_settings(cfg: dict, n: int, img_nos) -> dict:
+    """What a shipped property-CNN run must share with this run (``pipeline.shipped``)."""
+    import json
+    return json.loads(json.dumps({**run_manifest(cfg), "images": int(n), "max_epochs": cfg.get("max_epochs"),
+                                  "img_nos_sha256": ids_digest(img_nos)}, sort_keys=True, default=str))
+
+
+def pack_property_run(profile, run_dir: Path | None = None, dest: Path | None = None) -> dict:
+    """Pack the finished property-CNN run into the profile's shipped folder: the checkpoint and the logs."""
+    import json
+    from stylegan_modified.stage5_data import load_kept_set
+    run = Path(run_dir) if run_dir else profile.data_root / OUT_SUBDIR
+    dest = Path(dest) if dest else shipped_dir(profile, "property_cnn")
+    if dest is None:
+        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
+    if not (run / CHECKPOINT).is_file() or not (run / "metrics.json").is_file():
+        raise ValueError(f"{run} holds no finished property CNN (checkpoint and metrics.json)")
+    m = json.loads((run / "metrics.json").read_text())
+    cfg = {**json.loads((run / "run_config.json").read_text()), "max_epochs": m["settings"]["max_epochs"]}
+    kept = load_kept_set(profile, profile.data_root / TARGET_CSV, P7, show_progress=False)
+    return pack_run(run, dest, "property CNN", shipped_settings(cfg, len(kept), kept.img_nos),
+                    {"train_s": m["timings"]["train_s"], "epochs": m["epochs"], "best_epoch": m["best_epoch"]},
+                    {}, (CHECKPOINT, "train_log.csv", "val_log.csv"))
+
+
 def _csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
 
@@ -130,9 +161,12 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
     n = len(kept)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out)
-    manifest = {k: v for k, v in cfg.items() if k not in ("score_batch_size", "threads", "max_epochs")}
+    manifest = run_manifest(cfg)
     check_run_manifest(out / "run_config.json", {**manifest, "images": n})
     ckpt = out / CHECKPOINT
+    shipped = None
+    if not ckpt.is_file() and not (out / "train_state.pth").is_file():
+        shipped = install_run(shipped_dir(profile, "property_cnn"), out, shipped_settings(cfg, n, kept.img_nos))
     trained_now = not ckpt.is_file()
     say = (lambda m: print(m, flush=True)) if show_progress else None
     if trained_now:
@@ -142,7 +176,7 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
         model, train_seconds = res.model, res.seconds
     else:
         model, train_seconds = load_property_cnn(ckpt, settings.resolution, settings.width, settings.padding,
-                                                 settings.head_units), None
+                                                 settings.head_units), (shipped or {}).get("train_s")
     seeds = np.random.SeedSequence([int(settings.seed), 5]).generate_state(3)
     train_idx, valid_idx = split_indices(n, settings.valid_fraction, int(seeds[0]))
     log = pd.read_csv(out / "train_log.csv")

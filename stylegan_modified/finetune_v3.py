@@ -85,6 +85,9 @@ class V3Settings:
     test_z_source: str = "images"            # "images" (30 seeded training images' posteriors at the epoch's
     #                                          end), "last_batches" (the original), "prior" (seeded N(0, I))
     test_dropout: bool = False               # True: the original's dropout-on property-CNN judge
+    select_judge: str = "primary"            # the shipped epoch: most passing z, then mean r, by "primary" (the
+    #                                          property CNN, the original) or "parsing" (stages 3-4 as a judge,
+    #                                          segmentation.parsing_judge: the generator never trained against it)
     log_every: int = 20
     checkpoint_every: int = 100
     max_steps_per_epoch: int | None = None
@@ -93,7 +96,7 @@ class V3Settings:
         checks = {"gen_labels": GEN_LABEL_MODES, "loss_cnn_mode": ("eval", "train"),
                   "gender_input": ("unit", "signed"), "gender_folds": ("mean", "fold0"),
                   "init_from": ("v1", "base"), "dense0": ("keep", "regress", "reinit"),
-                  "test_z_source": ("images", "last_batches", "prior")}
+                  "test_z_source": ("images", "last_batches", "prior"), "select_judge": ("primary", "parsing")}
         for k, allowed in checks.items():
             if getattr(self, k) not in allowed:
                 raise ValueError(f"{k} must be one of {allowed}, got {getattr(self, k)!r}")

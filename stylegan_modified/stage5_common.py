@@ -76,6 +76,22 @@ def base_discriminator_state(profile) -> tuple[dict, str]:
                           + profile.get("checkpoint_hint", ""))
 
 
+def shipped_settings(profile, key: dict, s, img_nos) -> dict:
+    """The settings a shipped run must share with this run: the state key with paths inside the data
+    root made relative, the epochs (a shipped run cannot be continued) and the kept image numbers."""
+    from pipeline.shipped import ids_digest, portable_key
+    return {**portable_key(key, profile.data_root), "epochs": int(s.epochs), "img_nos_sha256": ids_digest(img_nos)}
+
+
+def shipped_bases(profile, models: dict) -> dict:
+    """file name -> (base state dict, base file) for ``models`` (file name -> 'generator' / 'discriminator')."""
+    out = {}
+    for name, kind in models.items():
+        state, src = base_generator_state(profile) if kind == "generator" else base_discriminator_state(profile)
+        out[name] = (state, Path(src.rsplit(" [", 1)[0]))
+    return out
+
+
 def settings_key(settings, exclude=("epochs",)) -> dict:
     """The settings a resumed / re-run training must share with the stored one (JSON-normalised)."""
     d = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
@@ -216,3 +232,31 @@ def read_z_csv(path: Path) -> np.ndarray:
 __all__ = ["MONITOR_LABELS", "P3", "P7", "base_discriminator_state", "base_generator_state", "build_configs",
            "evaluator_calibration", "female_share", "grid_figure", "load_state", "make_judges", "monitor_labels",
            "random_labels", "read_z_csv", "save_state", "settings_key", "test_settings_from", "write_z_csv"]
+
+
+# ------------------------------------------------------------------------------------ oracle reference
+
+def oracle_reference(profile) -> dict | None:
+    """The generation test of the ideal generator (``python -m synthface.oracle_test``), when it was run."""
+    path = profile.data_root / "stage5" / "oracle" / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def leak_identity_table(test: dict | None, oracle: dict | None) -> str:
+    """Leak (mean |r| over the z between a label and another measured property) and identity stability
+    (within-z std / across-z std), per judge, beside the oracle's figures through the same judges."""
+    from pipeline.reports import markdown_table
+    if test is None:
+        return "No generation test."
+    rows = []
+    for name, j in test["judges"].items():
+        o = (oracle or {}).get("judges", {}).get(name, {})
+        for k, v in sorted(j.get("leak_mean_abs_r", {}).items()):
+            ov = o.get("leak_mean_abs_r", {}).get(k)
+            rows.append([name, f"leak {k.replace('_to_', ' -> ')}", f"{v:.3f}", "" if ov is None else f"{ov:.3f}"])
+        for k, v in sorted((j.get("identity_mean_within_std") or {}).items()):
+            ov = (o.get("identity_mean_within_std") or {}).get(k)
+            rows.append([name, f"identity {k} (within / across std)", f"{v:.3f}", "" if ov is None else f"{ov:.3f}"])
+    note = ("" if oracle else "\n\nRun `python -m synthface.oracle_test` for the oracle column (the renderer with "
+            "the label's eyes / mouth / pose and everything else z's: the least leak these judges can show).")
+    return markdown_table(["judge", "figure", "this generator", "oracle"], rows) + note

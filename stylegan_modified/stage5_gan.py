@@ -33,6 +33,7 @@ from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_csv, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
+from pipeline.shipped import install_run, pack_run, shipped_dir
 
 from .conditional import build_discriminator, build_generator
 from .distributed import DistContext, epoch_batches, init_distributed
@@ -41,8 +42,9 @@ from .generation_test import run_generation_test
 from .loading import (init_discriminator_from, init_generator_from, load_discriminator, load_generator,
                       regress_label_path, save_state_dict)
 from .stage5_common import (base_discriminator_state, base_generator_state, build_configs, evaluator_calibration,
-                            female_share, grid_figure, load_state, make_judges, save_state, settings_key,
-                            test_settings_from)
+                            female_share, grid_figure, leak_identity_table, load_state, make_judges,
+                            oracle_reference, save_state, settings_key,
+                            shipped_bases, shipped_settings, test_settings_from)
 from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
                           load_kept_set, load_property_cnn_for)
 
@@ -50,6 +52,11 @@ PROPERTY_CNN = "stage5/property_cnn/property_score_cnn.pth"
 CNN_LABELS = "stage5/property_cnn/all_scores_v2_cnn.csv"
 DEFAULT_LABELS = {"v1": "stage4/all_scores.csv", "v4": CNN_LABELS}
 LABEL_NAMES = {"v1": P7, "v4": P3}
+# a shipped run (pipeline.shipped): G and D as partial checkpoints against the base, the logs and grids,
+# and the training record kept in train_state.pth
+GAN_SHIPPED_MODELS = {"generator.pth": "generator", "discriminator.pth": "discriminator"}
+GAN_SHIPPED_COPY = ("train_log.csv", "train_steps.csv", "grids/*.png")
+GAN_RECORD = ("history", "epoch", "step", "init_done", "seconds", "cpu_seconds")
 
 
 def default_paths(profile, version: str) -> dict:
@@ -103,13 +110,23 @@ def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None 
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept)}
     state = load_state(out / "train_state.pth", key)
+    shipped = None
+    if state is None and ctx.world == 1:
+        shipped = install_run(shipped_dir(profile, s.version), out, shipped_settings(profile, key, s, kept.img_nos),
+                              lambda: shipped_bases(profile, GAN_SHIPPED_MODELS))
     g, d, init_done = start_models(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     g.to(ctx.device)
     d.to(ctx.device)
     trainer = GanTrainer(g, d, kept.labels, s, ctx)
     history, epoch, step, seconds, cpu = [], 0, 0, 0.0, 0.0
-    if state is not None:
+    if shipped is not None:
+        gcfg, dcfg = build_configs(profile)
+        g.load_state_dict(load_generator(out / "generator.pth", gcfg, s.version).state_dict())
+        d.load_state_dict(load_discriminator(out / "discriminator.pth", dcfg, s.version).state_dict())
+    elif state is not None:
         trainer.load(state)
+    if state is not None or shipped is not None:
+        state = state if shipped is None else shipped
         history, epoch, step = list(state["history"]), int(state["epoch"]), int(state["step"])
         seconds, cpu = float(state["seconds"]), float(state.get("cpu_seconds", 0.0))
         init_done = state.get("init_done", init_done)
@@ -217,11 +234,63 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         "cpu_seconds_per_step": round(cpu_seconds / max(len(history), 1), 3),
         "g_updates_per_step": _counts(history), "last_epoch": _epoch_means(history, s.epochs - 1),
         "first_epoch": _epoch_means(history, 0), "female_share": fem, "evaluator_calibration": calibration,
-        "generation_test": _test_summary(test), "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "generation_test": _test_summary(test), "label_path": label_path_strength(g, base_generator_state(profile)[0]),
+        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     _report(out, profile, s, m, history, test)
     write_metrics(out, m)
     return m
+
+
+def label_path_strength(g, base: dict | None = None) -> dict:
+    """How strongly the label reaches w: mean column norm of ``dense0``'s label columns over its z
+    columns (stored weights; both share one weight scale), ``label_weight``'s row norms, and how far
+    the mapping's weights moved from the base (relative Frobenius norm of the change, z columns)."""
+    w = g.mapping.dense0.weight.detach()
+    z_dim = g.cfg.z_dim
+    zn, ln = w[:, :z_dim].norm(dim=0).mean(), w[:, z_dim:].norm(dim=0).mean()
+    out = {"dense0_label_over_z_column_norm": float(ln / zn),
+           "label_weight_row_norm_mean": float(g.mapping.label_weight.detach().norm(dim=1).mean())}
+    if base is not None:
+        num = den = 0.0
+        for k, v in g.state_dict().items():
+            if k.startswith("mapping.dense") and k.endswith(".weight") and k in base:
+                b = base[k].to(v.dtype)
+                v = v[:, :b.shape[1]]
+                num += float((v - b).pow(2).sum())
+                den += float(b.pow(2).sum())
+        out["mapping_relative_change"] = (num / den) ** 0.5 if den else None
+    return out
+
+
+def outcome_text(s, m) -> str:
+    """A paragraph that explains the control outcome from the run's own numbers."""
+    t = m["generation_test"]
+    if t is None:
+        return "No generation test ran (no judge available)."
+    j = t["judges"][t["primary_judge"]]
+    r = {p: j["mean"][f"{p}_corr"] for p in P3}
+    mae = {p: j["mean"][f"{p}_mae"] for p in P3}
+    ratio = m["label_path"]["dense0_label_over_z_column_norm"]
+    fem = m["female_share"]["gender_cnn"]["share"] if m["female_share"].get("gender_cnn") else None
+    controlled = t["passes"] > 0 and min(r.values()) >= 0.5
+    head = ("The labels control the image: " if controlled else
+            "Control failed, as it did in the original (spec 04 §2.5, §6): ")
+    text = (head + f"{t['passes']} of {t['n_z']} z pass; mean r over the z (judge {t['primary_judge']}) "
+            + ", ".join(f"{p} {r[p]:.2f} (MAE {mae[p]:.2f})" for p in P3) + ". ")
+    if not controlled:
+        text += (f"The label reaches w only through the label columns of `dense0`; after {m['steps']} steps their "
+                 f"mean norm is {ratio:.1e} of the z columns' (dense0 '{s.dense0}', mapping lr {s.lr_generator} on "
+                 f"weights stored at 1/lr_mul scale), so the 50 labels of one z render almost the same face: MAE "
+                 f"stays near the spread of the labels, and r over such tiny changes is noise (its sign and size "
+                 f"vary from z to z). The conditional D gives G only a weak reason to use the label: D's real-vs-"
+                 f"fake AUROC ended at {m['last_epoch']['real_fake_auroc']:.2f}. ")
+    if fem is not None:
+        moved = m["label_path"].get("mapping_relative_change")
+        text += (f"Female share {fem:.1%} (gender CNN): only the mapping trains"
+                 + (f", and its weights moved by {moved:.1e} of their size" if moved is not None else "")
+                 + "; the original reached 93.7 % after 39 epochs on 4,703 images.")
+    return text
 
 
 def _counts(history) -> dict:
@@ -308,7 +377,31 @@ def _report(out, profile, s, m, history, test) -> None:
     secs = [("Summary", summary), ("Training curves", "![curves](report/training_curves.png)"),
             ("Last epoch", f"![grid]({last})\n\nLast-epoch means: {m['last_epoch']}"),
             ("Generation test (30 z x 50 labels)", test_table(test)),
-            ("Female share", female_table(m["female_share"]))]
+            ("Leak and identity", leak_identity_table(test, oracle_reference(profile))),
+            ("Female share", female_table(m["female_share"])),
+            ("Outcome", outcome_text(s, m))]
     if m["notes"]:
         secs.append(("Notes", "\n".join(f"- {n}" for n in m["notes"])))
     write_report(out, f"Stage 5 — FineTune-{s.version} ({profile.name})", secs)
+
+
+def pack_gan_run(profile, version: str = "v1", run_dir: Path | None = None, dest: Path | None = None) -> dict:
+    """Pack the finished FineTune-v1 / v4 run into the profile's shipped folder (``pipeline.shipped``)."""
+    import json
+
+    from stylegan.checkpoint import read_checkpoint
+    run = Path(run_dir) if run_dir else default_paths(profile, version)["out"]
+    dest = Path(dest) if dest else shipped_dir(profile, version)
+    if dest is None:
+        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
+    state = read_checkpoint(run / "train_state.pth")
+    metrics = json.loads((run / "metrics.json").read_text())
+    epochs = int(metrics["settings"]["epochs"])
+    if int(state["epoch"]) < epochs:
+        raise ValueError(f"{run} is not finished: epoch {state['epoch']} of {epochs}")
+    s = GanSettings(**metrics["settings"])
+    key = json.loads(state["settings_json"])
+    kept = load_kept_set(profile, Path(key["labels"]), LABEL_NAMES[version], show_progress=False)
+    return pack_run(run, dest, f"FineTune-{version}", shipped_settings(profile, key, s, kept.img_nos),
+                    {k: state[k] for k in GAN_RECORD if k in state}, shipped_bases(profile, GAN_SHIPPED_MODELS),
+                    GAN_SHIPPED_COPY)

@@ -32,6 +32,7 @@ from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
+from pipeline.shipped import install_run, pack_run, shipped_dir
 from stylegan.sampling import latent_z
 
 from .conditional import build_generator
@@ -41,12 +42,19 @@ from .finetune_v3 import LOG_COLUMNS, V3Settings, V3Trainer
 from .generation_test import run_generation_test
 from .loading import init_generator_from, load_generator, regress_label_path, save_state_dict
 from .stage5_common import (base_generator_state, build_configs, evaluator_calibration, female_share, load_state,
-                            make_judges, save_state, settings_key, test_settings_from, write_z_csv)
+                            leak_identity_table, make_judges, oracle_reference, save_state, settings_key,
+                            shipped_bases, shipped_settings,
+                            test_settings_from, write_z_csv)
 from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
                           load_kept_set, load_property_cnn_for)
 from .stage5_gan import CNN_LABELS, PROPERTY_CNN, female_table, test_table
 
 N_TEST_Z = 30
+# a shipped run (pipeline.shipped): G as a partial checkpoint against the base G (only the mapping
+# trains), the encoder, the best epoch's latents and the logs, and the training record
+V3_SHIPPED_MODELS = {"generator.pth": "generator"}
+V3_SHIPPED_COPY = ("encoder.pth", "test_z.csv", "test_z_vector.csv", "test_z_*.csv", "best.json", "train_log_v3.csv")
+V3_RECORD = ("history_json", "epoch", "step", "phase")
 
 
 def default_paths(profile) -> dict:
@@ -106,8 +114,9 @@ def test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_poster
     return z.numpy(), mu.cpu().numpy(), logvar.cpu().numpy(), what + ", one seeded draw each"
 
 
-def _score(test: dict) -> tuple:
-    summ = test["judges"][test["primary_judge"]]
+def _score(test: dict, judge: str | None = None) -> tuple:
+    """(passing z, mean r over eyes / mouth / pose) by ``judge`` (default: the primary one)."""
+    summ = test["judges"][judge or test["primary_judge"]]
     return (summ["passes"], float(np.mean([summ["mean"][f"{p}_corr"] for p in P3])))
 
 
@@ -129,6 +138,10 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
     state = load_state(out / "train_state.pth", key)
+    shipped = None
+    if state is None and ctx.world == 1:
+        shipped = install_run(shipped_dir(profile, "v3"), out, shipped_settings(profile, key, s, kept.img_nos),
+                              lambda: shipped_bases(profile, V3_SHIPPED_MODELS))
     g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     gcfg = g.cfg
     with torch.random.fork_rng():
@@ -138,8 +151,11 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     trainer = V3Trainer(model, kept.labels, s, ctx)
     hist = {"rows": [], "epoch_rows": [], "tests": [], "best": None, "seconds": 0.0, "test_seconds": 0.0}
     epoch, step, phase = 0, 0, "train"
-    if state is not None:
+    if shipped is not None:
+        state = shipped          # finished: the loop below is skipped; the test re-reads generator.pth
+    elif state is not None:
         trainer.load(state)
+    if state is not None:
         hist = json.loads(state["history_json"])
         epoch, step, phase = int(state["epoch"]), int(state["step"]), state["phase"]
         init_done = hist.get("init_done", init_done)
@@ -148,6 +164,11 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     ev = load_evaluator_for(profile, evaluator) if ctx.is_main else None
     calibration = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
     judges = make_judges(cnn, ev, calibration, dropout=s.test_dropout, dropout_seed=s.seed)
+    select_name = None
+    if s.select_judge == "parsing" and ctx.is_main:
+        from segmentation.parsing_judge import ParsingJudge
+        judges.append(ParsingJudge.for_profile(profile))
+        select_name = judges[-1].name
     tsettings = test_settings_from(test_cfg)
     t_run = time.perf_counter()
     last_posteriors = []
@@ -194,7 +215,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
                                        title=f"FineTune-v3 generation test", progress=False)
             hist["test_seconds"] += time.perf_counter() - t0
             entry = {"epoch": epoch, "passes": test["passes"], "z_source": what, "best_z": test["best_z"],
-                     "score": list(_score(test)),
+                     "score": list(_score(test, select_name)), "selected_by": select_name or test["primary_judge"],
                      "judges": {n: {"passes": j["passes"], **{f"{p}_corr_mean": j["mean"][f"{p}_corr"] for p in P3}}
                                 for n, j in test["judges"].items()}}
             hist["tests"] = [t for t in hist["tests"] if t["epoch"] != epoch] + [entry]
@@ -296,7 +317,7 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
                                  "judges": final["judges"], "folder": "generation_test_best",
                                  "seconds": round(t_test, 1)},
         "female_share": {"prior_z": fem_prior, "posterior_z": fem_post}, "evaluator_calibration":
-            judges[1].calibration if len(judges) > 1 else None,
+            next((j.calibration for j in judges if hasattr(j, "calibration")), None),
         "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     _report(out, profile, s, m, hist, final)
@@ -343,7 +364,11 @@ def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict)
         ["start", f"{s.init_from}, dense0 {s.dense0}"],
         ["test latents", b["z_source"]],
         ["passing epochs", ", ".join(map(str, m["passing_epochs"])) or "none"],
-        ["shipped checkpoint", f"epoch {b['epoch']} ({b['passes']} passing z; best z {b['best_z']})"],
+        ["shipped checkpoint", f"epoch {b['epoch']} ({b['passes']} passing z by the property CNN; best z "
+                               f"{b['best_z']}); chosen by most passing z, then mean r, of judge "
+                               f"'{b.get('selected_by', 'property_cnn')}'"
+                               + (" (stages 3-4: the generator never trained against it)"
+                                  if b.get("selected_by") == "parsing" else "")],
         ["training time", f"{m['train_seconds']} s ({m['seconds_per_step']} s / step, CPU "
                           f"{m['cpu_seconds_per_step']} s / step); test "
                           f"{m['test_seconds_per_epoch']} s / epoch"],
@@ -351,8 +376,28 @@ def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict)
     secs = [("Summary", summary), ("Training", "![curves](report/training_curves.png)"),
             ("Shipped checkpoint: generation test (30 z x 50 labels)", test_table(final).replace(
                 "generation_test/report.md", "generation_test_best/report.md")),
+            ("Leak and identity (shipped checkpoint)", leak_identity_table(final, oracle_reference(profile))),
             ("Female share (prior z)", female_table(fem["prior_z"])),
             ("Female share (posterior z of training images)", female_table(fem["posterior_z"]))]
     if m["notes"]:
         secs.append(("Notes", "\n".join(f"- {n}" for n in m["notes"])))
     write_report(out, f"Stage 5 — FineTune-v3 ({profile.name})", secs)
+
+
+def pack_v3_run(profile, run_dir: Path | None = None, dest: Path | None = None) -> dict:
+    """Pack the finished FineTune-v3 run into the profile's shipped folder (``pipeline.shipped``)."""
+    from stylegan.checkpoint import read_checkpoint
+    run = Path(run_dir) if run_dir else default_paths(profile)["out"]
+    dest = Path(dest) if dest else shipped_dir(profile, "v3")
+    if dest is None:
+        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
+    state = read_checkpoint(run / "train_state.pth")
+    metrics = json.loads((run / "metrics.json").read_text())
+    s = V3Settings(**metrics["settings"])
+    if int(state["epoch"]) < s.epochs:
+        raise ValueError(f"{run} is not finished: epoch {state['epoch']} of {s.epochs}")
+    key = json.loads(state["settings_json"])
+    kept = load_kept_set(profile, Path(key["labels"]), P7, show_progress=False)
+    return pack_run(run, dest, "FineTune-v3", shipped_settings(profile, key, s, kept.img_nos),
+                    {k: state[k] for k in V3_RECORD if k in state}, shipped_bases(profile, V3_SHIPPED_MODELS),
+                    V3_SHIPPED_COPY)

@@ -204,3 +204,23 @@ def test_prior_latent_fraction_option(world):
     assert float(parts["mse"]) != base["mse"] and float(same["mse"]) == pytest.approx(base["mse"], rel=1e-6)
     with pytest.raises(ValueError, match="prior_z_fraction"):
         v3_settings(world, prior_z_fraction=1.5).validate()
+
+
+def test_select_judge_parsing_chooses_the_epoch_by_stages_3_and_4(world, tmp_path):
+    from pipeline.profiles import Profile
+    from segmentation.parsing_judge import P7 as P7_PARSING
+    prof = Profile({**world, "segmentation": {"checkpoint": "synthface/weights/segmenter.pth"}})
+    stats = {"algorithm": "v2", "columns": {f"{p}_score": {"mean": 0.0, "std": 1.0} for p in P7_PARSING}}
+    (prof.data_root / "stage4" / "all_scores_v2_norm_stats.json").write_text(json.dumps(stats))
+    m = run_v3_stage(prof, v3_settings(prof, select_judge="parsing"), tcfg(prof, **EASY), out_dir=tmp_path / "p",
+                     female_n=6, show_progress=False)
+    assert all(t["selected_by"] == "parsing" for t in m["tests"])
+    for t in m["tests"]:
+        j = t["judges"]["parsing"]
+        assert t["score"][0] == j["passes"]
+        assert t["score"][1] == pytest.approx(np.mean([j[f"{p}_corr_mean"] for p in ("eyes", "mouth", "pose")]))
+    assert "parsing" in m["generation_test_best"]["judges"]
+    best = max(m["tests"], key=lambda t: tuple(t["score"]))
+    assert m["best"]["epoch"] == best["epoch"]
+    with pytest.raises(ValueError, match="select_judge"):
+        v3_settings(prof, select_judge="evaluator").validate()

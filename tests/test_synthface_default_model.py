@@ -37,3 +37,6 @@ def test_default_evaluator_loads_strictly():
 def test_shipped_weights_stay_small():
     total = sum(p.stat().st_size for p in Path(WEIGHTS).glob("*.pth"))
     assert total < 40 * 2**20, f"shipped synthface weights are {total / 2**20:.1f} MiB"
+    # the shipped stage-5 runs: fine-tuned models as partial checkpoints against the base (pipeline.shipped)
+    stage5 = sum(p.stat().st_size for p in (Path(WEIGHTS) / "stage5").rglob("*") if p.is_file())
+    assert stage5 < 32 * 2**20, f"shipped stage-5 runs are {stage5 / 2**20:.1f} MiB"

@@ -1,0 +1,188 @@
+"""Shipped runs: a finished training, committed small, that a fresh checkout installs instead of retraining.
+
+A shipped run is a folder (synthface: ``synthface/weights/stage5/<stage>/``, the profile's
+``stage5.shipped``) made by packing a finished run folder (:func:`pack_run`):
+
+* ``shipped.json``: the format, the stage, the run's settings key (paths inside the data
+  root written relative to it), its training record (everything the stage keeps in its
+  resumable state except model and optimiser tensors: history, timings, what the start
+  did) and the sha256 of every shipped file;
+* ``<name>.partial.pth`` for a model fine-tuned from a committed base: only the tensors that
+  differ from the base (FineTune-v1 / v3 train the mapping network, and v1 D's last three
+  layers), the full key order and the base file's sha256. :func:`full_state` rebuilds the
+  exact float32 state dict, and the stage then loads it strictly;
+* every other file verbatim (logs, grids, the CVAE encoder, test latents).
+
+:func:`install_run` writes the full files into an empty run folder when the settings match
+and the bases are the committed ones; the stage then treats the run as finished and only
+repeats its test and report. Settings or a base that differ mean the shipped run does not
+apply: the stage says so and trains. A shipped file whose hash does not match is an error
+naming it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from pipeline.io import atomic_write_bytes, atomic_write_json, sha256_file
+
+FORMAT = 1
+MANIFEST = "shipped.json"
+PARTIAL_SUFFIX = ".partial.pth"
+
+
+class ShippedRunError(RuntimeError):
+    """A shipped run that is damaged or inconsistent (names the file)."""
+
+
+def portable_key(key: Mapping, data_root: Path) -> dict:
+    """``key`` with string values that are paths inside ``data_root`` made relative to it (posix)."""
+    root = Path(data_root).resolve()
+    out = {}
+    for k, v in key.items():
+        if isinstance(v, str) and os.path.isabs(v) and Path(v).resolve().is_relative_to(root):
+            v = Path(v).resolve().relative_to(root).as_posix()
+        out[k] = v
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def ids_digest(ids) -> str:
+    """sha256 of a list of integer ids (e.g. the kept image numbers), order-independent."""
+    import hashlib
+    return hashlib.sha256(",".join(str(int(v)) for v in sorted(int(x) for x in ids)).encode()).hexdigest()
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape) and torch.equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def partial_state(full: Mapping, base: Mapping) -> dict:
+    """The entries of ``full`` that are not exactly the base's, plus ``full``'s key order."""
+    changed = OrderedDict((k, v) for k, v in full.items() if k not in base or not _same(v, base[k]))
+    return {"format": FORMAT, "keys": list(full), "tensors": changed}
+
+
+def full_state(partial: Mapping, base: Mapping, what: str) -> OrderedDict:
+    """Rebuild the full state dict from a partial checkpoint and its base."""
+    if partial.get("format") != FORMAT or "keys" not in partial or "tensors" not in partial:
+        raise ShippedRunError(f"{what}: not a partial checkpoint of format {FORMAT}")
+    missing = [k for k in partial["keys"] if k not in partial["tensors"] and k not in base]
+    if missing:
+        raise ShippedRunError(f"{what}: keys neither in the partial checkpoint nor in its base: {', '.join(missing)}")
+    return OrderedDict((k, partial["tensors"][k] if k in partial["tensors"] else base[k]) for k in partial["keys"])
+
+
+def _save(obj, path: Path) -> None:
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _copies(src: Path, patterns) -> list[str]:
+    names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    return [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
+
+
+def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: Mapping,
+             partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns) -> dict:
+    """Pack the finished ``run_dir`` into ``dest`` (replaced whole). ``partial_models``: file name ->
+    (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim."""
+    from stylegan.checkpoint import read_checkpoint
+    run_dir, dest = Path(run_dir), Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files, models = {}, {}
+    for name, (base, base_path) in partial_models.items():
+        part = partial_state(read_checkpoint(run_dir / name), base)
+        _save(part, tmp / (name + PARTIAL_SUFFIX))
+        files[name + PARTIAL_SUFFIX] = sha256_file(tmp / (name + PARTIAL_SUFFIX))
+        models[name] = {"base": Path(base_path).name, "base_sha256": sha256_file(base_path),
+                        "changed_keys": list(part["tensors"]), "keys": len(part["keys"])}
+    for rel in _copies(run_dir, copy_patterns):
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / rel, tmp / rel)
+        files[rel] = sha256_file(tmp / rel)
+    manifest = {"format": FORMAT, "stage": stage, "settings": dict(settings), "record": dict(record),
+                "models": models, "files": files}
+    atomic_write_json(tmp / MANIFEST, manifest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return manifest
+
+
+def read_manifest(shipped_dir: Path) -> dict | None:
+    p = Path(shipped_dir) / MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShippedRunError(f"shipped run manifest {p} is not valid JSON: {exc}") from exc
+
+
+def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
+                bases: Mapping[str, tuple[Mapping, Path]] | Callable[[], Mapping] = None,
+                say: Callable[[str], None] = print) -> dict | None:
+    """Install the shipped run into ``out`` when it applies; returns its training record, else None.
+
+    ``bases``: file name -> (base state dict, base file) for the partial models (or a callable
+    returning that mapping, called only when a shipped run exists)."""
+    if shipped_dir is None:
+        return None
+    shipped_dir, out = Path(shipped_dir), Path(out)
+    manifest = read_manifest(shipped_dir)
+    if manifest is None:
+        return None
+    if manifest.get("format") != FORMAT:
+        raise ShippedRunError(f"{shipped_dir / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT}")
+    if manifest["settings"] != dict(settings):
+        diff = sorted(k for k in set(manifest["settings"]) | set(settings)
+                      if manifest["settings"].get(k) != settings.get(k))
+        say(f"shipped run {shipped_dir} was made with other settings ({', '.join(diff)}): training instead")
+        return None
+    bases = bases() if callable(bases) else (bases or {})
+    for name, info in manifest["models"].items():
+        if name not in bases:
+            raise ShippedRunError(f"{shipped_dir / MANIFEST}: no base given for {name}")
+        if sha256_file(bases[name][1]) != info["base_sha256"]:
+            say(f"shipped run {shipped_dir}: {name} was fine-tuned from another {info['base']} than "
+                f"{bases[name][1]}: training instead")
+            return None
+    for rel, digest in manifest["files"].items():
+        p = shipped_dir / rel
+        if not p.is_file():
+            raise ShippedRunError(f"shipped run file missing: {p}")
+        if sha256_file(p) != digest:
+            raise ShippedRunError(f"shipped run file {p} does not match its sha256 in {shipped_dir / MANIFEST}")
+    from stylegan.checkpoint import read_checkpoint
+    out.mkdir(parents=True, exist_ok=True)
+    for name in manifest["models"]:
+        part = read_checkpoint(shipped_dir / (name + PARTIAL_SUFFIX))
+        _save(full_state(part, bases[name][0], str(shipped_dir / (name + PARTIAL_SUFFIX))), out / name)
+    for rel in manifest["files"]:
+        if rel.endswith(PARTIAL_SUFFIX) and rel[:-len(PARTIAL_SUFFIX)] in manifest["models"]:
+            continue
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / rel, (shipped_dir / rel).read_bytes())
+    atomic_write_json(out / "installed_from_shipped.json",
+                      {"shipped": str(shipped_dir), "stage": manifest["stage"], "models": manifest["models"]})
+    say(f"installed the shipped {manifest['stage']} run from {shipped_dir}: only the test and the report run")
+    return manifest["record"]
+
+
+def shipped_dir(profile, stage: str) -> Path | None:
+    """The profile's shipped run folder for ``stage`` (``stage5.shipped``/<stage>), or None."""
+    root = profile.get("stage5", {}).get("shipped")
+    return None if not root else profile.path(root) / stage

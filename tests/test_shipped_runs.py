@@ -1,0 +1,121 @@
+"""Shipped stage-5 runs (pipeline.shipped): packed small, installed into a fresh data root, then only tested."""
+import dataclasses
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from cnn.stage5_property import pack_property_run, run_property_stage
+from pipeline.shipped import ShippedRunError, full_state, install_run, partial_state
+from stylegan_modified.finetune_gan import GanSettings
+from stylegan_modified.finetune_v3 import V3Settings
+from stylegan_modified.stage5_cli import TEST_DEFAULTS
+from stylegan_modified.stage5_data import stage5_settings
+from stylegan_modified.stage5_gan import pack_gan_run, run_gan_stage
+from stylegan_modified.stage5_v3 import pack_v3_run, run_v3_stage
+from tests.single_thread import one_thread  # noqa: F401
+from tests.stage5_world import make_root
+
+
+def gan(prof, **kw):
+    d = {f.name: f.default for f in dataclasses.fields(GanSettings)}
+    return GanSettings(**{**stage5_settings(prof, "v1", d), "version": "v1", **kw})
+
+
+def v3(prof, **kw):
+    d = {f.name: f.default for f in dataclasses.fields(V3Settings)}
+    return V3Settings(**{**stage5_settings(prof, "v3", d), **kw})
+
+
+def tcfg(prof):
+    return stage5_settings(prof, "generation_test", dict(TEST_DEFAULTS))
+
+
+def tensors(path):
+    return torch.load(path, weights_only=True)
+
+
+def same(a, b):
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_partial_state_rebuilds_the_exact_state_dict():
+    base = OrderedDict(a=torch.ones(3), b=torch.zeros(2, 2), c=torch.arange(4.0))
+    full = OrderedDict(new=torch.full((2,), 7.0), a=torch.ones(3), b=torch.zeros(2, 2) + 1e-7, c=torch.arange(4.0))
+    part = partial_state(full, base)
+    assert list(part["tensors"]) == ["new", "b"] and part["keys"] == ["new", "a", "b", "c"]
+    assert same(full_state(part, base, "x"), full)
+    with pytest.raises(ShippedRunError, match="neither in the partial checkpoint nor in its base: a"):
+        full_state(part, {"c": base["c"]}, "x")
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """Data root A trains the property CNN, v1 and v3 (tiny) and packs them; returns (A, shipped folder)."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("ship")
+    a = make_root(tmp / "a")
+    a["stage5"]["shipped"] = str(tmp / "shipped")
+    pa = run_property_stage(a, show_progress=False)
+    ga = run_gan_stage(a, gan(a), tcfg(a), female_n=6, show_progress=False)
+    va = run_v3_stage(a, v3(a), tcfg(a), female_n=6, show_progress=False)
+    for pack in (lambda: pack_property_run(a), lambda: pack_gan_run(a, "v1"), lambda: pack_v3_run(a)):
+        pack()
+    return a, tmp / "shipped", {"property": pa, "v1": ga, "v3": va}
+
+
+def fresh_root(tmp_path, shipped_dir):
+    b = make_root(tmp_path / "b")
+    b["stage5"]["shipped"] = str(shipped_dir)
+    return b
+
+
+def test_a_fresh_data_root_installs_the_shipped_runs_and_only_tests(shipped, tmp_path, capsys):
+    a, sdir, ma = shipped
+    for name in ("property_cnn/shipped.json", "v1/generator.pth.partial.pth", "v1/discriminator.pth.partial.pth",
+                 "v1/train_steps.csv", "v3/generator.pth.partial.pth", "v3/encoder.pth", "v3/test_z.csv"):
+        assert (sdir / name).is_file(), name
+    # the partial G holds only what fine-tuning changed: the mapping network (and w_avg), not the synthesis
+    part = torch.load(sdir / "v1" / "generator.pth.partial.pth", weights_only=True)
+    assert part["tensors"] and all(k.startswith(("mapping.", "truncation.")) for k in part["tensors"])
+    b = fresh_root(tmp_path, sdir)
+    pb = run_property_stage(b, show_progress=False)
+    gb = run_gan_stage(b, gan(b), tcfg(b), female_n=6, show_progress=False)
+    vb = run_v3_stage(b, v3(b), tcfg(b), female_n=6, show_progress=False)
+    assert "installed the shipped" in capsys.readouterr().out
+    assert not pb["trained_this_run"] and not gb["trained_this_run"] and not vb["trained_this_run"]
+    ra, rb = a.data_root / "stage5", b.data_root / "stage5"
+    assert (ra / "property_cnn" / "all_scores_v2_cnn.csv").read_text() == \
+        (rb / "property_cnn" / "all_scores_v2_cnn.csv").read_text()
+    for rel in ("v1/generator.pth", "v1/discriminator.pth", "v3/generator.pth", "v3/encoder.pth"):
+        assert same(tensors(ra / rel), tensors(rb / rel)), rel
+    assert gb["generation_test"]["judges"] == ma["v1"]["generation_test"]["judges"]
+    assert vb["generation_test_best"]["judges"] == ma["v3"]["generation_test_best"]["judges"]
+    assert gb["steps"] == ma["v1"]["steps"] and vb["steps"] == ma["v3"]["steps"]
+    assert (rb / "v1" / "report.md").is_file() and (rb / "v3" / "report.md").is_file()
+
+
+def test_other_settings_or_another_base_train_instead(shipped, tmp_path, capsys):
+    a, sdir, _ = shipped
+    b = fresh_root(tmp_path, sdir)
+    m = run_gan_stage(b, gan(b, seed=5), tcfg(b), female_n=6, show_progress=False)
+    assert m["trained_this_run"] and "other settings (seed)" in capsys.readouterr().out
+    c = fresh_root(tmp_path / "c", sdir)
+    base = torch.load(tmp_path / "c" / "b" / "base.pth", weights_only=True)
+    base["generator"]["mapping.dense0.bias"] += 1.0
+    torch.save(base, tmp_path / "c" / "b" / "base.pth")
+    m = run_gan_stage(c, gan(c), tcfg(c), female_n=6, show_progress=False)
+    assert m["trained_this_run"] and "fine-tuned from another" in capsys.readouterr().out
+
+
+def test_a_damaged_shipped_file_is_an_error_naming_it(shipped, tmp_path):
+    a, sdir, _ = shipped
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(sdir, bad)
+    p = bad / "v1" / "train_steps.csv"
+    p.write_text(p.read_text() + "x")
+    b = fresh_root(tmp_path, bad)
+    with pytest.raises(ShippedRunError, match="train_steps.csv does not match its sha256"):
+        run_gan_stage(b, gan(b), tcfg(b), female_n=6, show_progress=False)
+    assert install_run(tmp_path / "nothing", tmp_path / "out", {}) is None
