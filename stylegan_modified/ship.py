@@ -13,6 +13,7 @@ import argparse
 from pipeline.profiles import DEFAULT_PROFILE, load_profile
 
 STAGES = ("property_cnn", "v1", "v4", "v3")
+DEFAULT_STAGES = ("property_cnn", "v1", "v3")
 
 
 def pack(profile, stage: str) -> dict:
@@ -30,12 +31,16 @@ def pack(profile, stage: str) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="*", default=["property_cnn", "v1", "v3"], choices=STAGES)
+    # no `choices=`: argparse checks an empty nargs="*" list against them and refuses the default
+    ap.add_argument("stages", nargs="*", help=f"any of {', '.join(STAGES)} (default: {' '.join(DEFAULT_STAGES)})")
     ap.add_argument("--profile", default=DEFAULT_PROFILE)
     args = ap.parse_args(argv)
+    unknown = [st for st in args.stages if st not in STAGES]
+    if unknown:
+        ap.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     profile = load_profile(args.profile)
     from pipeline.shipped import shipped_dir
-    for stage in args.stages:
+    for stage in args.stages or DEFAULT_STAGES:
         m = pack(profile, stage)
         size = sum((shipped_dir(profile, stage) / f).stat().st_size for f in m["files"])
         print(f"{stage}: {len(m['files'])} files, {size / 2**20:.2f} MiB -> {shipped_dir(profile, stage)}")

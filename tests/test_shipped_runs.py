@@ -119,3 +119,13 @@ def test_a_damaged_shipped_file_is_an_error_naming_it(shipped, tmp_path):
     with pytest.raises(ShippedRunError, match="train_steps.csv does not match its sha256"):
         run_gan_stage(b, gan(b), tcfg(b), female_n=6, show_progress=False)
     assert install_run(tmp_path / "nothing", tmp_path / "out", {}) is None
+
+
+def test_ship_cli_packs_the_default_stages_and_refuses_unknown_ones(monkeypatch):
+    from stylegan_modified import ship
+    done = []
+    monkeypatch.setattr(ship, "pack", lambda profile, stage: done.append(stage) or {"files": {}})
+    ship.main([])
+    assert done == ["property_cnn", "v1", "v3"]
+    with pytest.raises(SystemExit):
+        ship.main(["v9"])
