@@ -81,13 +81,6 @@ def full_state(partial: Mapping, base: Mapping, what: str) -> OrderedDict:
     return OrderedDict((k, partial["tensors"][k] if k in partial["tensors"] else base[k]) for k in partial["keys"])
 
 
-def _save(obj, path: Path) -> None:
-    import io
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _copies(src: Path, patterns) -> list[str]:
     names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
     return [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in patterns)]
@@ -97,7 +90,7 @@ def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: M
              partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns) -> dict:
     """Pack the finished ``run_dir`` into ``dest`` (replaced whole). ``partial_models``: file name ->
     (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim."""
-    from stylegan.checkpoint import read_checkpoint
+    from stylegan.checkpoint import read_checkpoint, save_checkpoint
     run_dir, dest = Path(run_dir), Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -105,7 +98,7 @@ def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: M
     files, models = {}, {}
     for name, (base, base_path) in partial_models.items():
         part = partial_state(read_checkpoint(run_dir / name), base)
-        _save(part, tmp / (name + PARTIAL_SUFFIX))
+        save_checkpoint(part, tmp / (name + PARTIAL_SUFFIX))
         files[name + PARTIAL_SUFFIX] = sha256_file(tmp / (name + PARTIAL_SUFFIX))
         models[name] = {"base": Path(base_path).name, "base_sha256": sha256_file(base_path),
                         "changed_keys": list(part["tensors"]), "keys": len(part["keys"])}
@@ -166,11 +159,11 @@ def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
             raise ShippedRunError(f"shipped run file missing: {p}")
         if sha256_file(p) != digest:
             raise ShippedRunError(f"shipped run file {p} does not match its sha256 in {shipped_dir / MANIFEST}")
-    from stylegan.checkpoint import read_checkpoint
+    from stylegan.checkpoint import read_checkpoint, save_checkpoint
     out.mkdir(parents=True, exist_ok=True)
     for name in manifest["models"]:
         part = read_checkpoint(shipped_dir / (name + PARTIAL_SUFFIX))
-        _save(full_state(part, bases[name][0], str(shipped_dir / (name + PARTIAL_SUFFIX))), out / name)
+        save_checkpoint(full_state(part, bases[name][0], str(shipped_dir / (name + PARTIAL_SUFFIX))), out / name)
     for rel in manifest["files"]:
         if rel.endswith(PARTIAL_SUFFIX) and rel[:-len(PARTIAL_SUFFIX)] in manifest["models"]:
             continue

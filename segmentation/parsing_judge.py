@@ -13,18 +13,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from .property_scores import scores_v2
+from stylegan.generator import postprocess
+
+from .property_scores import PROPERTIES, scores_v2
 from .synth_segmenter import parse_crops, whole_frame_crops
-
-P7 = ("eyes", "hair_color", "hair_length", "mouth", "pose", "background_mean", "background_std")
-
-
-def _uint8_nhwc(images: torch.Tensor) -> np.ndarray:
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 class ParsingJudge:
@@ -33,7 +27,7 @@ class ParsingJudge:
     def __init__(self, segmenter: torch.nn.Module, norm_stats: dict, name: str = "parsing", batch_size: int = 32):
         self.segmenter, self.name, self.batch_size = segmenter.eval(), name, int(batch_size)
         self.stats = {k[:-len("_score")]: v for k, v in norm_stats.items()}
-        missing = [p for p in P7 if p not in self.stats or not self.stats[p].get("std")]
+        missing = [p for p in PROPERTIES if p not in self.stats or not self.stats[p].get("std")]
         if missing:
             raise ValueError(f"normalisation statistics lack (or have no spread for): {', '.join(missing)}")
 
@@ -54,7 +48,8 @@ class ParsingJudge:
 
     @torch.inference_mode()
     def measure(self, images: torch.Tensor) -> dict:
-        crops = whole_frame_crops(_uint8_nhwc(images))
+        crops = whole_frame_crops(postprocess(images))      # the uint8 image stage 1 would have saved
         maps = parse_crops(self.segmenter, crops, self.batch_size)
         raw = scores_v2(maps, crops, with_hairstyle=False).values
-        return {p: (np.asarray(raw[p], np.float64) - self.stats[p]["mean"]) / self.stats[p]["std"] for p in P7}
+        return {p: (np.asarray(raw[p], np.float64) - self.stats[p]["mean"]) / self.stats[p]["std"]
+                for p in PROPERTIES}

@@ -92,6 +92,26 @@ def shipped_bases(profile, models: dict) -> dict:
     return out
 
 
+def pack_training_run(profile, run: Path, dest: Path | None, stage: str, settings_cls, label_names,
+                      record_keys, models: dict, copy_patterns) -> dict:
+    """Pack a finished v1 / v4 / v3 run (its ``train_state.pth`` at the epochs of its ``metrics.json``)
+    into ``dest`` (``pipeline.shipped``): ``models`` as partial checkpoints against the profile's bases,
+    ``record_keys`` of the state as the training record, ``copy_patterns`` verbatim."""
+    from pipeline.shipped import pack_run
+
+    from .stage5_data import load_kept_set
+    if dest is None:
+        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
+    state = read_checkpoint(Path(run) / "train_state.pth")
+    s = settings_cls(**json.loads((Path(run) / "metrics.json").read_text())["settings"])
+    if int(state["epoch"]) < int(s.epochs):
+        raise ValueError(f"{run} is not finished: epoch {state['epoch']} of {s.epochs}")
+    key = json.loads(state["settings_json"])
+    kept = load_kept_set(profile, Path(key["labels"]), label_names, show_progress=False)
+    return pack_run(run, dest, stage, shipped_settings(profile, key, s, kept.img_nos),
+                    {k: state[k] for k in record_keys if k in state}, shipped_bases(profile, models), copy_patterns)
+
+
 def settings_key(settings, exclude=("epochs",)) -> dict:
     """The settings a resumed / re-run training must share with the stored one (JSON-normalised)."""
     d = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)

@@ -33,7 +33,7 @@ from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_csv, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
-from pipeline.shipped import install_run, pack_run, shipped_dir
+from pipeline.shipped import install_run, shipped_dir
 
 from .conditional import build_discriminator, build_generator
 from .distributed import DistContext, epoch_batches, init_distributed
@@ -43,7 +43,7 @@ from .loading import (init_discriminator_from, init_generator_from, load_discrim
                       regress_label_path, save_state_dict)
 from .stage5_common import (base_discriminator_state, base_generator_state, build_configs, evaluator_calibration,
                             female_share, grid_figure, leak_identity_table, load_state, make_judges,
-                            oracle_reference, save_state, settings_key,
+                            oracle_reference, pack_training_run, save_state, settings_key,
                             shipped_bases, shipped_settings, test_settings_from)
 from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
                           load_kept_set, load_property_cnn_for)
@@ -387,21 +387,6 @@ def _report(out, profile, s, m, history, test) -> None:
 
 def pack_gan_run(profile, version: str = "v1", run_dir: Path | None = None, dest: Path | None = None) -> dict:
     """Pack the finished FineTune-v1 / v4 run into the profile's shipped folder (``pipeline.shipped``)."""
-    import json
-
-    from stylegan.checkpoint import read_checkpoint
-    run = Path(run_dir) if run_dir else default_paths(profile, version)["out"]
-    dest = Path(dest) if dest else shipped_dir(profile, version)
-    if dest is None:
-        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
-    state = read_checkpoint(run / "train_state.pth")
-    metrics = json.loads((run / "metrics.json").read_text())
-    epochs = int(metrics["settings"]["epochs"])
-    if int(state["epoch"]) < epochs:
-        raise ValueError(f"{run} is not finished: epoch {state['epoch']} of {epochs}")
-    s = GanSettings(**metrics["settings"])
-    key = json.loads(state["settings_json"])
-    kept = load_kept_set(profile, Path(key["labels"]), LABEL_NAMES[version], show_progress=False)
-    return pack_run(run, dest, f"FineTune-{version}", shipped_settings(profile, key, s, kept.img_nos),
-                    {k: state[k] for k in GAN_RECORD if k in state}, shipped_bases(profile, GAN_SHIPPED_MODELS),
-                    GAN_SHIPPED_COPY)
+    return pack_training_run(profile, Path(run_dir) if run_dir else default_paths(profile, version)["out"],
+                             Path(dest) if dest else shipped_dir(profile, version), f"FineTune-{version}",
+                             GanSettings, LABEL_NAMES[version], GAN_RECORD, GAN_SHIPPED_MODELS, GAN_SHIPPED_COPY)

@@ -32,7 +32,7 @@ from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
-from pipeline.shipped import install_run, pack_run, shipped_dir
+from pipeline.shipped import install_run, shipped_dir
 from stylegan.sampling import latent_z
 
 from .conditional import build_generator
@@ -42,7 +42,8 @@ from .finetune_v3 import LOG_COLUMNS, V3Settings, V3Trainer
 from .generation_test import run_generation_test
 from .loading import init_generator_from, load_generator, regress_label_path, save_state_dict
 from .stage5_common import (base_generator_state, build_configs, evaluator_calibration, female_share, load_state,
-                            leak_identity_table, make_judges, oracle_reference, save_state, settings_key,
+                            leak_identity_table, make_judges, oracle_reference, pack_training_run, save_state,
+                            settings_key,
                             shipped_bases, shipped_settings,
                             test_settings_from, write_z_csv)
 from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
@@ -386,18 +387,6 @@ def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict)
 
 def pack_v3_run(profile, run_dir: Path | None = None, dest: Path | None = None) -> dict:
     """Pack the finished FineTune-v3 run into the profile's shipped folder (``pipeline.shipped``)."""
-    from stylegan.checkpoint import read_checkpoint
-    run = Path(run_dir) if run_dir else default_paths(profile)["out"]
-    dest = Path(dest) if dest else shipped_dir(profile, "v3")
-    if dest is None:
-        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
-    state = read_checkpoint(run / "train_state.pth")
-    metrics = json.loads((run / "metrics.json").read_text())
-    s = V3Settings(**metrics["settings"])
-    if int(state["epoch"]) < s.epochs:
-        raise ValueError(f"{run} is not finished: epoch {state['epoch']} of {s.epochs}")
-    key = json.loads(state["settings_json"])
-    kept = load_kept_set(profile, Path(key["labels"]), P7, show_progress=False)
-    return pack_run(run, dest, "FineTune-v3", shipped_settings(profile, key, s, kept.img_nos),
-                    {k: state[k] for k in V3_RECORD if k in state}, shipped_bases(profile, V3_SHIPPED_MODELS),
-                    V3_SHIPPED_COPY)
+    return pack_training_run(profile, Path(run_dir) if run_dir else default_paths(profile)["out"],
+                             Path(dest) if dest else shipped_dir(profile, "v3"), "FineTune-v3", V3Settings, P7,
+                             V3_RECORD, V3_SHIPPED_MODELS, V3_SHIPPED_COPY)

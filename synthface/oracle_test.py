@@ -70,9 +70,10 @@ def run_oracle_test(profile, out: Path | None = None, n_z: int = 30, progress: b
     import json
     from cnn.property_score_cnn import P7
     from stylegan_modified.generation_test import run_generation_test
+    from stylegan_modified.stage5_cli import TEST_DEFAULTS
     from stylegan_modified.stage5_common import evaluator_calibration, make_judges, test_settings_from
     from stylegan_modified.stage5_data import (Stage5InputError, kept_latents, load_evaluator_for, load_kept_set,
-                                               load_property_cnn_for)
+                                               load_property_cnn_for, stage5_settings)
     from synthface.world import WorldMap
     if "world_seed" not in profile:
         raise Stage5InputError(f"profile {profile.name!r} has no synthetic world: the oracle needs one")
@@ -89,7 +90,7 @@ def run_oracle_test(profile, out: Path | None = None, n_z: int = 30, progress: b
     ev = load_evaluator_for(profile)
     cal = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
     cnn = load_property_cnn_for(profile, root / "stage5/property_cnn/property_score_cnn.pth")
-    tcfg = {**profile.get("stage5", {}).get("generation_test", {}), "n_z": int(n_z)}
+    tcfg = {**stage5_settings(profile, "generation_test", dict(TEST_DEFAULTS)), "n_z": int(n_z)}
     with torch.inference_mode():
         m = run_generation_test(oracle, make_judges(cnn, ev, cal), out, test_settings_from(tcfg),
                                 title="Oracle (the renderer with the label's eyes / mouth / pose)",

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from segmentation.parsing_judge import P7, ParsingJudge
+from segmentation.parsing_judge import ParsingJudge
+from segmentation.property_scores import PROPERTIES as P7
 from segmentation.property_scores import scores_v2
 from segmentation.synth_segmenter import load_segmenter, parse_crops, whole_frame_crops
 from stylegan.sampling import latent_z

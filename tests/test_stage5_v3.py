@@ -208,7 +208,7 @@ def test_prior_latent_fraction_option(world):
 
 def test_select_judge_parsing_chooses_the_epoch_by_stages_3_and_4(world, tmp_path):
     from pipeline.profiles import Profile
-    from segmentation.parsing_judge import P7 as P7_PARSING
+    from segmentation.property_scores import PROPERTIES as P7_PARSING
     prof = Profile({**world, "segmentation": {"checkpoint": "synthface/weights/segmenter.pth"}})
     stats = {"algorithm": "v2", "columns": {f"{p}_score": {"mean": 0.0, "std": 1.0} for p in P7_PARSING}}
     (prof.data_root / "stage4" / "all_scores_v2_norm_stats.json").write_text(json.dumps(stats))
