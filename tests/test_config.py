@@ -1,0 +1,56 @@
+"""pipeline.config: constants, then the profile's preset, then flags; sources printed and recorded."""
+import argparse
+import json
+
+import pytest
+
+from pipeline.config import ConfigError, add_setting_flags, constants, resolve, write_run_config
+
+CONSTS = {"seed": 0, "lr": 1e-4, "epochs": 3, "use_jpeg": False, "cases": ("eyes", "mouth"), "name": "x"}
+
+
+def _parse(argv):
+    ap = argparse.ArgumentParser()
+    add_setting_flags(ap, CONSTS)
+    return ap.parse_args(argv)
+
+
+def test_constants_reads_upper_case_names_only():
+    ns = {"SEED": 1, "LR": 0.5, "PROFILE": "synthface", "helper": 3, "_X": 2, "main": print}
+    assert constants(ns) == {"seed": 1, "lr": 0.5}
+
+
+def test_layers_apply_in_order_and_are_reported():
+    profile = {"name": "p", "stage9": {"sub": {"lr": 2e-4, "epochs": 5, "note": "why"}}}
+    printed = []
+    r = resolve(CONSTS, profile, "stage9.sub", _parse(["--epochs", "7", "--use-jpeg"]), print_fn=printed.append)
+    assert r.values == {**CONSTS, "lr": 2e-4, "epochs": 7, "use_jpeg": True}
+    assert r.sources["lr"] == "profile p:stage9.sub"
+    assert r.sources["epochs"] == "flag --epochs"
+    assert r.sources["seed"] == "constant"
+    text = printed[0]
+    assert "lr = 0.0002" in text and "epochs = 7" in text and "seed" not in text
+
+
+def test_flags_not_given_leave_the_preset():
+    r = resolve(CONSTS, {"name": "p", "s": {"seed": 4}}, "s", _parse([]), print_fn=None)
+    assert r["seed"] == 4 and r["cases"] == ("eyes", "mouth")
+    r = resolve(CONSTS, None, None, _parse(["--cases", "pose,eyes"]), print_fn=None)
+    assert r["cases"] == ("pose", "eyes")
+
+
+def test_unknown_preset_key_and_wrong_type_are_named():
+    with pytest.raises(ConfigError, match="unknown setting.*z_dimm"):
+        resolve(CONSTS, {"name": "p", "s": {"z_dimm": 3}}, "s", print_fn=None)
+    with pytest.raises(ConfigError, match="epochs must be int"):
+        resolve(CONSTS, {"name": "p", "s": {"epochs": "3"}}, "s", print_fn=None)
+    r = resolve(CONSTS, {"name": "p", "s": {"lr": 1}}, "s", print_fn=None)
+    assert isinstance(r["lr"], float)
+
+
+def test_run_config_records_values_and_sources(tmp_path):
+    r = resolve(CONSTS, {"name": "p", "s": {"seed": 4}}, "s", print_fn=None)
+    write_run_config(tmp_path / "run_config.json", r, extra={"profile": "p"})
+    data = json.loads((tmp_path / "run_config.json").read_text())
+    assert data["settings"]["seed"] == 4 and data["sources"]["seed"] == "profile p:s"
+    assert data["settings"]["cases"] == ["eyes", "mouth"] and data["profile"] == "p"
