@@ -40,7 +40,9 @@ from fractions import Fraction
 import torch
 import torch.nn as nn
 
-PROPERTIES = ("gender", "quality", "age", "glass")
+from pipeline.vocabulary import FILTER_PROPERTIES
+
+PROPERTIES = FILTER_PROPERTIES
 
 # crop boxes as fractions of the resolution: (row0, row1, col0, col1), half-open
 CROPS = {

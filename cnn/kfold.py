@@ -49,7 +49,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from pipeline.io import atomic_write_text
-from stylegan.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
+from pipeline.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
 
 from .filter_cnns import PROPERTIES, FilterCNN, to_unit_float
 

@@ -53,11 +53,11 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from pipeline.io import atomic_write_text
-from stylegan.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
+from pipeline.vocabulary import CONTROLLED, PROPERTIES, SCORE_COLUMNS
+from pipeline.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
 
-P7 = ("eyes", "hair_color", "hair_length", "mouth", "pose", "background_mean", "background_std")
-P3 = ("eyes", "mouth", "pose")
-SCORE_COLUMNS = tuple(f"{p}_score" for p in P7)          # column names of the score CSVs
+P7 = PROPERTIES            # the seven property scores, in the score CSVs' order
+P3 = CONTROLLED            # the three controlled properties
 
 # branch -> (crop (row0, row1, col0, col1) as fractions, layers, outputs (names, in P7))
 BRANCHES = {

@@ -116,3 +116,7 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class InputError(ValueError):
+    """An input file that is missing, malformed or does not belong; the message names file and place."""

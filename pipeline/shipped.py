@@ -90,7 +90,7 @@ def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: M
              partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns) -> dict:
     """Pack the finished ``run_dir`` into ``dest`` (replaced whole). ``partial_models``: file name ->
     (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim."""
-    from stylegan.checkpoint import read_checkpoint, save_checkpoint
+    from pipeline.checkpoint import read_checkpoint, save_checkpoint
     run_dir, dest = Path(run_dir), Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -159,7 +159,7 @@ def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
             raise ShippedRunError(f"shipped run file missing: {p}")
         if sha256_file(p) != digest:
             raise ShippedRunError(f"shipped run file {p} does not match its sha256 in {shipped_dir / MANIFEST}")
-    from stylegan.checkpoint import read_checkpoint, save_checkpoint
+    from pipeline.checkpoint import read_checkpoint, save_checkpoint
     out.mkdir(parents=True, exist_ok=True)
     for name in manifest["models"]:
         part = read_checkpoint(shipped_dir / (name + PARTIAL_SUFFIX))

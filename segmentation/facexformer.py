@@ -28,17 +28,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from stylegan.checkpoint import CheckpointError, load_state_dict_strict, save_checkpoint, select_entry
+from pipeline.vocabulary import CLASS_NAMES, PALETTE
+from pipeline.checkpoint import CheckpointError, load_state_dict_strict, save_checkpoint, select_entry
 
 INPUT_SIZE = 224
 NUM_CLASSES = 11
-CLASS_NAMES = ("background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",
-               "nose", "upper_lip", "inner_mouth", "lower_lip", "hair")
-# FaceXFormer's demo colours (RGB), indexed by class id.
-PALETTE = np.array([
-    (0, 0, 0), (0, 153, 255), (102, 255, 153), (0, 204, 153), (255, 255, 102), (255, 255, 204),
-    (255, 153, 0), (255, 102, 255), (102, 0, 51), (255, 204, 255), (255, 0, 102),
-], dtype=np.uint8)
 
 # The face-analysis heads, in token order (the 11 parsing tokens follow them), and their widths.
 TASK_HEADS = (("landmarks", 136), ("pose", 3), ("attribute", 40), ("visibility", 29),

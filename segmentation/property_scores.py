@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from pipeline.vocabulary import PROPERTIES
+
 __all__ = ["BACKGROUND", "SKIN", "EYE_L", "EYE_R", "NOSE", "UPPER_LIP", "INNER_MOUTH", "LOWER_LIP", "HAIR",
            "NUM_CLASSES", "PROPERTIES", "V2_COLUMNS", "Geometry", "ScoreBatch", "scores_v1", "scores_v2",
            "eyes_pose_v2", "eye_height_and_cos", "largest_component", "hair_color_v2", "hair_length_v2", "mouth_v2",
@@ -61,7 +63,6 @@ __all__ = ["BACKGROUND", "SKIN", "EYE_L", "EYE_R", "NOSE", "UPPER_LIP", "INNER_M
 BACKGROUND, SKIN, EYE_L, EYE_R, NOSE, UPPER_LIP, INNER_MOUTH, LOWER_LIP, HAIR = 0, 1, 4, 5, 6, 7, 8, 9, 10
 NUM_CLASSES = 11
 # the seven properties of the spec's CSVs, in their column order
-PROPERTIES = ("eyes", "hair_color", "hair_length", "mouth", "pose", "background_mean", "background_std")
 V2_COLUMNS = PROPERTIES + ("hairstyle",)
 
 HAIR_COLOR_DEFAULT = 127.5

@@ -493,7 +493,7 @@ def run_stage3(profile, settings: Stage3Settings | None = None, input_dir: Path 
 
 def summarise(res_dir: Path, nos: Sequence[int], failures: dict, with_truth: bool) -> dict:
     """Pixel shares (and IoU against the true masks) over every parsed image of the folder."""
-    from synthface.renderer import CLASS_NAMES
+    from pipeline.vocabulary import CLASS_NAMES
     parsed = [n for n in nos if failures.get(n) != "skip" and (res_dir / f"parsing_{n:06d}.png").is_file()]
     counts = np.zeros(NUM_CLASSES, np.int64)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -528,7 +528,7 @@ def summarise(res_dir: Path, nos: Sequence[int], failures: dict, with_truth: boo
 def _write_report(out_dir: Path, profile, m: dict, summary: dict, with_truth: bool) -> None:
     import matplotlib.pyplot as plt
 
-    from synthface.renderer import CLASS_NAMES, PALETTE
+    from pipeline.vocabulary import CLASS_NAMES, PALETTE
     res_dir = out_dir / RESULTS_DIR
     rep = out_dir / "report"
     sections = []

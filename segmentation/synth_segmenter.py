@@ -45,7 +45,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.io import atomic_write_json
-from stylegan.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, save_checkpoint
+from pipeline.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, save_checkpoint
 
 NUM_CLASSES = 11
 CROP_SIZE = 224
@@ -388,7 +388,7 @@ def validate(model: SynthSegmenter, images: np.ndarray, masks: np.ndarray, batch
     model.eval()
     pred = parse_crops(model, images, batch_size)
     model.train(was)
-    from synthface.renderer import CLASS_NAMES
+    from pipeline.vocabulary import CLASS_NAMES
     return iou_scores(confusion_matrix(pred, masks), CLASS_NAMES)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, select_entry
+from pipeline.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, select_entry
 from .discriminator import DiscriminatorConfig, StyleGANDiscriminator
 from .generator import GeneratorConfig, StyleGANGenerator, postprocess
 

@@ -24,7 +24,7 @@ import torch
 from pipeline.io import atomic_write_json
 from pipeline.profiles import REPO_ROOT, load_profile
 from pipeline.reports import contact_sheet_figure, markdown_table, save_figure, write_report
-from stylegan.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.sampling import build_generator, generate_uint8
 from synthface.evaluator import Evaluator, fidelity_scores, train_evaluator
 from synthface.renderer import render_batch

@@ -37,7 +37,8 @@ from pipeline.reports import contact_sheet_figure, markdown_table, write_report
 from segmentation.synth_segmenter import (CROP_SIZE, AugmentSettings, augment, confusion_matrix, iou_scores,
                                           load_segmenter, parse_crops, per_image_mean_iou, resize_mask_nearest,
                                           whole_frame_crops)
-from synthface.renderer import CLASS_NAMES, PALETTE, render_batch
+from pipeline.vocabulary import CLASS_NAMES, PALETTE
+from synthface.renderer import render_batch
 from synthface.world import WorldMap
 
 SEGMENTER_WEIGHTS = REPO_ROOT / "synthface" / "weights" / "segmenter.pth"

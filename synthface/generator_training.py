@@ -55,7 +55,7 @@ from tqdm import tqdm
 from pipeline.io import atomic_write_json
 from pipeline.reports import save_figure
 from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
-from stylegan.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.generator import to_signed_tensor
 from synthface.renderer import BG_AMP_SPAN
 
@@ -356,12 +356,12 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
     torch.manual_seed(s.seed)
     g = StyleGANGenerator(gcfg).train()
     if s.init_generator:
-        from stylegan.checkpoint import load_state_dict_strict
+        from pipeline.checkpoint import load_state_dict_strict
         load_state_dict_strict(g, read_checkpoint(s.init_generator)["generator"], what=f"generator of {s.init_generator}")
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     d = StyleGANDiscriminator(dcfg).train()
     if s.init_discriminator:
-        from stylegan.checkpoint import load_state_dict_strict
+        from pipeline.checkpoint import load_state_dict_strict
         load_state_dict_strict(d, read_checkpoint(s.init_discriminator)["discriminator"],
                                what=f"discriminator of {s.init_discriminator}")
     teacher = None

@@ -93,6 +93,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from pipeline.vocabulary import CLASS_NAMES, PALETTE
+
 __all__ = ["PARAM_SPEC", "PARAM_NAMES", "DEFAULTS", "CLASS_NAMES", "PALETTE", "render", "render_batch",
            "colorize_mask", "contact_sheet"]
 
@@ -134,11 +136,6 @@ PARAM_SPEC: dict[str, tuple[float, float, float]] = {
 PARAM_NAMES = list(PARAM_SPEC)
 DEFAULTS = {k: v[2] for k, v in PARAM_SPEC.items()}
 
-CLASS_NAMES = ["background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "nose",
-               "upper_lip", "inner_mouth", "lower_lip", "hair"]
-# FaceXFormer demo palette (RGB), by class id.
-PALETTE = np.array([(0, 0, 0), (0, 153, 255), (102, 255, 153), (0, 204, 153), (255, 255, 102), (255, 255, 204),
-                    (255, 153, 0), (255, 102, 255), (102, 0, 51), (255, 204, 255), (255, 0, 102)], dtype=np.uint8)
 
 # internal ids: the 11 classes plus 11 = clothes (mask 0, but lit like the person)
 _CLOTH = 11

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from pipeline.io import atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from pipeline.reports import save_figure, write_report
-from stylegan.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.sampling import build_generator
 
 BINARY_FACTORS = ["female", "glasses", "old", "quality_defect"]

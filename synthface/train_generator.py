@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.io import atomic_write_json
 from pipeline.profiles import REPO_ROOT, load_profile
-from stylegan.checkpoint import save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 from synthface.evaluate_generator import EVALUATOR_WEIGHTS, flat_scores, load_or_train_evaluator, measure_fidelity
 from synthface.generator_training import RenderSource, TrainSettings, plot_training_log, train_default_generator
 from synthface.renderer import render_batch

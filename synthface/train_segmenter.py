@@ -39,7 +39,7 @@ LOG_COPY = REPO_ROOT / "synthface" / "weights" / "segmenter_training"
 
 def dev_generated_set(profile, world, n: int, seed: int = DEV_G_SEED):
     """(G(z) uint8 [n, R, R, 3], true masks [n, R, R]) for a development z stream, or None without weights."""
-    from stylegan.checkpoint import CheckpointError
+    from pipeline.checkpoint import CheckpointError
     from stylegan.sampling import build_generator, generate_uint8
     from synthface.renderer import render_batch
     try:

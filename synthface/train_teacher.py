@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from stylegan.checkpoint import save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 from synthface.evaluate_generator import BINARY, CONTINUOUS, labels_of
 from synthface.evaluator import train_evaluator
 from synthface.renderer import render_batch

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.io import atomic_write_csv, atomic_write_png
 from pipeline.profiles import Profile
-from stylegan.checkpoint import save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 from stylegan.discriminator import DiscriminatorConfig, StyleGANDiscriminator
 from stylegan.generator import GeneratorConfig, StyleGANGenerator
 from stylegan.sampling import latent_z

@@ -17,7 +17,7 @@ from cnn.stage2 import (AG_FILE, QG_FILE, ImageError, LabelFileError, Stage2Sett
                         merged_csv_name, read_label_file, run_stage2)
 from pipeline.io import atomic_write_csv, atomic_write_png
 from pipeline.profiles import Profile, load_profile
-from stylegan.checkpoint import CheckpointError
+from pipeline.checkpoint import CheckpointError
 
 N_IMAGES, N_LABELLED, RES = 120, 80, 64
 LOOSE = {"gender": (">=", 0.5), "quality": (">=", 0.5), "age": ("<=", 0.5), "glass": ("<=", 0.5)}

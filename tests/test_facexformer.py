@@ -65,7 +65,7 @@ import pytest  # noqa: E402
 from segmentation.facexformer import (CHECKPOINT_KEY, DEFAULT_CHECKPOINT, NUM_CLASSES, PALETTE,  # noqa: E402
                                       FaceXFormer, colorize_parsing, convert_checkpoint, load_facexformer,
                                       overlay_parsing, parse_logits_to_map)
-from stylegan.checkpoint import CheckpointError  # noqa: E402
+from pipeline.checkpoint import CheckpointError  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "facexformer_parity.pt"
 REPO = Path(__file__).resolve().parent.parent

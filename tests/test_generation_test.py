@@ -191,7 +191,7 @@ def test_adapter_and_given_z_for_the_cvae_path(tmp_path):
 
 
 def test_synthface_evaluator_as_second_judge(tmp_path):
-    from stylegan.checkpoint import read_checkpoint
+    from pipeline.checkpoint import read_checkpoint
     from stylegan.generator import postprocess
     from synthface.evaluate_generator import EVALUATOR_WEIGHTS
     from synthface.evaluator import Evaluator

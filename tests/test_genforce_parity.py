@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylegan import (DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator,
-                      load_state_dict_strict)
+from pipeline.checkpoint import load_state_dict_strict
+from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
 
 FIXTURE = Path(__file__).parent / "fixtures" / "genforce_ref_small.pt"
 
@@ -30,7 +30,8 @@ def test_generator_and_discriminator_reproduce_reference_outputs(ref, entry):
         trunc = g(e["z"], trunc_psi=e["trunc_psi"], trunc_layers=e["trunc_layers"])["image"]
         score = d(e["image"])
     scale = e["image"].abs().max()
-    assert (out["w"] - e["w"]).abs().max() <= 1e-6
+    # relative bound: the mapping's float32 sums differ by a few ulps between CPU kernels (ISSUES.md #23)
+    assert (out["w"] - e["w"]).abs().max() <= 1e-6 * max(1.0, float(e["w"].abs().max()))
     assert (out["image"] - e["image"]).abs().max() <= 1e-4 * max(1.0, float(scale))
     assert (trunc - e["image_trunc"]).abs().max() <= 1e-4 * max(1.0, float(scale))
     assert (score - e["d_score"]).abs().max() <= 5e-5

@@ -6,7 +6,7 @@ import torch
 
 from cnn.property_score_cnn import (P7, PropertyCNNSettings, PropertyScoreCNN, branch_crop, count_parameters,
                                     load_property_cnn, score_images, split_indices, train_property_cnn)
-from stylegan.checkpoint import CheckpointError
+from pipeline.checkpoint import CheckpointError
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 SPEC_256 = {   # branch: crop, fc1 weight, fc_final weight, entries, parameters (spec 04 §3.2)

@@ -8,8 +8,8 @@ from segmentation.synth_segmenter import (NO_AUGMENT, AugmentSettings, Segmenter
                                           SynthSegmenter, augment, confusion_matrix, count_parameters, iou_scores,
                                           load_segmenter, per_image_mean_iou, save_segmenter, segmenter_state,
                                           train_segmenter)
-from stylegan.checkpoint import CheckpointError, save_checkpoint
-from synthface.renderer import CLASS_NAMES
+from pipeline.checkpoint import CheckpointError, save_checkpoint
+from pipeline.vocabulary import CLASS_NAMES
 from synthface.world import WorldMap
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights" / "segmenter.pth"

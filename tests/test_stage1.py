@@ -149,7 +149,7 @@ def test_changed_checkpoint_content_is_refused(tiny_profile, tmp_path):
     """Same checkpoint path, new weights: the folder's images must not be silently reused."""
     import torch
     from stylegan import GeneratorConfig, StyleGANGenerator
-    from stylegan.checkpoint import save_checkpoint
+    from pipeline.checkpoint import save_checkpoint
     ck = tmp_path / "g.pth"
     cfg = GeneratorConfig.from_dict(tiny_profile["generator"])
     torch.manual_seed(0)

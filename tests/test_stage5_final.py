@@ -7,7 +7,7 @@ import torch
 
 from cnn.property_score_cnn import PropertyScoreCNN
 from pipeline.io import read_png_rgb
-from stylegan.checkpoint import save_checkpoint
+from pipeline.checkpoint import save_checkpoint
 from stylegan.generator import postprocess
 from stylegan_modified import build_generator, save_state_dict, synthesize
 from stylegan_modified.final_generation import FINAL_LABEL, noised_latents, parse_label, run_final_generation

@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan import (CheckpointError, DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator,
-                      StyleGANGenerator, load_state_dict_strict, postprocess, read_checkpoint, save_checkpoint,
-                      select_entry)
+from pipeline.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, save_checkpoint, select_entry
+from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator, postprocess
 from stylegan.layers import SynthesisLayer, minibatch_stddev
 from stylegan.sampling import build_generator, generate
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cnn.property_score_cnn import P3, P7
-from stylegan import CheckpointError, DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
+from pipeline.checkpoint import CheckpointError
+from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
 from stylegan.layers import pixel_norm
 from stylegan_modified import (VERSIONS, CVAEEncoder, ConditionalSpec, FineTuneV3, build_discriminator,
                                build_generator, discriminate, encode, init_discriminator_from, init_generator_from,
@@ -449,7 +450,7 @@ def test_finetune_v3_forward_seeded_and_gender_input_range():
 def test_conditional_models_start_from_the_shipped_synthface_weights():
     """The default profile's base G / D load through the allowed-differences rule and are reproduced."""
     from pipeline.profiles import load_profile
-    from stylegan.checkpoint import read_checkpoint, select_entry
+    from pipeline.checkpoint import read_checkpoint, select_entry
     from stylegan.sampling import build_generator as build_base
     from stylegan.sampling import generate
     prof = load_profile("synthface")

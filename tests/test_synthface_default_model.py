@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from stylegan.checkpoint import read_checkpoint
+from pipeline.checkpoint import read_checkpoint
 from stylegan.sampling import build_discriminator, build_generator, generate
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights"
