@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from stylegan.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, save_checkpoint, select_entry
+from pipeline.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, save_checkpoint, select_entry
 
 from .conditional import (CONDITIONAL_MBSTD_GROUP, ConditionalDiscriminator, ConditionalGenerator, ConditionalSpec,
                           build_discriminator, build_generator, get_spec)

@@ -21,7 +21,7 @@ import torch
 
 from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_csv
-from stylegan.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, select_entry
+from pipeline.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, select_entry
 from stylegan.discriminator import DiscriminatorConfig
 from stylegan.generator import GeneratorConfig, postprocess
 from stylegan.sampling import latent_z

@@ -292,7 +292,7 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
                      f"judge is missing; re-run once they exist (only the test and the report are repeated)")
     fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
     enc_best = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
-    from stylegan.checkpoint import load_state_dict_strict, read_checkpoint
+    from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
     load_state_dict_strict(enc_best, read_checkpoint(out / "encoder.pth"), what=f"encoder {out / 'encoder.pth'}")
     idx = np.random.default_rng([s.seed, 62]).choice(len(kept), size=min(female_n, len(kept)), replace=False)
     x, y = kept.batch(np.sort(idx))
