@@ -150,9 +150,10 @@ def build_backend(block: dict, on_no_face: str, path_of: Callable[[str], Path]):
         if path is None or not path.is_file():
             raise FileNotFoundError(f"FaceXFormer checkpoint not found: {path}\n"
                                     + block.get("checkpoint_hint", FACEXFORMER_HINT.format(path=rel)))
-        # lazy: facenet-pytorch / Swin-B are optional dependencies, needed only for this backend
+        # lazy: facenet-pytorch and torchvision's Swin-B are optional dependencies, needed only for this backend
+        from legacy import load_facexformer
         from segmentation.face_crop import FaceCropper
-        from segmentation.facexformer import load_facexformer, parse_logits_to_map
+        from segmentation.facexformer import parse_logits_to_map
         model = load_facexformer(path, trust_checkpoint=bool(block.get("trust_checkpoint", False)),
                                  **({"hint": block["checkpoint_hint"]} if block.get("checkpoint_hint") else {}))
         cropper = FaceCropper(on_no_face="skip", detect_batch_size=int(block.get("detect_batch_size", 8)))
