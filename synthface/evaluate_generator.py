@@ -28,7 +28,7 @@ from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.sampling import build_generator, generate_uint8
 from synthface.evaluator import Evaluator, fidelity_scores, train_evaluator
 from synthface.renderer import render_batch
-from synthface.world import WorldMap
+from synthface.truth import world as world_map
 
 CONTINUOUS = ["eyes_open", "mouth_open", "pose", "hair_color", "hair_length", "bg_mean", "bg_std", "hairstyle"]
 BINARY = ["female", "glasses", "old", "quality_defect"]
@@ -117,7 +117,7 @@ def main(argv=None):
     if args.generator:
         profile = type(profile)({**profile, "generator_checkpoint": str(Path(args.generator).resolve())})
     out = Path(args.out) if args.out else profile.stage_dir("generator_fidelity")
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     t0 = time.perf_counter()
     ev = load_or_train_evaluator(world, profile["resolution"], Path(args.evaluator), args.evaluator_steps)
     g = build_generator(profile)

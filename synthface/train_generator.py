@@ -22,7 +22,7 @@ from pipeline.checkpoint import save_checkpoint
 from synthface.evaluate_generator import EVALUATOR_WEIGHTS, flat_scores, load_or_train_evaluator, measure_fidelity
 from synthface.generator_training import RenderSource, TrainSettings, plot_training_log, train_default_generator
 from synthface.renderer import render_batch
-from synthface.world import WorldMap
+from synthface.truth import world as world_map
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights" / "generator.pth"
 D_WEIGHTS = REPO_ROOT / "synthface" / "weights" / "discriminator.pth"
@@ -46,7 +46,7 @@ def main(argv=None):
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else profile.stage_dir("train_generator")
     res_px = profile["resolution"]
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     source = RenderSource(world, lambda t: render_batch(t, resolution=res_px), profile["generator"]["z_dim"],
                           aux_targets=s.aux_targets, rare_boost=s.rare_boost)
     z_val = np.random.default_rng(VALIDATION_SEED).standard_normal((args.eval_n, world.z_dim), dtype=np.float32)

@@ -31,7 +31,7 @@ from pipeline.io import atomic_write_json, sha256_file
 from pipeline.profiles import REPO_ROOT, load_profile
 from segmentation.synth_segmenter import (DEV_G_SEED, SegTrainSettings, count_parameters, plot_training_log,
                                           save_segmenter, train_segmenter)
-from synthface.world import WorldMap
+from synthface.truth import world as world_map
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights" / "segmenter.pth"
 LOG_COPY = REPO_ROOT / "synthface" / "weights" / "segmenter_training"
@@ -75,7 +75,7 @@ def main(argv=None):
     torch.set_num_threads(s.threads)
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else profile.stage_dir("train_segmenter")
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     dev = dev_generated_set(profile, world, args.dev_n) if args.dev_n > 0 else None
     t0 = time.perf_counter()
     generator = None
