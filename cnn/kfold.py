@@ -35,7 +35,6 @@ Files (``log_dir``; formats of spec 01 §2.4):
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from pipeline.io import atomic_write_text
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
+from training.supervised import FitState, fit
 
 from .filter_cnns import PROPERTIES, FilterCNN, to_unit_float
 
@@ -243,11 +243,10 @@ def train_attempt(s: FoldSettings, images_u8: torch.Tensor, labels: torch.Tensor
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.t_max, eta_min=0.0)
     loss_fn = nn.BCELoss(reduction="sum")
     train_t = torch.from_numpy(train_idx)
-    best, best_epoch, best_state = math.inf, -1, None
     val_losses, train_losses, details = [], [], []
-    epoch = 0
-    while True:
-        model.train()
+    valid_labels = labels[valid_idx].numpy()
+
+    def train_epoch(epoch: int) -> None:
         perm = train_t[torch.randperm(len(train_t), generator=gen)].numpy()
         tot = 0.0
         for i in range(0, len(perm), s.batch_size):
@@ -258,19 +257,21 @@ def train_attempt(s: FoldSettings, images_u8: torch.Tensor, labels: torch.Tensor
             opt.step()
             tot += float(loss.detach())
         train_losses.append(tot / len(perm))
+
+    def validate_epoch(epoch: int) -> float:
         vloss, vscores = validate(model, images_u8, labels, valid_idx, s)
         val_losses.append(vloss)
-        details.append({"epoch": epoch, "val_loss": vloss,
-                        **binary_metrics(vscores, labels[valid_idx].numpy(), s.cut)})
-        if vloss < best:                            # strictly lower: ties keep the earlier epoch
-            best, best_epoch = vloss, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        sched.step()
+        details.append({"epoch": epoch, "val_loss": vloss, **binary_metrics(vscores, valid_labels, s.cut)})
+        return vloss
+
+    def after_epoch(st: FitState) -> None:
         if progress:
-            progress(f"{s.prop} fold {fold} try {attempt} ep {epoch} val {vloss:.4f} best {best:.4f}@{best_epoch}")
-        epoch += 1
-        if epoch - 1 - best_epoch >= s.patience or (s.max_epochs is not None and epoch >= s.max_epochs):
-            break
+            progress(f"{s.prop} fold {fold} try {attempt} ep {st.epoch - 1} val {val_losses[-1]:.4f} "
+                     f"best {st.best:.4f}@{st.best_epoch}")
+
+    st = fit(model, sched, train_epoch, validate_epoch, patience=s.patience, max_epochs=s.max_epochs,
+             after_epoch=after_epoch)
+    best, best_epoch, best_state, epoch = st.best, st.best_epoch, st.best_state, st.epoch
     model.load_state_dict(best_state)
     check, _ = validate(model, images_u8, labels, valid_idx, s)
     if abs(check - best) > SANITY_TOLERANCE:
