@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from pipeline.io import atomic_write_json
 from pipeline.profiles import REPO_ROOT, load_profile
@@ -68,8 +69,6 @@ def flat_scores(scores: dict) -> dict:
 def linear_readout(g, world, z_test: np.ndarray, n_train: int = 4000, seed: int = 777_100) -> dict:
     """Ridge (continuous) / logistic (binary) read-out of each factor from w and from z:
     fitted on ``n_train`` z of the stream ``seed``, scored on ``z_test``."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-
     z_tr = np.random.default_rng(seed).standard_normal((n_train, world.z_dim), dtype=np.float32)
     with torch.inference_mode():
         w_tr, w_te = (g.mapping(torch.from_numpy(zz))["w"].numpy() for zz in (z_tr, z_test))
