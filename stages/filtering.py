@@ -48,7 +48,7 @@ import torch
 from tqdm import tqdm
 
 from cnn.filter_cnns import arch_info, count_parameters, to_unit_float
-from cnn.kfold import FoldSettings, load_model, model_path, train_property
+from cnn.kfold import FoldSettings, load_model, model_path
 from pipeline.config import Resolved, resolve, write_run_config
 from pipeline.io import NUMBERED_PNG_RE, atomic_write_bytes, atomic_write_text, remove_stale_tmp, remove_unlisted
 from pipeline.profiles import load_profile
@@ -56,6 +56,7 @@ from pipeline.reports import write_metrics
 from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
 from pipeline.vocabulary import FILTER_PROPERTIES as PROPERTIES
 from synthface.truth import truth_for_images
+from training.filter_cnns import train_property
 
 from .filtering_inputs import LABEL_GROUPS, Inputs, load_inputs, read_image
 from .filtering_report import COLUMN_ORDER, attempt_seeds, fold_table, truth_metrics, write_stage_report

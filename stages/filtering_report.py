@@ -9,8 +9,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from cnn.filter_cnns import MEANING
-from cnn.kfold import DETAIL_COLUMNS, FoldSettings, derive_seed, read_train_log
+from cnn.kfold import DETAIL_COLUMNS, FoldSettings, derive_seed
 from pipeline.reports import markdown_table, save_figure, write_report
+from training.filter_cnns import read_train_log
 
 COLUMN_ORDER = ("gender", "quality", "age", "glass")       # merged-CSV column order
 TRUTH_POSITIVE = {"gender": ("female", 1), "quality": ("quality_defect", 0), "age": ("old", 1),

@@ -9,7 +9,7 @@ without a new best, or at ``max_epochs`` (None: no cap). The loop makes no rando
 no float operation of its own, so a model trained through it is bit-identical to one trained
 by the same steps written out inline.
 
-Users: the filter CNNs' K-fold attempts (:func:`cnn.kfold.train_attempt`) and the property-score
+Users: the filter CNNs' K-fold attempts (:func:`training.filter_cnns.train_attempt`) and the property-score
 CNN (:func:`cnn.property_score_cnn.train_property_cnn`).
 """
 from __future__ import annotations
