@@ -14,10 +14,10 @@ The settings of the last run and their sources are written to <out>/run_config.j
 import argparse
 
 from pipeline.config import add_setting_flags, constants
-from pipeline.profiles import DEFAULT_PROFILE
+from pipeline import profiles
 from stages import scoring
 
-PROFILE = DEFAULT_PROFILE
+PROFILE = profiles.DEFAULT_PROFILE
 ALGORITHMS = ("v2", "v1")         # v2 = the 2nd algorithm (always); v1 = the 1st, for comparison
 V1_IMAGE = "face"                 # colour image of the 1st algorithm: "face" (aligned crop) or "original"
                                   # (the stage-2 image resized to the map: the original's misaligned quirk)

@@ -14,10 +14,10 @@ and their sources are written to <out>/run_config.json.
 import argparse
 
 from pipeline.config import add_setting_flags, constants
-from pipeline.profiles import DEFAULT_PROFILE
+from pipeline import profiles
 from stages import filtering
 
-PROFILE = DEFAULT_PROFILE
+PROFILE = profiles.DEFAULT_PROFILE
 PROPERTIES = ("gender", "quality", "age", "glass")
 # filter (spec 02 §1.4, the v9 rule): keep an image when all four conditions hold
 GENDER_MIN = 0.92          # female score >= this

@@ -9,10 +9,10 @@ The resolved settings and their sources are recorded in <out>/run_config.json.
 import argparse
 
 from pipeline.config import add_setting_flags, constants
-from pipeline.profiles import DEFAULT_PROFILE
+from pipeline import profiles
 from stages import sampling
 
-PROFILE = DEFAULT_PROFILE
+PROFILE = profiles.DEFAULT_PROFILE
 NUM_IMAGES = 10_000
 BATCH_SIZE = 16            # images per chunk; results do not depend on it (synthface / celeba256 presets: 8)
 SEED = 0

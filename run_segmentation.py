@@ -16,10 +16,10 @@ recorded in <out>/run_config.json.
 import argparse
 
 from pipeline.config import add_setting_flags, constants
-from pipeline.profiles import DEFAULT_PROFILE
+from pipeline import profiles
 from stages import parsing
 
-PROFILE = DEFAULT_PROFILE
+PROFILE = profiles.DEFAULT_PROFILE
 BATCH_SIZE = 16            # images per chunk; results do not depend on it (presets: synthface 32, celeba256 8)
 ON_NO_FACE = "whole_frame"  # "whole_frame": parse the whole image (flagged); "skip": leave images without a face out
 MAX_IMAGES = 0             # 0: every filtered image; N: only the first N (by image number)
