@@ -31,8 +31,8 @@ def test_medians_rule_and_table_round_trip():
     scores = {p: np.array([0.12344, 0.12346, 1.0, -2.0], np.float32) for p in
               ("hair_color", "hair_length", "background_mean", "hairstyle")}
     med = Medians.from_scores(scores)
-    # rounded to 4 dp before the median: median(-2, 0.1234, 0.1235, 1) = 0.12345 (float 0.123449…) -> 0.1234
-    assert med.hair_color == 0.1234 and med.hairstyle == 0.1234
+    # rounded to 4 dp before the median: median(-2, 0.1234, 0.1235, 1) = 0.12345 -> 0.1235 (unrounded scores would give 0.12345)
+    assert med.hair_color == 0.1235 and med.hairstyle == 0.1235
     table = V9_MEDIANS.to_table({"hair_color": -0.1891, "hair_length": 0.3456, "background_mean": 0.4024,
                                  "hairstyle": 0.082})
     assert list(table.columns) == ["value_type", "hair_color", "hair_length", "background_score", "hairstyle"]
