@@ -106,9 +106,12 @@ def jpeg_round_trip(rgb_uint8: np.ndarray, quality: int = JPEG_QUALITY) -> np.nd
 def scorer_input(images: torch.Tensor, jpeg: bool = False) -> torch.Tensor:
     """Generator output [-1, 1] -> uint8 (GenForce rounding) [-> JPEG] -> [-1, 1] float32 NCHW,
     computed in float64 as the original (/255, −0.5, /0.5)."""
-    u8 = postprocess(images)
-    if jpeg:
-        u8 = jpeg_round_trip(u8)
+    return uint8_to_scorer(postprocess(images), jpeg)
+
+
+def uint8_to_scorer(rgb_uint8: np.ndarray, jpeg: bool = False) -> torch.Tensor:
+    """NHWC RGB uint8 [-> JPEG round trip] -> [-1, 1] float32 NCHW (float64 arithmetic)."""
+    u8 = jpeg_round_trip(rgb_uint8) if jpeg else rgb_uint8
     x = (u8.astype(np.float64) / 255.0 - 0.5) / 0.5
     return torch.from_numpy(np.ascontiguousarray(x.astype(np.float32).transpose(0, 3, 1, 2)))
 
