@@ -102,7 +102,7 @@ def _r4(x: float) -> float:
     return round(float(x), 4)
 
 
-def test_result_frame(method: str, results: Sequence[CaseResult]) -> pd.DataFrame:
+def result_frame(method: str, results: Sequence[CaseResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         c = {p: _r4(r.corr[p]) for p in CONTROLLED}
@@ -116,7 +116,7 @@ def test_result_frame(method: str, results: Sequence[CaseResult]) -> pd.DataFram
     return pd.DataFrame(rows, columns=RESULT_COLUMNS[check_method(method)])
 
 
-def test_statistics_frame(results: Sequence[CaseResult]) -> pd.DataFrame:
+def statistics_frame(results: Sequence[CaseResult]) -> pd.DataFrame:
     c = {p: np.array([_r4(r.corr[p]) for r in results]) for p in CONTROLLED}
     sums = np.array([_r4(sum(abs(c[p][i]) for p in CONTROLLED)) for i in range(len(results))])
     passed = int(sum(r.passed for r in results))
@@ -167,8 +167,8 @@ def write_test_report(folder: str | os.PathLike, method: str, point: str, n: int
     names = report_file_names(method, point, n)
     z = np.stack([r.z for r in results])
     label = np.stack([r.label for r in results])
-    frames = {"test_result": (test_result_frame(method, results), False),
-              "test_statistics": (test_statistics_frame(results), True),
+    frames = {"test_result": (result_frame(method, results), False),
+              "test_statistics": (statistics_frame(results), True),
               **{k: (v, False) for k, v in latent_frames(z, label).items()}}
     return {k: _write(Path(folder) / names[k], df, idx) for k, (df, idx) in frames.items()}
 
