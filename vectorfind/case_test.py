@@ -140,7 +140,7 @@ def run_case(generator: MidGenerator, scorer: PropertyScorer, point: str, method
     with torch.inference_mode():
         mid = generator.mid_vectors(torch.from_numpy(z), torch.from_numpy(label), point).cpu().numpy()[0]
     if method == "mixed":                                   # gradient first, then the group (original order)
-        eyes = case_directions("gradient", mid, None, nets=nets, dropout=dropout, dropout_seed=case)["eyes"]
+        eyes = nets.directions(mid, ("eyes",), dropout, case)["eyes"]
     if method in ("svm", "mixed") and group is None:
         if medians is None:
             raise ValueError("the SVM and mixed tests need medians (or a saved group) to pick the group")

@@ -185,6 +185,14 @@ class GradientNets:
         return {p: gradient_direction(self.nets[p], mid, dropout, dropout_seed * 3 + CONTROLLED.index(p))
                 for p in props}
 
+    def state_dicts(self) -> dict:
+        """property -> state dict with the original's keys (what its ``…_nn_{p}.pth`` held)."""
+        return {p: m.state_dict() for p, m in self.nets.items()}
+
+    @classmethod
+    def from_state_dicts(cls, point: str, state_dicts: dict, test_mse: dict | None = None) -> "GradientNets":
+        return cls(point, {p: load_mlp(sd) for p, sd in state_dicts.items()}, dict(test_mse or {}))
+
 
 def train_gradient_nets(samples, point: str | None = None, properties=CONTROLLED, *, seed: int | None = 0,
                         rng_order: str = "seeded", **kw) -> GradientNets:

@@ -161,10 +161,12 @@ def mids_and_scores(generator: MidGenerator, scorer: PropertyScorer, z: np.ndarr
 
 
 def sample(generator: MidGenerator, scorer: PropertyScorer, point: str, n: int, *, seed: int | None = 0,
-           rng_order: str = "seeded", batch_size: int = 50, jpeg: bool = False, progress=None) -> Samples:
-    """n samples at ``point`` (see module docstring for the random order)."""
+           rng_order: str = "seeded", batch_size: int = 50, jpeg: bool = False, stream: int = SAMPLE_STREAM,
+           progress=None) -> Samples:
+    """n samples at ``point`` (see module docstring for the random order; ``stream`` separates
+    independent seeded samplings, e.g. the mixed option's three)."""
     t = time.perf_counter()
-    z, label = draw_latents(n, generator.z_dim, generator.label_dim, seed, rng_order)
+    z, label = draw_latents(n, generator.z_dim, generator.label_dim, seed, rng_order, stream)
     mid, scores = mids_and_scores(generator, scorer, z, label, point, batch_size, jpeg, progress)
     return Samples(point, z, label, mid, scores, time.perf_counter() - t,
-                   {"seed": seed, "rng_order": rng_order, "jpeg": jpeg, "n_requested": n})
+                   {"seed": seed, "rng_order": rng_order, "jpeg": jpeg, "n_requested": n, "stream": stream})
