@@ -113,7 +113,9 @@ def fit_svm_directions(mid: np.ndarray, scores: dict, groups: np.ndarray, point:
     empty = [g for g, c in counts.items() if c == 0]
     if empty:
         raise ValueError(f"groups {empty} have no sample among {len(groups)}; raise n")
-    shared = (random.Random(int(seed)) if seed is not None else random._inst) if rng_order == "original" else None
+    shared = None
+    if rng_order == "original":        # the module itself: its functions draw from Python's global stream
+        shared = random.Random(int(seed)) if seed is not None else random
     ds = DirectionSet(point)
     rows = []
     for p in properties:
