@@ -12,6 +12,8 @@ from typing import Mapping, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from pipeline.vocabulary import CONTROLLED, MERGED_PROPERTIES
+
 # ----------------------------------------------------------------------------- vocabulary
 
 # Extraction points of the v9 mapping network (spec 02 §3.1), in the original's spelling.
@@ -20,10 +22,8 @@ POINTS = ("w", "mapping_split1", "mapping_split2")
 V9_MID_DIMS = {"w": 512, "mapping_split1": 2560, "mapping_split2": 1024}
 
 # The merged property-score CNN's output order (spec 02 §1.1): index -> name.
-MERGED_CNN_ORDER = ("eyes", "hair_color", "hair_length", "mouth", "pose",
-                    "background_mean", "background_std", "hairstyle")
-# Properties the directions control, in the order edits are added (eyes, mouth, pose; 02a M15).
-CONTROLLED = ("eyes", "mouth", "pose")
+MERGED_CNN_ORDER = MERGED_PROPERTIES
+# Properties the directions control, in the order edits are added (eyes, mouth, pose; 02a M15): CONTROLLED.
 # Properties that split the samples into 16 groups, in the order of the group name's letters.
 GROUP_PROPERTIES = ("hair_color", "hair_length", "background_mean", "hairstyle")
 
