@@ -341,6 +341,13 @@ class SynthesisLayer(nn.Module):
         else:
             x.add_(noise * self.apply_noise.weight.view(1, -1, 1, 1)).add_(self.bias.view(1, -1, 1, 1))
         F.leaky_relu_(x, LRELU_SLOPE)
+        style = F.linear(w, self._cached("style", "relaxed"), self.style.bias)
+        s = style.view(-1, 2, c)
+        if x.shape[0] == 1:
+            # one sample: instance norm = batch norm over (N, H, W), and its affine step is the
+            # style modulation; ATen's CPU batch norm has channels-last kernels (2 passes)
+            x = F.batch_norm(x, None, None, weight=s[0, 0] + 1.0, bias=s[0, 1], training=True, eps=1e-8)
+            return x, style
         # instance-norm statistics on the [B, H*W, C] view of the channels-last memory
         # (a reduction over the outer axis: vectorised, unlike var_mean over (2, 3) here)
         x = x.contiguous(memory_format=cl)          # no-op here; makes ``rows`` a view of x
@@ -348,8 +355,6 @@ class SynthesisLayer(nn.Module):
         rows = x.permute(0, 2, 3, 1).view(b, h * wd, c)
         rows.sub_(rows.mean(dim=1, keepdim=True))
         var = rows.square().mean(dim=1)                                   # [B, C]
-        style = F.linear(w, self._cached("style", "relaxed"), self.style.bias)
-        s = style.view(-1, 2, c)
         rows.mul_(((s[:, 0] + 1.0) * torch.rsqrt(var + 1e-8)).unsqueeze(1)).add_(s[:, 1].unsqueeze(1))
         return x, style
 
@@ -377,7 +382,12 @@ class ToRGB(nn.Module):
         w = self._cache.get("w", (self.weight,), lambda: self.weight * self.scale)
         if path == "exact":
             return F.conv2d(x, w) + self.bias.view(1, -1, 1, 1)
-        return F.conv2d(x, w, self.bias)
+        # relaxed: a GEMM on the channels-last rows (a 1x1 conv to 3 channels takes ATen's
+        # slow non-oneDNN path)
+        b, c, h, wd = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * wd, c)
+        out = torch.addmm(self.bias, rows, w.view(w.shape[0], c).t())
+        return out.view(b, h, wd, -1).permute(0, 3, 1, 2)
 
 
 def minibatch_stddev(x: torch.Tensor, group_size: int, new_channels: int = 1,
