@@ -180,3 +180,22 @@ def test_plan_validation_and_signature():
     assert sig["path"] == "exact" and sig["micro_batch"] == 8 and sig["compile"] is False
     assert sig["torch"] == torch.__version__ and sig["threads"] == torch.get_num_threads()
     assert inference_signature(RELAXED)["path"] == "relaxed"
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_relaxed_conv_kernels_match_the_direct_convolutions(flip):
+    import torch.nn.functional as F
+
+    from stylegan.layers import _UP_G, _WINO_G, _transform_weight, conv3x3_winograd, upconv_relaxed
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 12, 6, 8, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 12, 3, 3, generator=g)
+    w = w.flip(2, 3) if flip else w
+    ref_up = F.conv2d(F.interpolate(x.contiguous(), scale_factor=2, mode="nearest"), w, padding=1)
+    up = upconv_relaxed(x, _transform_weight(w, _UP_G))
+    assert up.shape == ref_up.shape and up.is_contiguous(memory_format=torch.channels_last)
+    assert (up - ref_up).abs().max() <= 1e-5 * ref_up.abs().max()
+    w2 = torch.randn(7, 12, 3, 3, generator=g)
+    ref = F.conv2d(x.contiguous(), w2, padding=1)
+    wino = conv3x3_winograd(x, _transform_weight(w2, _WINO_G))
+    assert wino.shape == ref.shape and (wino - ref).abs().max() <= 1e-5 * ref.abs().max()
