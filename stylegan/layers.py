@@ -12,10 +12,13 @@ The synthesis layers also have inference paths (:meth:`SynthesisLayer.forward_fa
   while the module is in eval mode, and the element-wise steps done in place.
   Its output is bit-identical to the plain ``forward``.
 * ``"relaxed"``: channels-last tensors; the nearest-upsample + 3x3 conv (and the
-  transposed-conv upsampling) as four 2x2 "phase" convolutions on the low-resolution
-  input (2.25x fewer multiply-adds), noise and bias added as one cached map,
-  instance norm and style modulation folded into one per-channel affine. The same
-  function up to float rounding (measured within 1e-5 of the plain path on images).
+  transposed-conv upsampling, which is nearest upsampling + the flipped kernel) in a
+  9-product form on the low-resolution input (:func:`upconv_relaxed`, 4x fewer
+  multiply-adds) for wide layers, as one channels-last transposed conv for narrow ones; 3x3 convs with many channels by Winograd F(2x2, 3x3)
+  (:func:`conv3x3_winograd`, 2.25x fewer), noise and bias added as one cached map,
+  instance norm and style modulation as one per-channel affine (a batch-norm call for
+  a single sample). The same function up to float rounding (images within ~2e-5 of
+  the plain path, relative to their range).
 
 The cache (:class:`WeightCache`) is keyed on the source tensors' storage and
 version counters, so an in-place update (``load_state_dict``, an optimiser step)
@@ -67,6 +70,7 @@ class WeightCache:
     def clear(self) -> None:
         self._store.clear()
 
+    @torch.compiler.disable   # under torch.compile: looked up eagerly, not traced (no guards on the dict)
     def get(self, name: str, sources: tuple[torch.Tensor, ...], fn) -> torch.Tensor:
         try:
             key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in sources)
@@ -231,7 +235,10 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out.view(b, h, wd, o).permute(0, 3, 1, 2)
 
 
-WINOGRAD_MIN_CHANNELS = 256     # measured: faster than oneDNN's direct conv from 256 channels on
+# Measured per layer on this CPU (AVX-512, 1 thread, batch 1 and 8; docs in bench_generator.py):
+WINOGRAD_MIN_CHANNELS = 256     # 3x3 convs: Winograd beats oneDNN's direct conv from 256 channels on
+UPCONV_MIN_CHANNELS = 256       # upsampling convs: the 9-product form wins from 256 output channels,
+                                # below that a channels-last transposed conv does
 
 
 class SynthesisLayer(nn.Module):
@@ -266,8 +273,9 @@ class SynthesisLayer(nn.Module):
         self._cache.clear()
         return super().train(mode)
 
-    def _fused_up_weight(self) -> torch.Tensor:
-        w = self.weight * self.scale
+    def _fused_up_weight(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """Transposed-conv (stride 2) kernel of nearest upsampling + conv with ``w`` flipped."""
+        w = self.weight * self.scale if w is None else w
         w = F.pad(w, (1, 1, 1, 1))
         w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]
         return w.transpose(0, 1)
@@ -290,38 +298,6 @@ class SynthesisLayer(nn.Module):
 
     # ------------------------------------------------------------ inference paths
 
-    def _phase_weight(self) -> torch.Tensor:
-        """[4 * C_out, C_in, 2, 2]: nearest-x2-upsample + 3x3 conv as four 2x2 convs on the input.
-
-        For output row 2i + a the three taps w0, w1, w2 read input rows i-1, i, i, (a = 0)
-        or i, i, i+1 (a = 1): phase 0 has taps (w0, w1 + w2), phase 1 (w0 + w1, w2) on the
-        zero-padded input. Output channel block ``2a + b`` holds phase (a, b). The
-        transposed-conv layer is nearest upsampling followed by the flipped kernel."""
-        w = self.weight * self.scale
-        if self.kind == "up_fused":
-            w = w.flip(2, 3)
-        rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], dim=2),
-                torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], dim=2))       # [O, I, 2, 3]
-        phases = []
-        for a in (0, 1):
-            r = rows[a]
-            cols = (torch.stack([r[..., 0], r[..., 1] + r[..., 2]], dim=-1),
-                    torch.stack([r[..., 0] + r[..., 1], r[..., 2]], dim=-1))     # [O, I, 2, 2]
-            phases += [cols[0], cols[1]]
-        return torch.cat(phases, dim=0).contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    def _interleave_phases(y: torch.Tensor, channels: int) -> torch.Tensor:
-        """[B, 4C, n+1, n+1] phase outputs -> [B, C, 2n, 2n] (channels-last memory)."""
-        b, _, m, _ = y.shape
-        n = m - 1
-        src = y.permute(0, 2, 3, 1).reshape(b, m, m, 2, 2, channels)          # [B, s, t, a, b, C]
-        out = torch.empty(b, n, 2, n, 2, channels, dtype=y.dtype, device=y.device)
-        for a in (0, 1):
-            for c in (0, 1):
-                out[:, :, a, :, c] = src[:, a:a + n, c:c + n, a, c]
-        return out.view(b, 2 * n, 2 * n, channels).permute(0, 3, 1, 2)
-
     def _cached(self, name: str, path: str) -> torch.Tensor:
         noise = self.apply_noise
         cl = torch.channels_last
@@ -331,12 +307,14 @@ class SynthesisLayer(nn.Module):
                 else (self.weight * self.scale).contiguous(memory_format=cl)))
         if name == "fused_up":
             return self._cache.get("fused_up", (self.weight,), self._fused_up_weight)
-        if name == "phase":
-            return self._cache.get("phase", (self.weight,), self._phase_weight)
         if name == "up3":
             return self._cache.get("up3", (self.weight,), lambda: _transform_weight(
                 (self.weight * self.scale).flip(2, 3) if self.kind == "up_fused" else self.weight * self.scale,
                 _UP_G))
+        if name == "convT":                         # relaxed: both up kinds as one transposed conv
+            return self._cache.get("convT", (self.weight,), lambda: self._fused_up_weight(
+                None if self.kind == "up_fused" else (self.weight * self.scale).flip(2, 3)
+            ).contiguous(memory_format=cl))
         if name == "wino":
             return self._cache.get("wino", (self.weight,),
                                    lambda: _transform_weight(self.weight * self.scale, _WINO_G))
@@ -412,7 +390,10 @@ class SynthesisLayer(nn.Module):
                 else:
                     x = F.conv2d(x, self._cached("weight", "relaxed"), padding=1)
             else:
-                x = upconv_relaxed(x, self._cached("up3", "relaxed"))
+                if c >= UPCONV_MIN_CHANNELS:
+                    x = upconv_relaxed(x, self._cached("up3", "relaxed"))
+                else:
+                    x = F.conv_transpose2d(x, self._cached("convT", "relaxed"), stride=2, padding=1)
                 x = F.conv2d(x, self._cached("blur", "relaxed"), padding=1, groups=c)
         noise = self._fresh_noise(x, randomize_noise, generator, noise)
         if noise is None:
