@@ -9,6 +9,7 @@ with care). Peak RSS is measured separately, one fresh process per (config, batc
     nice -n 10 python benchmarks/bench_generator.py --config 256 --batches 1 8 --threads 1
     python benchmarks/bench_generator.py --paths plain exact relaxed compiled   # + torch.compile (slow first call)
     python benchmarks/bench_generator.py --no-memory --sampler           # + the sampler (generate) rows
+    nice -n 10 python benchmarks/bench_generator.py --kernels --batches 1 8 --threads 1   # per-layer kernel A/B
 
 Configurations: ``256`` is the GenForce celeba-partial-256x256 architecture (profile
 ``celeba256`` sizes) with a fixed random initialisation; ``synthface`` is the shipped
@@ -121,6 +122,49 @@ def one(config: str, batch: int, path: str, threads: int) -> None:
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 
+def kernel_ab(config: str, batch: int, repeats: int = 5) -> list[dict]:
+    """Per layer of ``config``: the relaxed path's candidate kernels, interleaved, median ms.
+    These figures set ``WINOGRAD_MIN_CHANNELS`` / ``UPCONV_MIN_CHANNELS`` in stylegan.layers."""
+    import torch
+    import torch.nn.functional as F
+
+    from stylegan.layers import _UP_G, _WINO_G, SynthesisLayer, _transform_weight, conv3x3_winograd, upconv_relaxed
+
+    cl = torch.channels_last
+    g = load_generator(config)
+    rows = []
+    with torch.inference_mode():
+        for i in range(1, g.num_layers):
+            layer: SynthesisLayer = getattr(g.synthesis, f"layer{i}")
+            res = layer.apply_noise.resolution
+            cin, cout = layer.weight.shape[1], layer.weight.shape[0]
+            rin = res if layer.kind == "conv" else res // 2
+            x = torch.randn(batch, cin, rin, rin).contiguous(memory_format=cl)
+            w = layer.weight * layer.scale
+            if layer.kind == "conv":
+                wcl, u = w.contiguous(memory_format=cl), _transform_weight(w, _WINO_G)
+                fns = {"direct": lambda: F.conv2d(x, wcl, padding=1), "winograd": lambda: conv3x3_winograd(x, u)}
+            else:
+                wf = w.flip(2, 3) if layer.kind == "up_fused" else w
+                u = _transform_weight(wf, _UP_G)
+                wt = layer._fused_up_weight(None if layer.kind == "up_fused" else w.flip(2, 3)).contiguous(memory_format=cl)
+                fns = {"transposed": lambda: F.conv_transpose2d(x, wt, stride=2, padding=1),
+                       "9-product": lambda: upconv_relaxed(x, u)}
+            times = {k: [] for k in fns}
+            for f in fns.values():
+                f()
+            for _ in range(repeats):
+                for k, f in fns.items():
+                    t = time.perf_counter()
+                    f()
+                    times[k].append(1000 * (time.perf_counter() - t))
+            rows.append({"config": config, "batch": batch, "layer": i, "kind": layer.kind, "res": res,
+                         "in": cin, "out": cout, **{k: round(statistics.median(v), 2) for k, v in times.items()},
+                         "load1": round(load1(), 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", nargs="+", default=["256", "synthface"], choices=["256", "synthface"])
@@ -131,6 +175,7 @@ def main():
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-RSS column")
     ap.add_argument("--sampler", action="store_true", help="also time stylegan.sampling.generate (stage 1's call)")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--kernels", action="store_true", help="per-layer A/B of the relaxed path's conv kernels")
     ap.add_argument("--one", nargs=3, metavar=("CONFIG", "BATCH", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -138,6 +183,13 @@ def main():
         return
     if any(t < 1 for t in args.threads) or any(b < 1 for b in args.batches):
         ap.error("--threads and --batches must be >= 1")
+    if args.kernels:
+        import torch
+        torch.set_num_threads(args.threads[0])
+        for config in args.config:
+            for batch in args.batches:
+                kernel_ab(config, batch)
+        return
     if "plain" not in args.paths:
         args.paths = ["plain", *args.paths]
     import torch

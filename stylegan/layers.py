@@ -235,7 +235,7 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out.view(b, h, wd, o).permute(0, 3, 1, 2)
 
 
-# Measured per layer on this CPU (AVX-512, 1 thread, batch 1 and 8; docs in bench_generator.py):
+# Measured per layer on this CPU (AVX-512, 1 thread, batch 1 and 8): bench_generator.py --kernels
 WINOGRAD_MIN_CHANNELS = 256     # 3x3 convs: Winograd beats oneDNN's direct conv from 256 channels on
 UPCONV_MIN_CHANNELS = 256       # upsampling convs: the 9-product form wins from 256 output channels,
                                 # below that a channels-last transposed conv does
