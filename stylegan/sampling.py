@@ -1,10 +1,11 @@
 """Building the profile's generator, seeded latents, batched inference.
 
-Determinism: :func:`generate` renders in fixed micro-batches (``plan.micro_batch``,
-the last one padded with zero rows) and, with ``randomize_noise``, draws each image's
-noise maps from its own stream ``(noise_seed, image id)``. So an image depends on its
-latent, its id, the model and the settings — not on how many images are requested
-together. What else it depends on (torch version, CPU kernels, thread count, path) is
+Determinism: with ``plan=DETERMINISTIC`` (or any plan with ``micro_batch > 0``)
+:func:`generate` renders in fixed micro-batches (the last one padded with zero rows)
+and, with ``randomize_noise``, draws each image's noise maps from its own stream
+``(noise_seed, image id)`` (pass ``noise_ids``). So an image depends on its latent, its
+id, the model and the settings — not on how many images are requested together. The
+default plan (exact path, one call per request) keeps the old bytes and costs. What else it depends on (torch version, CPU kernels, thread count, path) is
 :func:`inference_signature`; a stage records it and checks it on resume.
 """
 from __future__ import annotations
@@ -16,9 +17,14 @@ from .checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint
 from .discriminator import DiscriminatorConfig, StyleGANDiscriminator
 from .generator import PLAIN, GeneratorConfig, InferencePlan, StyleGANGenerator, postprocess
 
-DEFAULT_PLAN = InferencePlan()      # exact path (bit-identical to plain), micro-batches of 8
-__all__ = ["DEFAULT_PLAN", "PLAIN", "InferencePlan", "build_discriminator", "build_generator", "generate",
-           "generate_uint8", "inference_signature", "latent_z", "mixing_plan", "noise_maps"]
+# Batch-size independent sampling (what a stage that promises "image = f(seed, n)" passes):
+# the exact path (bit-identical to plain) in fixed micro-batches of 8, the last one padded.
+DETERMINISTIC = InferencePlan(path="exact", micro_batch=8)
+# The default: the exact path, one call per request. Every existing caller gets the same bytes
+# as before (plain path, same shapes), faster, and a request of 1 image costs 1 image, not 8.
+DEFAULT_PLAN = InferencePlan(path="exact", micro_batch=0)
+__all__ = ["DEFAULT_PLAN", "DETERMINISTIC", "PLAIN", "InferencePlan", "build_discriminator", "build_generator",
+           "generate", "generate_uint8", "inference_signature", "latent_z", "mixing_plan", "noise_maps"]
 
 
 def build_generator(profile) -> StyleGANGenerator:
@@ -79,10 +85,10 @@ def mixing_plan(indices, z_dim: int, seed: int, prob: float, num_layers: int) ->
     return z2, cutoff
 
 
-def inference_signature(plan: InferencePlan | None = None) -> dict:
+def inference_signature(plan: InferencePlan) -> dict:
     """What an image depends on besides (seed, n, model, settings): record it with a run's
-    outputs and compare on resume (the same values give byte-identical images)."""
-    plan = DEFAULT_PLAN if plan is None else plan
+    outputs and compare on resume (the same values give byte-identical images; with
+    ``micro_batch`` 0 the request size matters too)."""
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "mkldnn": bool(torch.backends.mkldnn.is_available()), **plan.to_dict()}
@@ -129,7 +135,8 @@ def generate(g: StyleGANGenerator, z: np.ndarray | torch.Tensor, *, trunc_psi: f
              noise_ids=None, plan: InferencePlan | None = None) -> torch.Tensor:
     """Images in [-1, 1] for a batch of z (eval semantics; optional explicit style mixing).
 
-    ``plan`` (default :data:`DEFAULT_PLAN`): inference path and micro-batch. With
+    ``plan`` (default :data:`DEFAULT_PLAN`; :data:`DETERMINISTIC` for batch-size independent
+    images): inference path and micro-batch. With
     ``randomize_noise`` the maps of row k come from the stream (``noise_seed``,
     ``noise_ids[k]``) (ids default to the row numbers 0..B-1: pass the image numbers so
     that an image's noise does not depend on where it sits in the request). With

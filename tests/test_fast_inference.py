@@ -5,7 +5,7 @@ import torch
 
 from stylegan import GeneratorConfig, StyleGANGenerator
 from stylegan.generator import PLAIN, InferencePlan
-from stylegan.sampling import DEFAULT_PLAN, generate, generate_uint8, inference_signature, noise_maps
+from stylegan.sampling import DEFAULT_PLAN, DETERMINISTIC, generate, generate_uint8, inference_signature, noise_maps
 
 EXACT, RELAXED = InferencePlan(path="exact"), InferencePlan(path="relaxed")
 
@@ -109,7 +109,7 @@ def test_with_autograd_enabled_the_plain_path_runs():
     assert torch.equal(grad_exact, wp.grad)
 
 
-@pytest.mark.parametrize("plan", [DEFAULT_PLAN, RELAXED, InferencePlan(path="relaxed", micro_batch=4)],
+@pytest.mark.parametrize("plan", [DETERMINISTIC, RELAXED, InferencePlan(path="relaxed", micro_batch=4)],
                          ids=["exact8", "relaxed8", "relaxed4"])
 @pytest.mark.parametrize("randomize", [False, True])
 def test_images_do_not_depend_on_batch_size(plan, randomize):
@@ -136,12 +136,21 @@ def test_images_do_not_depend_on_batch_size(plan, randomize):
 
 
 def test_exact_micro_batches_equal_plain_calls_of_the_same_size():
-    """Stage 1 rendered chunks of 8 with the plain path: the default plan gives the same bytes."""
+    """Stage 1 rendered chunks of 8 with the plain path: DETERMINISTIC gives the same bytes, and
+    the default plan gives the plain path's bytes at any request size."""
     g = make_g("auto", resolution=32)
     z = torch.randn(16, 32, generator=torch.Generator().manual_seed(2))
-    plain = torch.cat([generate(g, z[a:a + 8], plan=PLAIN) for a in (0, 8)])
-    assert torch.equal(generate(g, z), plain)
-    assert torch.equal(generate(g, z, plan=EXACT), plain)
+    chunks = torch.cat([generate(g, z[a:a + 8], plan=PLAIN) for a in (0, 8)])
+    assert torch.equal(generate(g, z, plan=DETERMINISTIC), chunks)
+    assert torch.equal(generate(g, z, plan=EXACT), chunks)
+    for n in (1, 3, 16):
+        assert torch.equal(generate(g, z[:n]), generate(g, z[:n], plan=PLAIN))
+    calls = []
+    hook = g.synthesis.register_forward_hook(lambda m, i, o: calls.append(o["image"].shape[0]))
+    generate(g, z[:3])
+    generate(g, z[:3], plan=DETERMINISTIC)
+    hook.remove()
+    assert calls == [3, 8]                             # default: no padding; deterministic: padded to 8
 
 
 def test_noise_maps_are_per_image_streams():
@@ -176,8 +185,9 @@ def test_plan_validation_and_signature():
         InferencePlan(path="exact", compile=True)
     with pytest.raises(ValueError, match="micro_batch"):
         InferencePlan(micro_batch=-1)
-    sig = inference_signature()
+    sig = inference_signature(DETERMINISTIC)
     assert sig["path"] == "exact" and sig["micro_batch"] == 8 and sig["compile"] is False
+    assert DEFAULT_PLAN.path == "exact" and DEFAULT_PLAN.micro_batch == 0
     assert sig["torch"] == torch.__version__ and sig["threads"] == torch.get_num_threads()
     assert inference_signature(RELAXED)["path"] == "relaxed"
 
