@@ -21,7 +21,10 @@ from .layers import EqualizedDense, SynthesisLayer, ToRGB, pixel_norm
 
 INIT_RES = 4
 PATHS = ("plain", "exact", "relaxed")
-SPLIT_RES = 64          # relaxed path: layers from this resolution on run one sample at a time
+# relaxed path: layers whose activation holds at least this many values per sample (256 px:
+# 256 ch x 64 px on; synthface: none) run one sample at a time; a batch of 8 such maps
+# (32 MiB+ each) runs slower per image than one map that stays in cache
+SPLIT_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,7 @@ class SynthesisNetwork(nn.Module):
         for i in range(split):
             x = self._layer(i, x, wp, randomize_noise, generator, noise, path, out)
         if split < self.num_layers:
-            # large activations one sample at a time: a batch of 8 at 256 px (128 MiB per
-            # activation) runs slower per image than a single image that stays in cache
+            # large activations one sample at a time (SPLIT_ELEMENTS)
             parts = []
             for b in range(wp.shape[0]):
                 nb = None if noise is None else [n[b:b + 1] for n in noise]
@@ -218,9 +220,9 @@ class SynthesisNetwork(nn.Module):
         return out
 
     def _split_layer(self) -> int:
-        """First layer run per sample on the relaxed path: the first at >= SPLIT_RES px."""
+        """First layer run per sample on the relaxed path (see SPLIT_ELEMENTS)."""
         for i, r in enumerate(self.noise_resolutions()):
-            if r >= SPLIT_RES:
+            if getattr(self, f"layer{i}").bias.shape[0] * r * r >= SPLIT_ELEMENTS:
                 return i
         return self.num_layers
 

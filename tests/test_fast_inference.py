@@ -53,8 +53,11 @@ def test_exact_path_is_bit_identical_to_plain_and_relaxed_is_close(fused, batch)
     assert not torch.equal(plain_n, plain)
 
 
-def test_relaxed_path_splits_large_layers_per_sample_without_changing_results():
-    g = make_g("auto", resolution=64)                    # 64 px: layers at >= SPLIT_RES run per sample
+def test_relaxed_path_splits_large_layers_per_sample_without_changing_results(monkeypatch):
+    import stylegan.generator as gen
+    monkeypatch.setattr(gen, "SPLIT_ELEMENTS", 4 * 32 * 32)   # here: the 32 and 64 px layers run per sample
+    g = make_g("auto", resolution=64)
+    assert 0 < g.synthesis._split_layer() < g.num_layers
     wp = wp_of(g, 3)
     batched = synth(g, wp, RELAXED)
     singles = torch.cat([synth(g, wp[i:i + 1], RELAXED) for i in range(3)])
