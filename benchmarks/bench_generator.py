@@ -82,7 +82,9 @@ def time_paths(g, batch: int, paths, repeats: int) -> dict:
 
 def time_sampler(g, batch: int, paths, repeats: int) -> dict:
     """The sampler (``stylegan.sampling.generate``) as stage 1 calls it; plain = one call per
-    request (micro_batch 0, today's stage 1), the others in micro-batches of 8."""
+    request (micro_batch 0, today's stage 1), exact / relaxed in padded micro-batches of 8
+    (``DETERMINISTIC`` and its relaxed twin: batch-size independent images; a request of
+    one image then pays for 8)."""
     import torch
 
     from stylegan.generator import PLAIN
@@ -221,7 +223,7 @@ def main():
             if r["threads"] == args.threads[0]:
                 r["peak_rss_mb"] = peak_memory(r["config"], r["batch"], r["path"], r["threads"])
     print()
-    print("| config | threads | batch | path | s / image | images/s | × plain | sampler images/s | peak RSS MiB | load (1 min) |")
+    print("| config | threads | batch | path | s / image | images/s | × plain | sampler images/s (micro-batch 8) | peak RSS MiB | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         sampler = f"{r['sampler_images_per_s']:.2f}" if "sampler_images_per_s" in r else ""
