@@ -110,10 +110,18 @@ def peak_memory(config: str, batch: int, path: str, threads: int) -> float:
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
 
 
+def vm_hwm_mb() -> float:
+    """Peak RSS of this process image (VmHWM). Not getrusage: on Linux ru_maxrss carries the
+    parent's peak across fork + exec, so a child of a big benchmark process reports the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    from pipeline.runtime import peak_rss_mb
+    return peak_rss_mb()
+
+
 def one(config: str, batch: int, path: str, threads: int) -> None:
     import torch
-
-    from pipeline.runtime import peak_rss_mb
 
     torch.set_num_threads(threads)
     g = load_generator(config)
@@ -121,7 +129,7 @@ def one(config: str, batch: int, path: str, threads: int) -> None:
     with torch.inference_mode():
         for _ in range(2):
             g(z, plan=plan_of(path))
-    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"peak_rss_mb": vm_hwm_mb()}))
 
 
 def kernel_ab(config: str, batch: int, repeats: int = 5) -> list[dict]:
@@ -178,6 +186,7 @@ def main():
     ap.add_argument("--sampler", action="store_true", help="also time stylegan.sampling.generate (stage 1's call)")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument("--kernels", action="store_true", help="per-layer A/B of the relaxed path's conv kernels")
+    ap.add_argument("--memory-only", action="store_true", help="only the fresh-process peak-RSS figures")
     ap.add_argument("--one", nargs=3, metavar=("CONFIG", "BATCH", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -191,6 +200,13 @@ def main():
         for config in args.config:
             for batch in args.batches:
                 kernel_ab(config, batch)
+        return
+    if args.memory_only:
+        print("| config | batch | path | peak RSS MiB |\n|---|---|---|---|")
+        for config in args.config:
+            for batch in args.batches:
+                for p in args.paths:
+                    print(f"| {config} | {batch} | {p} | {peak_memory(config, batch, p, args.threads[0]):.0f} |", flush=True)
         return
     if "plain" not in args.paths:
         args.paths = ["plain", *args.paths]
