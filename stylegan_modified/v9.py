@@ -254,6 +254,25 @@ def branch_stats(g: V9Generator, z, label) -> dict:
 
 # ------------------------------------------------------------------------------------ data-driven start
 
+def concept_directions(w: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class-mean directions: for each concept k (column of ``positive`` [N, K], True = on the concept
+    side), the unit vector from the negative to the positive class mean of ``w`` [N, d], and the
+    offset of the midpoint between the class means along it. Returns (directions [K, d], offsets [K])."""
+    w = np.asarray(w, np.float64)
+    pos = np.asarray(positive, bool)
+    if pos.ndim != 2 or len(pos) != len(w):
+        raise ValueError(f"positive must have shape [{len(w)}, K], got {pos.shape}")
+    dirs, offs = [], []
+    for k in range(pos.shape[1]):
+        if pos[:, k].all() or not pos[:, k].any():
+            raise ValueError(f"concept {k}: both classes need samples ({int(pos[:, k].sum())} of {len(w)} positive)")
+        mp, mn = w[pos[:, k]].mean(0), w[~pos[:, k]].mean(0)
+        u = (mp - mn) / np.linalg.norm(mp - mn)
+        dirs.append(u)
+        offs.append(float(0.5 * (mp + mn) @ u))
+    return np.array(dirs, np.float32), np.array(offs, np.float32)
+
+
 def concept_shift(w: np.ndarray, directions: np.ndarray, offsets: np.ndarray, margin: float = 0.5,
                   sweeps: int = 10) -> np.ndarray:
     """Per-sample Δw that puts every w on the concept side of each hyperplane ``w·u_k ≥ offsets_k + margin``
@@ -346,5 +365,5 @@ def regress_new_branch(g: V9Generator, z, target_dw, label=None, *, method: str 
 
 
 __all__ = ["NEW_BRANCH_INIT_STD", "NEW_BRANCH_KEYS", "POINTS", "V9_SPEC", "V9Generator", "V9Mapping", "branch_stats",
-           "build_v9_discriminator", "build_v9_generator", "check_point", "concept_shift", "init_new_branch",
+           "build_v9_discriminator", "build_v9_generator", "check_point", "concept_directions", "concept_shift", "init_new_branch",
            "init_v9_from_v1", "load_v9_discriminator", "load_v9_generator", "regress_new_branch"]

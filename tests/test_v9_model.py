@@ -9,7 +9,7 @@ from stylegan.generator import GeneratorConfig
 from stylegan_modified.conditional import build_generator, synthesize
 from stylegan_modified.loading import save_state_dict
 from stylegan_modified.v9 import (NEW_BRANCH_KEYS, POINTS, branch_stats, build_v9_discriminator, build_v9_generator,
-                                  concept_shift, init_v9_from_v1, load_v9_discriminator, load_v9_generator,
+                                  concept_directions, concept_shift, init_v9_from_v1, load_v9_discriminator, load_v9_generator,
                                   regress_new_branch)
 
 TINY_G = dict(resolution=32, z_dim=32, w_dim=24, mapping_fmaps=40, fmaps_base=256, fmaps_max=32)
@@ -145,6 +145,18 @@ def test_concept_shift_meets_every_margin_and_leaves_satisfied_w():
     assert ((w + dw) @ un.T >= 0.5 - 1e-4).all()
     ok = ((w @ un.T) >= 0.5).all(1)
     assert ok.any() and np.allclose(dw[ok], 0)
+
+
+def test_concept_directions_are_class_mean_directions():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(400, 8))
+    pos = np.stack([w[:, 0] + 0.1 * rng.normal(size=400) > 0.3, w[:, 1] < 0], 1)
+    dirs, offs = concept_directions(w, pos)
+    assert np.allclose(np.linalg.norm(dirs, axis=1), 1, atol=1e-6)
+    assert dirs[0, 0] > 0.9 and dirs[1, 1] < -0.9                                  # toward the positive class
+    assert 0.1 < offs[0] / dirs[0, 0] < 0.6 and abs(offs[1]) < 0.2
+    with pytest.raises(ValueError, match="both classes"):
+        concept_directions(w, np.ones((400, 1), bool))
 
 
 @pytest.mark.parametrize("method", ["lstsq", "adam"])
