@@ -174,8 +174,18 @@ def test_monitor_options_change_the_scores_and_rounding_is_the_originals():
 def test_train_log_columns_exact_and_cadence(tmp_path):
     assert sum(is_log_point(0, i) for i in range(617)) == 34
     assert sum(is_log_point(5, i) for i in range(617)) == 13
-    tr = make_trainer()
-    step = tr.train_step(reals(), None, 0, 0)
+    g = build_v9_generator(G_CFG, seed=0)
+    tr = V9Trainer(g, build_v9_discriminator(D_CFG, seed=1), V9Settings(), monitor=monitor(), out_dir=tmp_path / "run")
+    step = tr.train_step(reals(), None, 0, 0)                 # a log point: the trainer runs the monitor
+    assert {"mean_gender_score", "mean_glass_score"} <= set(step)
+    tr.train_step(reals(), None, 0, 11)                       # not a log point
+    assert len(tr.log_rows) == 1 and len(tr.state()["log_rows"]) == 1
+    run_log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert len(run_log) == 2 and run_log[0] == "," + ",".join(LOG_COLUMNS)
+    point = tmp_path / "run" / "inference_test_during_finetuning" / "epoch_0000_idx_0000" / "inference_test_result.csv"
+    assert (point.read_text().splitlines()[0] == ",img_no,gender_score,quality_score,age_score,glass_score,"
+            + ",".join(f"{p}_score_cnn_{k}" for k in range(5) for p in ("gender", "quality", "age", "glass")))
+    assert (tmp_path / "run" / "concept_log.csv").is_file()
     row = log_row(step, {"mean_gender_score": 0.123456, "mean_quality_score": 1.0, "mean_age_score": 0.0,
                          "mean_glass_score": 0.5})
     assert row["mean_gender_score"] == 0.1235 and row["d_loss"] == round(step["d_loss"], 4)
@@ -187,4 +197,4 @@ def test_train_log_columns_exact_and_cadence(tmp_path):
     back = pd.read_csv(tmp_path / "train_log.csv", index_col=0)
     assert list(back.index) == [0, 1] and int(back["d_train_count"].iloc[0]) == 1
     with pytest.raises(KeyError, match="mean_glass_score"):
-        log_row(step, {"mean_gender_score": 0.1})
+        log_row({k: v for k, v in step.items() if not k.startswith("mean_")}, {"mean_gender_score": 0.1})

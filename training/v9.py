@@ -146,7 +146,11 @@ class V9Trainer:
     """G (:class:`V9Generator`), D, their AdamW optimisers and the step rule (module docstring)."""
 
     def __init__(self, g: V9Generator, d: ConditionalDiscriminator, s: V9Settings | None = None,
-                 ctx: DistContext | None = None):
+                 ctx: DistContext | None = None, monitor: "V9Monitor | None" = None, out_dir: Path | None = None):
+        """``monitor`` (optional): run after the step at every log point on the main process; with
+        ``out_dir`` the trainer keeps ``train_log.csv``, ``concept_log.csv`` and the per-point
+        ``inference_test_during_finetuning/epoch_EEEE_idx_IIII/inference_test_result.csv`` there
+        (rewritten in full at every log point, as the original), so the loop needs no hook."""
         self.s = s = s or V9Settings()
         s.validate()
         self.g, self.d, self.ctx = g, d, ctx or DistContext()
@@ -157,6 +161,9 @@ class V9Trainer:
                      "discriminator": self._optimizer(d, self.d_trainable)}
         self.last_g: float | None = None
         self.label_dim = g.spec.label_dim
+        self.monitor, self.out_dir = monitor, (Path(out_dir) if out_dir is not None else None)
+        self.log_rows: list[dict] = []
+        self.concept_rows: list[dict] = []
 
     def _optimizer(self, module: nn.Module, names: list[str]) -> torch.optim.AdamW:
         if self.s.optimizer_all_parameters:
@@ -244,9 +251,27 @@ class V9Trainer:
         rs, fs = self.ctx.gather(last["rs"]), self.ctx.gather(last["fs"])
         scores = torch.cat([rs, fs]).double().numpy()
         truth = np.r_[np.ones(len(rs)), np.zeros(len(fs))]
-        return {"epoch": int(epoch), "idx": int(step), **out, "real_scores_mean": float(rs.mean()),
-                "fake_scores_mean": float(fs.mean()), "real_fake_auroc": float(roc_auc_score(truth, scores)),
-                "r1": last["r1"]}
+        fig = {"epoch": int(epoch), "idx": int(step), **out, "real_scores_mean": float(rs.mean()),
+               "fake_scores_mean": float(fs.mean()), "real_fake_auroc": float(roc_auc_score(truth, scores)),
+               "r1": last["r1"]}
+        if self.monitor is not None and self.ctx.is_main and is_log_point(epoch, step):
+            fig.update(self._monitor(fig))
+        return fig
+
+    def _monitor(self, fig: dict) -> dict:
+        """Measure, keep the log rows, rewrite the logs (02a M7, M8); returns the means and evaluator shares."""
+        epoch, idx = fig["epoch"], fig["idx"]
+        means, frame, concept = self.monitor.measure(self.g, epoch, idx)
+        self.log_rows = [r for r in self.log_rows if (r["epoch"], r["idx"]) != (epoch, idx)] + [log_row(fig, means)]
+        self.concept_rows = ([r for r in self.concept_rows if (r["epoch"], r["idx"]) != (epoch, idx)]
+                             + [concept_row(epoch, idx, means, concept)])
+        if self.out_dir is not None:
+            point = self.out_dir / "inference_test_during_finetuning" / f"epoch_{epoch:04d}_idx_{idx:04d}"
+            point.mkdir(parents=True, exist_ok=True)
+            write_inference_result(point / "inference_test_result.csv", frame)
+            write_train_log(self.out_dir / "train_log.csv", self.log_rows)
+            write_concept_log(self.out_dir / "concept_log.csv", self.concept_rows)
+        return {**means, **concept}
 
     def end_epoch(self, epoch: int) -> dict:
         """The new branch's use on a fixed sample (256 z, zero labels): ‖w2'‖/‖w1'‖ and variance shares."""
@@ -258,7 +283,8 @@ class V9Trainer:
         return {"generator": self.g.state_dict(), "discriminator": self.d.state_dict(),
                 "opt_generator": self.opts["generator"].state_dict(),
                 "opt_discriminator": self.opts["discriminator"].state_dict(),
-                "last_g": self.last_g, "settings": asdict(self.s)}
+                "last_g": self.last_g, "settings": asdict(self.s), "log_rows": list(self.log_rows),
+                "concept_rows": list(self.concept_rows)}
 
     def load(self, st: dict) -> None:
         self.g.load_state_dict(st["generator"])
@@ -266,6 +292,8 @@ class V9Trainer:
         self.opts["generator"].load_state_dict(st["opt_generator"])
         self.opts["discriminator"].load_state_dict(st["opt_discriminator"])
         self.last_g = st["last_g"]
+        self.log_rows = list(st.get("log_rows", []))
+        self.concept_rows = list(st.get("concept_rows", []))
 
     def models(self) -> dict[str, nn.Module]:
         return {"generator": self.g, "discriminator": self.d}
