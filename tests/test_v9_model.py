@@ -171,7 +171,7 @@ def test_regress_new_branch_moves_w_by_the_target(method):
     off = np.median(w0 @ (u / np.linalg.norm(u, axis=1, keepdims=True)).T, axis=0)
     target = concept_shift(w0, u, off, margin=0.3)           # the margin absorbs the fit error
     fit = regress_new_branch(g, z, target, method=method, steps=150, seed=0)
-    assert fit["r2"] > {"lstsq": 0.45, "adam": 0.9}[method], fit
+    assert fit["r2"] > {"lstsq": 0.45, "adam": 0.85}[method], fit
     before = g.mapping(torch.as_tensor(z_test, dtype=torch.float32), np.zeros((200, 7), np.float32))
     un = u / np.linalg.norm(u, axis=1, keepdims=True)
     side0 = ((before["w1_"].detach().numpy() @ un.T) >= off).all(1).mean()
