@@ -344,7 +344,7 @@ def regress_new_branch(g: V9Generator, z, target_dw, label=None, *, method: str 
             p.requires_grad_(True)
         # relative steps: each tensor's lr is ``lr`` times its root-mean-square (biases: their weight's),
         # so the fit behaves the same whatever the lr multiplier and the scale of w
-        rms = [float(d0.weight.pow(2).mean().sqrt()), float(d1.weight.pow(2).mean().sqrt())]
+        rms = [float(d0.weight.detach().pow(2).mean().sqrt()), float(d1.weight.detach().pow(2).mean().sqrt())]
         opt = torch.optim.Adam([{"params": [d0.weight, d0.bias], "lr": lr * rms[0]},
                                 {"params": [d1.weight, d1.bias], "lr": lr * rms[1]}])
         hf, tf = h0.float(), t.float()
