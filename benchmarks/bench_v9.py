@@ -68,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--no-monitor", action="store_true", help="skip the per-log-point monitor timing")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch threads {args.threads}, cores {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
+    print(f"torch threads {args.threads}, cores {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}", flush=True)
     for name in args.configs.split(","):
         prof, g, d = build(name)
         tr = one_update_each(V9Trainer(g, d, V9Settings()))
@@ -76,13 +76,14 @@ def main(argv=None):
         n_img = 4930 if prof["resolution"] >= 256 else 2309      # the original's kept set / the shipped synthface kept set
         print(f"{name}: {g.cfg.resolution} px, G {sum(p.numel() for p in g.parameters()):,} params "
               f"(trains {sum(dict(g.named_parameters())[n].numel() for n in tr.g_trainable):,}), "
-              f"D trains {sum(dict(d.named_parameters())[n].numel() for n in tr.d_trainable):,}")
+              f"D trains {sum(dict(d.named_parameters())[n].numel() for n in tr.d_trainable):,}", flush=True)
         print(f"  v9 step (1 D + 1 G update, batch 8): {wall:.3f} s wall, {cpu:.3f} s CPU per step "
               f"(load average {os.getloadavg()[0]:.2f})"
-              + f"; an epoch of {n_img:,} images ({-(-n_img // 8)} steps) ≈ {-(-n_img // 8) * wall / 60:.1f} min")
+              + f"; an epoch of {n_img:,} images ({-(-n_img // 8)} steps) ≈ {-(-n_img // 8) * wall / 60:.1f} min wall, "
+              f"{-(-n_img // 8) * cpu / 60:.1f} min CPU", flush=True)
         if not args.no_monitor:
             print(f"  monitor log point (100 images, 20 fold models, JPEG): {monitor_seconds(prof, g):.2f} s "
-                  f"(load average {os.getloadavg()[0]:.2f})")
+                  f"(load average {os.getloadavg()[0]:.2f})", flush=True)
 
 
 if __name__ == "__main__":
