@@ -13,7 +13,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 
 from pipeline.profiles import load_profile
