@@ -96,6 +96,6 @@ def labeling_app(profile, stage1_dir=None, files: dict | None = None, groups=("q
     targets = images if count is None else images[:int(count)]
     store = LabelStore(paths, fmt, images, targets, import_files=import_files)
     reference = emulated_labels(profile, stage1_dir) if emulated else None
-    router = labeling_router(store, stage1_dir / "images", reference, title=f"{profile.name}: {stage1_dir}")
+    router = labeling_router(store, stage1_dir / "images", reference, title=f"{profile.name}, writing " + " + ".join(p.name for p in paths.values()))
     app = create_app({"/labeling": ("Hand labels for stage 2", router)}, title=f"Oh-LoRA ({profile.name})")
     return app, store, reference

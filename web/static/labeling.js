@@ -184,6 +184,7 @@ function onKey(ev) {
   else if (k === "ArrowLeft") action = () => (state.view.prev === null ? null : goto(state.view.prev));
   else if (k === "j") {
     ev.preventDefault();
+    $("jump").value = "";
     $("jump").focus();
     return;
   }
@@ -216,6 +217,7 @@ async function start() {
   $("jump-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const raw = $("jump").value.trim();
+    $("jump").value = "";
     $("jump").blur();
     if (!/^\d+$/.test(raw)) { say(`jump: ${JSON.stringify(raw)} is not an image number`); return; }
     enqueue(() => goto(Number(raw)));
