@@ -203,6 +203,22 @@ def test_label_20_by_keyboard_with_undo_skip_jump(page, server, data_root, templ
     page.keyboard.press("Enter")
     page.wait_for_function("() => window.labeling.idle() && window.labeling.stats.errors === 1", polling=10)
     assert "404: image 99999 is not a stage-1 image" in page.inner_text("#message")
+    # a second tab on the same server and files, labelling 60.. while this one labels 21..: nothing lost
+    tab2 = page.context.new_page()
+    assert open_page(tab2, server.url) == 21
+    tab2.keyboard.press("j")
+    tab2.keyboard.type("60")
+    tab2.keyboard.press("Enter")
+    tab2.wait_for_function("() => window.labeling.idle() && window.labeling.current() === 60", polling=10)
+    both = []
+    for _ in range(5):
+        both.append(label_current(page, reference, wait=False))
+        both.append(label_current(tab2, reference, wait=False))
+        for tab, n in ((page, both[-2]), (tab2, both[-1])):
+            tab.wait_for_function(f"() => window.labeling.idle() && window.labeling.current() !== {n}", polling=10)
+    tab2.close()
+    assert sorted(both) == list(range(21, 26)) + list(range(60, 65))
+    same_as_reference(written_labels(s1), reference, list(range(20)) + both)
     page.keyboard.press("j")
     page.keyboard.type("20")
     page.keyboard.press("Enter")
@@ -212,7 +228,7 @@ def test_label_20_by_keyboard_with_undo_skip_jump(page, server, data_root, templ
     page.screenshot(path=str(SCREENSHOT), type="jpeg", quality=70)
     with urllib.request.urlopen(server.url + "api/labeling/images/20") as r:
         assert b'"labels":{"gender"' in r.read()
-    same_as_reference(written_labels(s1), reference, range(20))
+    same_as_reference(written_labels(s1), reference, list(range(20)) + both)
 
 
 def test_100_labels_under_60_s_equal_the_emulated_labeller(page, server, data_root, template):
@@ -267,6 +283,7 @@ def test_kill_9_mid_run_loses_nothing(page, server, data_root, template, tmp_pat
             server.kill9()
             break
         page.wait_for_function(f"() => window.labeling.current() !== {n}", polling=5)
+    page.keyboard.press("g")          # one more key to a dead server (in case the page had caught up before the kill)
     page.wait_for_function("() => window.labeling.idle() && window.labeling.stats.errors > 0", polling=10)
     assert "not reachable" in page.inner_text("#message")
     acked = page.evaluate("window.labeling.stats.acked")

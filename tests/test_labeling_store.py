@@ -286,3 +286,22 @@ def test_script_binds_localhost_and_checks_emulated(data_root, capsys):
     with pytest.raises(SystemExit) as e:
         run_labeling.main(["--check-emulated", "--import-files"])
     assert e.value.code == 1 and f"gender 0/{N}" in capsys.readouterr().out
+
+
+def test_celeba256_session_has_no_replay(tmp_path, monkeypatch):
+    """On a profile without a world the tool labels the same files; replay answers 404 with the reason."""
+    from fastapi.testclient import TestClient
+
+    from web.app import labeling_app
+    monkeypatch.setenv("OHLORA_DATA_ROOT", str(tmp_path))
+    prof = load_profile("celeba256")
+    make_stage1(prof.stage_dir("stage1"), 6, res=16, render=False)
+    app, store, ref = labeling_app(prof)
+    assert ref is None and store.files[QG] == prof.data_root / "stage1" / "synthesize_results_quality_and_gender.csv"
+    with TestClient(app) as c:
+        assert c.get("/api/labeling/config").json()["emulated"] is False
+        r = c.get("/api/labeling/emulated/0")
+        assert r.status_code == 404 and "no emulated labeller" in r.json()["detail"]
+        for p, v in ONES.items():
+            c.post("/api/labeling/label", json={"img_no": 5, "prop": p, "value": v})
+    assert store.files[AG].read_text() == "img_name,age,glass\n5,0,0\n"
