@@ -305,3 +305,12 @@ def test_celeba256_session_has_no_replay(tmp_path, monkeypatch):
         for p, v in ONES.items():
             c.post("/api/labeling/label", json={"img_no": 5, "prop": p, "value": v})
     assert store.files[AG].read_text() == "img_name,age,glass\n5,0,0\n"
+
+
+def test_targets_are_the_first_count_images(data_root, fmt):
+    store = new_store(data_root, fmt, targets=range(10))
+    label_all(store, 15, ONES)                            # any stage-1 image may be labelled ...
+    assert store.progress() == {"labelled": 0, "total": 10, "labelled_all": 1}   # ... the bar counts the targets
+    assert store.next_unlabelled(15) == 0 and store.next_unlabelled(3) == 4
+    label_all(store, 0, ONES)
+    assert fmt.read(files_of(data_root)[QG], ("quality", "gender"))["img_name"].tolist() == [0, 15]

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -107,18 +108,15 @@ class LabelStore:
             self._start(import_files)
 
     # ------------------------------------------------------------------ locking, loading
+    @contextmanager
     def _locked(self):
-        store = self
-
-        class _Ctx:
-            def __enter__(self):
-                store._lock.acquire()
-                fcntl.flock(store._lock_file, fcntl.LOCK_EX)
-
-            def __exit__(self, *exc):
-                fcntl.flock(store._lock_file, fcntl.LOCK_UN)
-                store._lock.release()
-        return _Ctx()
+        """The thread lock (tabs served by this process), then ``flock`` (other processes)."""
+        with self._lock:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self._lock_file.close()
@@ -255,8 +253,11 @@ class LabelStore:
         skipped one still unlabelled; None when every target is labelled."""
         if not self.targets:
             return None
-        start = self._target_pos.get(after, -1) + 1 if after is not None else 0
-        if after is not None and after not in self._target_pos:
+        if after is None:
+            start = 0
+        elif after in self._target_pos:
+            start = self._target_pos[after] + 1
+        else:                                     # an image outside the targets: the first target after it
             start = next((i for i, n in enumerate(self.targets) if n > after), 0)
         ring = self.targets[start:] + self.targets[:start]
         todo = [n for n in ring if not self._complete(n)]
