@@ -147,9 +147,10 @@ class LabelStore:
             self._import_csvs()
             self._commit(force=True)
 
-    def _read_sidecar(self) -> None:
+    def _read_sidecar(self, text: str | None = None) -> None:
         try:
-            st = json.loads(self.sidecar.read_text(encoding="utf-8"))
+            text = self.sidecar.read_text(encoding="utf-8") if text is None else text
+            st = json.loads(text)
             if st.get("version") != SIDECAR_VERSION:
                 raise ValueError(f"version {st.get('version')!r}, expected {SIDECAR_VERSION}")
             if tuple(st["properties"]) != self.properties:
@@ -168,6 +169,7 @@ class LabelStore:
                                   f"start with --import-files to rebuild it from the CSV files") from exc
         self.labels, self._file_rec, self.skipped, self.order = labels, file_rec, skipped, order
         self.position = None if position is None else int(position)
+        self._sidecar_text = text
 
     def _import_csvs(self) -> None:
         """Start from the label CSVs that exist (read and validated by stage 2's reader)."""
@@ -194,8 +196,9 @@ class LabelStore:
                           columns=["img_name", *cols], dtype="int64")
         return df.to_csv(index=False, lineterminator="\n")
 
-    def _commit(self, force: bool = False) -> None:
-        texts = {g: self._csv_text(g) for g in self.files}
+    def _commit(self, force: bool = False, csv: bool = True) -> None:
+        """Write the sidecar, then the CSVs (``csv=False``: the change cannot touch them)."""
+        texts = {g: self._csv_text(g) for g in self.files} if csv or force else {}
         changed = []
         for g, text in texts.items():
             sha = _sha(text)
@@ -209,16 +212,20 @@ class LabelStore:
                  "files": {g: {"path": str(self.files[g]), **self._file_rec[g]} for g in self.files},
                  "labels": {str(n): self.labels[n] for n in sorted(self.labels)},
                  "skipped": sorted(self.skipped), "order": self.order, "position": self.position}
-        atomic_write_text(self.sidecar, json.dumps(state, separators=(",", ":")) + "\n")
+        text = json.dumps(state, separators=(",", ":")) + "\n"
+        atomic_write_text(self.sidecar, text)
+        self._sidecar_text = text
         for g in changed:
             if force and _read_text(self.files[g]) == texts[g]:
                 continue
             atomic_write_text(self.files[g], texts[g])
 
     def _refresh(self) -> None:
-        """Take the state on disk (another process may have written it; a file stamp could miss a
-        change within the file system's time granularity, so the sidecar is always read)."""
-        self._read_sidecar()
+        """Take the state on disk when another process changed it (the content is compared: a
+        file stamp could miss a change within the file system's time granularity)."""
+        text = self.sidecar.read_text(encoding="utf-8")
+        if text != self._sidecar_text:
+            self._read_sidecar(text)
 
     # ------------------------------------------------------------------ queries
     def _complete(self, n: int) -> bool:
@@ -309,13 +316,14 @@ class LabelStore:
         with self._locked():
             self._refresh()
             n = self._check_image(img_no)
+            was_complete = self._complete(n)
             self.labels.setdefault(n, {})[prop] = int(value)
             if self._complete(n):
                 if n not in self.order:
                     self.order.append(n)
                 self.skipped.discard(n)
             self.position = n
-            self._commit()
+            self._commit(csv=was_complete or self._complete(n))
             return self._view(n)
 
     def clear(self, img_no=None) -> dict | None:
@@ -328,10 +336,11 @@ class LabelStore:
                     return None
                 img_no = self.order[-1]
             n = self._check_image(img_no)
+            was_complete = self._complete(n)
             self.labels.pop(n, None)
             self.order = [m for m in self.order if m != n]
             self.position = n
-            self._commit()
+            self._commit(csv=was_complete)
             return self._view(n)
 
     def skip(self, img_no) -> dict:
@@ -343,7 +352,7 @@ class LabelStore:
                 self.skipped.add(n)
             nxt = self.next_unlabelled(n)
             self.position = n if nxt is None else nxt
-            self._commit()
+            self._commit(csv=False)
             return self._view(self.position)
 
     def goto(self, img_no) -> dict:
@@ -353,5 +362,5 @@ class LabelStore:
             n = self._check_image(img_no)
             if self.position != n:
                 self.position = n
-                self._commit()
+                self._commit(csv=False)
             return self._view(n)
