@@ -15,9 +15,9 @@ resumes where it stopped. On synthface the page can replay the world's emulated 
 import argparse
 
 from pipeline.config import add_setting_flags, constants, resolve
-from pipeline.profiles import DEFAULT_PROFILE, load_profile
+from pipeline import profiles
 
-PROFILE = DEFAULT_PROFILE
+PROFILE = profiles.DEFAULT_PROFILE
 HOST = "127.0.0.1"          # localhost only; another address exposes the labels to the network
 PORT = 8765
 COUNT = 2000                # label the first COUNT stage-1 images (the original labelled 2,000); 0: all
@@ -40,10 +40,15 @@ def main(argv=None):
     from web.app import labeling_app, serve
     from web.emulated import compare
 
-    profile = load_profile(args.profile)
+    if not 0 <= cfg["port"] < 65536:
+        ap.error(f"--port {cfg['port']} is not a TCP port (0..65535)")
     files = {"quality_and_gender": args.labels_quality_gender, "age_and_glass": args.labels_age_glass}
-    app, store, reference = labeling_app(profile, args.stage1, {g: f for g, f in files.items() if f},
-                                         cfg["groups"], cfg["count"] or None, cfg["import_files"])
+    try:
+        profile = profiles.load_profile(args.profile)
+        app, store, reference = labeling_app(profile, args.stage1, {g: f for g, f in files.items() if f},
+                                             cfg["groups"], cfg["count"] or None, cfg["import_files"])
+    except (ValueError, RuntimeError) as exc:      # unknown profile, unfinished stage 1, bad label file or sidecar
+        raise SystemExit(f"run_labeling.py: {exc}") from None
     p = store.progress()
     print(f"labelling {p['total']} images of {profile.name}: {p['labelled']} labelled; files "
           + ", ".join(str(f) for f in store.files.values()) + f"; state {store.sidecar}")

@@ -231,7 +231,7 @@ def test_label_20_by_keyboard_with_undo_skip_jump(page, server, data_root, templ
     same_as_reference(written_labels(s1), reference, list(range(20)) + both)
 
 
-def test_100_labels_under_60_s_equal_the_emulated_labeller(page, server, data_root, template):
+def test_100_labels_under_60_s_equal_the_emulated_labeller(page, server, data_root, template, monkeypatch):
     reference = template[1]
     s1 = data_root / "synthface" / "stage1"
     open_page(page, server.url)
@@ -249,11 +249,8 @@ def test_100_labels_under_60_s_equal_the_emulated_labeller(page, server, data_ro
     # stage 2 takes the files as its training labels: 100 labelled images, the other 20 to score
     from cnn.stage2 import Stage2Settings, load_inputs
     profile = load_profile("synthface")
-    os.environ["OHLORA_DATA_ROOT"] = str(data_root)
-    try:
-        inputs = load_inputs(profile, Stage2Settings(), s1, show_progress=False)
-    finally:
-        del os.environ["OHLORA_DATA_ROOT"]
+    monkeypatch.setenv("OHLORA_DATA_ROOT", str(data_root))
+    inputs = load_inputs(profile, Stage2Settings(), s1, show_progress=False)
     assert inputs.labelled.tolist() == list(range(100)) and inputs.unlabelled.tolist() == list(range(100, N_IMAGES))
     assert inputs.labels["glass"].tolist() == reference["glass"].tolist()[:100]
     # the page replays the emulated labeller by itself (?replay=1): ten more images, the same labels
