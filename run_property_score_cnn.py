@@ -38,6 +38,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
     ap.add_argument("--out", default=None, help="output folder (default: <data root>/stage5/property_cnn)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-shipped", action="store_true", help="train even when the shipped run applies")
     args = ap.parse_args(argv)
 
     import torch
@@ -45,6 +46,8 @@ def main(argv=None):
     from cnn.stage5_property import property_cnn_config, run_property_stage
 
     profile = load_profile(args.profile)
+    if args.no_shipped:
+        profile.setdefault("stage5", {})["use_shipped"] = False
     cfg = property_cnn_config(profile)
     for key in ("lr", "batch_size", "max_epochs", "patience", "t_max", "seed", "relabel_mode", "threads"):
         if getattr(args, key) is not None:

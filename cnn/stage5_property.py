@@ -39,7 +39,7 @@ import torch
 from pipeline.io import atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import check_run_manifest, peak_rss_mb
-from pipeline.shipped import ids_digest, install_run, pack_run, shipped_dir
+from pipeline.shipped import ids_digest, install_record, install_run, pack_run, shipped_dir
 
 from .property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, count_parameters, load_property_cnn,
                                  split_indices, score_images, train_property_cnn, to_signed_nchw)
@@ -138,7 +138,7 @@ def pack_property_run(profile, run_dir: Path | None = None, dest: Path | None = 
     kept = load_kept_set(profile, profile.data_root / TARGET_CSV, P7, show_progress=False)
     return pack_run(run, dest, "property CNN", shipped_settings(cfg, len(kept), kept.img_nos),
                     {"train_s": m["timings"]["train_s"], "epochs": m["epochs"], "best_epoch": m["best_epoch"]},
-                    {}, (CHECKPOINT, "train_log.csv", "val_log.csv"))
+                    {}, (CHECKPOINT, "train_log.csv", "val_log.csv"), img_nos=kept.img_nos)
 
 
 def _csv(path: Path, df: pd.DataFrame) -> None:
@@ -166,7 +166,8 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
     ckpt = out / CHECKPOINT
     shipped = None
     if not ckpt.is_file() and not (out / "train_state.pth").is_file():
-        shipped = install_run(shipped_dir(profile, "property_cnn"), out, shipped_settings(cfg, n, kept.img_nos))
+        shipped = install_run(shipped_dir(profile, "property_cnn"), out, shipped_settings(cfg, n, kept.img_nos),
+                               img_nos=kept.img_nos)
     trained_now = not ckpt.is_file()
     say = (lambda m: print(m, flush=True)) if show_progress else None
     if trained_now:
@@ -216,7 +217,7 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
                               for a, row in df[list(SCORE_COLUMNS)].corr().to_dict().items()},
         "timings": {"train_s": round(train_seconds, 1) if train_seconds is not None else None,
                     "relabel_s": round(t_relabel, 2)},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
         "files": {"checkpoint": CHECKPOINT, "relabelled": RELABEL_CSV, "compare": "compare/all_scores_v2_vs_cnn.csv"},
     }
     if truth is not None:

@@ -71,6 +71,14 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--evaluator", default=None, help="synthface evaluator weights (default: the profile's)")
     ap.add_argument("--out", default=None, help="output folder (default: <data root>/stage5/<version>)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-shipped", action="store_true",
+                    help="train even when a shipped run applies (sets the profile's stage5.use_shipped false)")
+
+
+def force_training(profile, args: argparse.Namespace) -> None:
+    """``--no-shipped``: the profile's ``stage5.use_shipped`` = false, so no shipped run is installed."""
+    if getattr(args, "no_shipped", False):
+        profile.setdefault("stage5", {})["use_shipped"] = False
 
 
 def add_stage_args(ap: argparse.ArgumentParser, defaults: dict) -> None:
@@ -98,6 +106,7 @@ def run_training_script(run_fn, profile, s, test: dict, args: argparse.Namespace
         female_n = 20
     if args.threads:
         torch.set_num_threads(args.threads)
+    force_training(profile, args)
     ctx = init_distributed(args.device)
     try:
         return run_fn(profile, s, test, out_dir=args.out, label_file=args.labels, property_cnn_path=args.property_cnn,

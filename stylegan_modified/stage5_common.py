@@ -109,7 +109,8 @@ def pack_training_run(profile, run: Path, dest: Path | None, stage: str, setting
     key = json.loads(state["settings_json"])
     kept = load_kept_set(profile, Path(key["labels"]), label_names, show_progress=False)
     return pack_run(run, dest, stage, shipped_settings(profile, key, s, kept.img_nos),
-                    {k: state[k] for k in record_keys if k in state}, shipped_bases(profile, models), copy_patterns)
+                    {k: state[k] for k in record_keys if k in state}, shipped_bases(profile, models), copy_patterns,
+                    img_nos=kept.img_nos)
 
 
 def settings_key(settings, exclude=("epochs",)) -> dict:

@@ -33,7 +33,7 @@ from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_csv, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
-from pipeline.shipped import install_run, shipped_dir
+from pipeline.shipped import install_record, install_run, shipped_dir
 
 from .conditional import build_discriminator, build_generator
 from .distributed import DistContext, epoch_batches, init_distributed
@@ -113,7 +113,7 @@ def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None 
     shipped = None
     if state is None and ctx.world == 1:
         shipped = install_run(shipped_dir(profile, s.version), out, shipped_settings(profile, key, s, kept.img_nos),
-                              lambda: shipped_bases(profile, GAN_SHIPPED_MODELS))
+                              lambda: shipped_bases(profile, GAN_SHIPPED_MODELS), img_nos=kept.img_nos)
     g, d, init_done = start_models(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     g.to(ctx.device)
     d.to(ctx.device)
@@ -235,7 +235,7 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         "g_updates_per_step": _counts(history), "last_epoch": _epoch_means(history, s.epochs - 1),
         "first_epoch": _epoch_means(history, 0), "female_share": fem, "evaluator_calibration": calibration,
         "generation_test": _test_summary(test), "label_path": label_path_strength(g, base_generator_state(profile)[0]),
-        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
     }
     _report(out, profile, s, m, history, test)
     write_metrics(out, m)

@@ -32,7 +32,7 @@ from cnn.property_score_cnn import P3, P7
 from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
-from pipeline.shipped import install_run, shipped_dir
+from pipeline.shipped import install_record, install_run, shipped_dir
 from stylegan.sampling import latent_z
 
 from .conditional import build_generator
@@ -142,7 +142,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     shipped = None
     if state is None and ctx.world == 1:
         shipped = install_run(shipped_dir(profile, "v3"), out, shipped_settings(profile, key, s, kept.img_nos),
-                              lambda: shipped_bases(profile, V3_SHIPPED_MODELS))
+                              lambda: shipped_bases(profile, V3_SHIPPED_MODELS), img_nos=kept.img_nos)
     g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     gcfg = g.cfg
     with torch.random.fork_rng():
@@ -319,7 +319,7 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
                                  "seconds": round(t_test, 1)},
         "female_share": {"prior_z": fem_prior, "posterior_z": fem_post}, "evaluator_calibration":
             next((j.calibration for j in judges if hasattr(j, "calibration")), None),
-        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
     }
     _report(out, profile, s, m, hist, final)
     write_metrics(out, m)
