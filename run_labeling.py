@@ -13,7 +13,9 @@ resumes where it stopped. On synthface the page can replay the world's emulated 
     python run_labeling.py --check-emulated         # compare the files with the emulated labeller
 """
 import argparse
+import sys
 
+from pipeline.entry import check_environment, guarded  # first: checks the environment
 from pipeline.config import add_setting_flags, constants, resolve
 from pipeline import profiles
 
@@ -48,7 +50,8 @@ def main(argv=None):
         app, store, reference = labeling_app(profile, args.stage1, {g: f for g, f in files.items() if f},
                                              cfg["groups"], cfg["count"] or None, cfg["import_files"])
     except (ValueError, RuntimeError) as exc:      # unknown profile, unfinished stage 1, bad label file or sidecar
-        raise SystemExit(f"run_labeling.py: {exc}") from None
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
     p = store.progress()
     print(f"labelling {p['total']} images of {profile.name}: {p['labelled']} labelled; files "
           + ", ".join(str(f) for f in store.files.values()) + f"; state {store.sidecar}")
@@ -64,4 +67,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    check_environment(("fastapi", "uvicorn"))
+    guarded(main)
