@@ -44,15 +44,27 @@ def emulate_hand_labels(truth: pd.DataFrame, img_nos, noise_rate: float, seed: i
     return df, stats
 
 
-def write_hand_labels(stage1_dir: Path, latents: pd.DataFrame, world, count: int, noise_rate: float,
-                      seed: int) -> dict:
-    """Labels for images 0..count-1 of a finished stage 1 (z read from its latents table)."""
+def labels_for_stage1(latents: pd.DataFrame, world, count: int, noise_rate: float,
+                      seed: int) -> tuple[pd.DataFrame, dict]:
+    """The emulated labeller's labels for images 0..count-1 of a finished stage 1 (z read from its
+    latents table): ``img_name, quality, gender, age, glass`` sorted by image number, and statistics."""
     rows = latents[latents["img_no"] < count].sort_values("img_no")
     if len(rows) < count:
         raise ValueError(f"stage 1 has {len(rows)} images, fewer than the {count} to label")
     zcols = [c for c in rows.columns if c.startswith("z_")]
     truth = world.truth(rows[zcols].to_numpy(np.float32))
-    df, stats = emulate_hand_labels(truth, rows["img_no"].to_numpy(), noise_rate, seed)
+    return emulate_hand_labels(truth, rows["img_no"].to_numpy(), noise_rate, seed)
+
+
+def profile_label_count(profile, n_images: int) -> int:
+    """How many images the profile's emulated labeller labels in a stage 1 of ``n_images``."""
+    return min(int(profile["hand_labels"]["count"]), int(n_images))
+
+
+def write_hand_labels(stage1_dir: Path, latents: pd.DataFrame, world, count: int, noise_rate: float,
+                      seed: int) -> dict:
+    """Write the label files for images 0..count-1 of a finished stage 1."""
+    df, stats = labels_for_stage1(latents, world, count, noise_rate, seed)
     atomic_write_csv(Path(stage1_dir) / QG_FILE, df[["img_name", "quality", "gender"]])
     atomic_write_csv(Path(stage1_dir) / AG_FILE, df[["img_name", "age", "glass"]])
     return stats
@@ -71,7 +83,7 @@ def write_labels_for_stage1(profile, out_dir=None) -> dict:
     cfg = profile["hand_labels"]
     latents = pd.read_csv(stage1 / "latents.csv")
     world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
-    stats = write_hand_labels(stage1, latents, world, min(int(cfg["count"]), len(latents)),
+    stats = write_hand_labels(stage1, latents, world, profile_label_count(profile, len(latents)),
                               float(cfg["noise_rate"]), int(cfg["seed"]))
     metrics = json.loads((stage1 / "metrics.json").read_text())
     metrics["hand_labels"] = {**stats, "files": [QG_FILE, AG_FILE]}
