@@ -84,7 +84,7 @@ def make_root(tmp_path: Path, n: int = 40) -> Profile:
 
 def world_with_property_cnn(tmp_path_factory, name: str) -> Profile:
     """A data root (:func:`make_root`) whose property CNN is trained (2 epochs), for module fixtures."""
-    from cnn.stage5_property import run_property_stage
+    from stages.property_cnn import run_property_stage
     torch.set_num_threads(1)
     prof = make_root(tmp_path_factory.mktemp(name))
     run_property_stage(prof, show_progress=False)

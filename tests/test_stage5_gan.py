@@ -9,11 +9,11 @@ import torch
 from cnn.property_score_cnn import P3, P7
 from stylegan_modified import build_discriminator, build_generator, load_generator
 from stylegan_modified.distributed import DistContext
-from stylegan_modified.finetune_gan import LOG_COLUMNS, DiscriminatorLoss, GanSettings, GanTrainer
-from stylegan_modified.stage5_cli import TEST_DEFAULTS
-from stylegan_modified.stage5_common import build_configs
-from stylegan_modified.stage5_data import stage5_settings
-from stylegan_modified.stage5_gan import run_gan_stage
+from training.gan import LOG_COLUMNS, DiscriminatorLoss, GanSettings, GanTrainer
+from stages.settings import TEST_DEFAULTS
+from stages.bases import build_configs
+from stages.settings import profile_section as stage5_settings
+from stages.finetune_gan import run_gan_stage
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import interrupted_then_resumed, world_with_property_cnn
 
