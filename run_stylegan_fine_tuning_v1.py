@@ -43,6 +43,7 @@ LABEL_WEIGHT = "auto"        # "auto" or "fresh" (the original)
 HEAD = "keep"                # "keep" or "reinit" (the original)
 SEED = 0
 LOG_EVERY = 10               # train_log.csv: every 10th batch (and the first 10 of epoch 0)
+MAX_STEPS_PER_EPOCH = 0      # steps per epoch cap (0: the whole kept set)
 CHECKPOINT_EVERY = 50        # steps between resumable snapshots
 GRID_Z = 10                  # rows of the per-epoch monitoring grid
 TEST_N_Z = 30                # generation test: latents x 50 labels

@@ -55,6 +55,7 @@ TEST_Z_SOURCE = "images"     # per-epoch test latents: "images" (posteriors of 3
 TEST_DROPOUT = False         # the original measured with dropout on
 SELECT_JUDGE = "parsing"     # judge choosing the shipped epoch: "parsing" (stages 3-4) or "primary"
 LOG_EVERY = 20
+MAX_STEPS_PER_EPOCH = 0      # steps per epoch cap (0: the whole kept set)
 CHECKPOINT_EVERY = 100       # steps between resumable snapshots
 TEST_N_Z = 30                # generation test: latents x 50 labels
 TEST_Z_SEED = 0

@@ -24,7 +24,6 @@ from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from pipeline.io import atomic_write_png
 from pipeline.kept_set import load_kept_set
 from pipeline.latents import read_z_csv
-from pipeline.profiles import load_profile
 from pipeline.reports import markdown_table, write_metrics, write_report
 from pipeline.vocabulary import CONTROLLED as P3
 from pipeline.vocabulary import PROPERTIES as P7
@@ -34,7 +33,7 @@ from stylegan_modified.loading import load_generator
 
 from .bases import build_configs
 from .finetune_gan import CNN_LABELS, DEFAULT_LABELS, PROPERTY_CNN
-from .settings import resolve_stage
+from .settings import profile_of, resolve_stage
 
 FINAL_LABEL = {"eyes": 1.8, "hair_color": 0.0, "hair_length": 0.0, "mouth": 1.6, "pose": -1.2,
                "background_mean": 0.0, "background_std": 0.0}
@@ -139,7 +138,7 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
 def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) -> dict:
     """The stage from ``run_fine_tuned_generator.py``: settings = constants < profile ``stage5.final``
     < flags; default paths from the data root; prints the test of the choice."""
-    profile = load_profile(profile_name)
+    profile = profile_of(profile_name)
     cfg = resolve_stage(consts, profile, "stage5.final", args)
     v, rt, paths = cfg.settings.values, cfg.runtime, dict(paths or {})
     if rt.get("threads"):

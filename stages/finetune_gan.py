@@ -37,7 +37,6 @@ from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluat
 from evaluation.tables import female_share, female_table, leak_identity_table, oracle_reference, test_table
 from pipeline.io import InputError, atomic_write_csv, atomic_write_text, remove_stale_tmp
 from pipeline.kept_set import kept_latents, load_kept_set
-from pipeline.profiles import load_profile
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
 from pipeline.shipped import install_record, run_settings, shipped_dir
@@ -51,7 +50,8 @@ from training.gan import GanSettings, GanTrainer, log_rows
 from training.loop import FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
 from .bases import base_discriminator_state, base_generator_state, build_configs, shipped_bases
-from .settings import resolve_stage, run_training, settings_of, test_summary, write_settings
+from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, test_summary,
+                       write_settings)
 
 PROPERTY_CNN = "stage5/property_cnn/property_score_cnn.pth"
 CNN_LABELS = "stage5/property_cnn/all_scores_v2_cnn.csv"
@@ -100,14 +100,20 @@ def start_models(profile, s: GanSettings, init_dir: Path, kept=None):
 def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) -> dict | None:
     """The stage from a script: settings = constants < profile ``stage5.v1`` / ``stage5.v4`` < flags,
     recorded in ``run_config.json``; then :func:`run_gan_stage`; prints the outcome."""
-    profile = load_profile(profile_name)
-    given = vars(args) if args is not None else {}
+    profile = profile_of(profile_name)
+    given = given_flags(args)
     version = "v4" if given.get("v4", consts.get("v4", False)) else "v1"
     cfg = resolve_stage(consts, profile, f"stage5.{version}", args)
     s = settings_of(GanSettings, cfg.settings.values, version=version)
     paths = dict(paths or {})
     write_settings(Path(paths.get("out") or default_paths(profile, version)["out"]), cfg)
-    m = run_training(run_gan_stage, profile, s, dict(cfg.test.values), cfg.runtime, paths)
+    test = dict(cfg.test.values)
+    female_n = prepare_runtime(profile, s, test, cfg.runtime)
+    with distributed(cfg.runtime) as ctx:
+        m = run_gan_stage(profile, s, test, out_dir=paths.get("out"), label_file=paths.get("labels"),
+                          property_cnn_path=paths.get("property_cnn"), init_dir=paths.get("init_dir"),
+                          evaluator=paths.get("evaluator"), ctx=ctx, female_n=female_n,
+                          show_progress=bool(cfg.runtime.get("progress", True)))
     if m is not None:
         fem = {k: v["share"] for k, v in m["female_share"].items() if isinstance(v, dict)}
         print(test_summary(f"FineTune-{version}: {m['steps']} steps, {m['train_seconds']} s; female share {fem}",

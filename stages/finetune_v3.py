@@ -34,7 +34,6 @@ from evaluation.tables import female_share, female_table, leak_identity_table, o
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
 from pipeline.io import InputError, atomic_write_text, remove_stale_tmp
 from pipeline.kept_set import kept_latents, load_kept_set
-from pipeline.profiles import load_profile
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
 from pipeline.shipped import install_record, run_settings, shipped_dir
@@ -50,7 +49,8 @@ from training.loop import Evaluation, FineTuneLoop, LoopSettings, ShippedRun, se
 
 from .bases import base_generator_state, build_configs, shipped_bases
 from .finetune_gan import CNN_LABELS, PROPERTY_CNN
-from .settings import resolve_stage, run_training, settings_of, test_summary, write_settings
+from .settings import (distributed, prepare_runtime, profile_of, resolve_stage, settings_of, test_summary,
+                       write_settings)
 
 N_TEST_Z = 30
 # a shipped run (pipeline.shipped): G as a partial checkpoint against the base G (only the mapping
@@ -125,12 +125,18 @@ def _score(test: dict, judge: str | None = None) -> tuple:
 def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) -> dict | None:
     """The stage from a script: settings = constants < profile ``stage5.v3`` < flags, recorded in
     ``run_config.json``; then :func:`run_v3_stage`; prints the outcome."""
-    profile = load_profile(profile_name)
+    profile = profile_of(profile_name)
     cfg = resolve_stage(consts, profile, "stage5.v3", args)
     s = settings_of(V3Settings, cfg.settings.values)
     paths = dict(paths or {})
     write_settings(Path(paths.get("out") or default_paths(profile)["out"]), cfg)
-    m = run_training(run_v3_stage, profile, s, dict(cfg.test.values), cfg.runtime, paths)
+    test = dict(cfg.test.values)
+    female_n = prepare_runtime(profile, s, test, cfg.runtime)
+    with distributed(cfg.runtime) as ctx:
+        m = run_v3_stage(profile, s, test, out_dir=paths.get("out"), label_file=paths.get("labels"),
+                          property_cnn_path=paths.get("property_cnn"), init_dir=paths.get("init_dir"),
+                          evaluator=paths.get("evaluator"), ctx=ctx, female_n=female_n,
+                          show_progress=bool(cfg.runtime.get("progress", True)))
     if m is not None:
         print(test_summary(f"FineTune-v3: shipped epoch {m['best']['epoch']}; passing epochs {m['passing_epochs']}",
                            m["generation_test_best"]))

@@ -19,12 +19,11 @@ from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.oracle import CONTROLLED, OracleGenerator
 from pipeline.io import InputError, atomic_write_json
 from pipeline.kept_set import kept_latents, load_kept_set
-from pipeline.profiles import load_profile
 from pipeline.vocabulary import PROPERTIES as P7
 from synthface.truth import world
 
 from .finetune_gan import CNN_LABELS, PROPERTY_CNN
-from .settings import resolve_stage
+from .settings import profile_of, resolve_stage
 
 OUT_SUBDIR = "stage5/oracle"
 
@@ -59,7 +58,7 @@ def run_oracle_test(profile, test_cfg: dict, out: Path | None = None, progress: 
 def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> dict | None:
     """The stage from ``run_oracle_test.py``: test settings = constants < profile
     ``stage5.generation_test`` < flags; prints pass counts, r and the largest leak per judge."""
-    profile = load_profile(profile_name)
+    profile = profile_of(profile_name)
     cfg = resolve_stage(consts, profile, "stage5.oracle", args)
     if cfg.runtime.get("threads"):
         torch.set_num_threads(int(cfg.runtime["threads"]))

@@ -41,13 +41,12 @@ from cnn.property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, coun
                                     split_indices, score_images, train_property_cnn, to_signed_nchw)
 from pipeline.io import atomic_write_text, remove_stale_tmp
 from pipeline.kept_set import load_kept_set
-from pipeline.profiles import load_profile
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import check_run_manifest, peak_rss_mb
 from pipeline.shipped import ids_digest, install_record, install_run, shipped_dir
 from synthface.truth import truth_for_images
 
-from .settings import profile_section, resolve_stage
+from .settings import profile_of, profile_section, resolve_stage
 
 OUT_SUBDIR = "stage5/property_cnn"
 CHECKPOINT = "property_score_cnn.pth"
@@ -133,7 +132,7 @@ def _csv(path: Path, df: pd.DataFrame) -> None:
 def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> dict:
     """The stage from ``run_property_score_cnn.py``: settings = constants < profile
     ``stage5.property_cnn`` < flags (the resolution is the profile's); prints the held-out figures."""
-    profile = load_profile(profile_name)
+    profile = profile_of(profile_name)
     rc = resolve_stage(consts, profile, "stage5.property_cnn", args)
     rt = rc.runtime
     cfg = {**rc.settings.values, "resolution": int(profile["resolution"]), "threads": rt.get("threads") or None}

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from pipeline.config import Resolved, resolve, write_run_config
+from pipeline.profiles import load_profile
 from stylegan_modified.distributed import init_distributed, shutdown
 
 RUNTIME = ("device", "threads", "progress", "quick", "female_n", "shipped", "v4")
@@ -41,13 +43,13 @@ class StageConfig:
                 "runtime": dict(self.runtime)}
 
 
-def _given(args: argparse.Namespace | Mapping | None) -> dict:
+def given_flags(args: argparse.Namespace | Mapping | None) -> dict:
     return dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
 
 
 def resolve_stage(consts: Mapping[str, Any], profile, block: str, args=None) -> StageConfig:
     """Split the constants (module docstring), resolve each layer and return them."""
-    given = _given(args)
+    given = given_flags(args)
     test_names = {TEST_PREFIX + k for k in TEST_KEYS}
     test_c = {k[len(TEST_PREFIX):]: v for k, v in consts.items() if k in test_names}
     main_c = {k: v for k, v in consts.items() if k not in test_names and k not in RUNTIME}
@@ -60,11 +62,20 @@ def resolve_stage(consts: Mapping[str, Any], profile, block: str, args=None) -> 
     return StageConfig(settings, test, runtime)
 
 
+ZERO_MEANS_NONE = ("max_steps_per_epoch",)    # constants where 0 stands for the field's None (no cap)
+
+
 def settings_of(cls, values: Mapping[str, Any], **fixed):
     """An instance of the settings dataclass ``cls`` from the resolved values (fields not among
-    them keep the class default, e.g. ``max_steps_per_epoch`` None)."""
+    them keep the class default; 0 in :data:`ZERO_MEANS_NONE` is None)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names}, **fixed)
+    kw = {k: (None if k in ZERO_MEANS_NONE and v == 0 else v) for k, v in values.items() if k in names}
+    return cls(**kw, **fixed)
+
+
+def profile_of(profile_or_name):
+    """A profile from its name (scripts) or as given (tests)."""
+    return load_profile(profile_or_name) if isinstance(profile_or_name, str) else profile_or_name
 
 
 def profile_section(profile, section: str, defaults: dict) -> dict:
@@ -84,9 +95,9 @@ def write_settings(out: Path, cfg: StageConfig, extra: Mapping | None = None) ->
                      {"generation_test": cfg.test.to_json(), "runtime": cfg.runtime, **(extra or {})})
 
 
-def run_training(run_fn, profile, s, test: dict, runtime: dict, paths: Mapping[str, Any]):
-    """Threads, quick mode, the shipped-run switch, the distributed context (always shut down), then
-    ``run_fn``; returns its metrics (None on the processes other than rank 0)."""
+def prepare_runtime(profile, s, test: dict, runtime: Mapping) -> int:
+    """Threads, quick mode (shrinks ``s`` and ``test`` in place) and the shipped-run switch; returns
+    the number of random outputs for the female share."""
     female_n = int(runtime.get("female_n", 300))
     if runtime.get("quick"):
         s.epochs, s.checkpoint_every, s.max_steps_per_epoch = 1, 2, 4
@@ -96,12 +107,15 @@ def run_training(run_fn, profile, s, test: dict, runtime: dict, paths: Mapping[s
         torch.set_num_threads(int(runtime["threads"]))
     if not runtime.get("shipped", True):
         profile.setdefault("stage5", {})["use_shipped"] = False
+    return female_n
+
+
+@contextmanager
+def distributed(runtime: Mapping):
+    """The distributed context of this process (torchrun or single), always shut down."""
     ctx = init_distributed(runtime.get("device", "auto"))
     try:
-        return run_fn(profile, s, test, out_dir=paths.get("out"), label_file=paths.get("labels"),
-                      property_cnn_path=paths.get("property_cnn"), init_dir=paths.get("init_dir"),
-                      evaluator=paths.get("evaluator"), ctx=ctx, female_n=female_n,
-                      show_progress=bool(runtime.get("progress", True)))
+        yield ctx
     finally:
         shutdown(ctx)
 

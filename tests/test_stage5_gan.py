@@ -137,3 +137,23 @@ def test_r1_penalty_is_the_batch_mean_squared_gradient_norm(world):
     assert torch.allclose(r1, grad.pow(2).sum(dim=(1, 2, 3)).mean(), rtol=1e-4)
     plain = torch.nn.functional.softplus(fs).mean() + torch.nn.functional.softplus(-rs).mean()
     assert torch.allclose(loss.detach(), plain + 5.0 * r1, rtol=1e-5)
+
+
+def test_the_script_path_resolves_writes_run_config_and_runs_the_stage(world, tmp_path, capsys):
+    """run_stylegan_fine_tuning_v1.py -> stages.finetune_gan.main: the profile's stage5.v1 preset over the
+    constants, a flag over both, run_config.json with sources, then the same stage as run_gan_stage."""
+    import json
+
+    import run_stylegan_fine_tuning_v1 as script
+    from pipeline.config import constants
+    from stages import finetune_gan
+    out = tmp_path / "v1_script"
+    m = finetune_gan.main(world, constants(vars(script)), {"progress": False, "seed": 3, "test_n_z": 2},
+                          {"out": out})
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["settings"]["epochs"] == 1 and cfg["sources"]["epochs"] == "profile s5tiny:stage5.v1"
+    assert cfg["settings"]["seed"] == 3 and cfg["sources"]["seed"] == "flag --seed"
+    assert cfg["generation_test"]["settings"]["n_z"] == 2
+    assert m["settings"]["seed"] == 3 and m["settings"]["max_steps_per_epoch"] == 3 and m["steps"] == 3
+    printed = capsys.readouterr().out
+    assert "seed = 3 (constant 0; from flag --seed)" in printed and "FineTune-v1: 3 steps" in printed
