@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.io import InputError, numbered_pngs, read_png_rgb
+from pipeline.latents import read_latents
 
 
 class KeptSetError(InputError):
@@ -129,33 +130,15 @@ def read_image(path: Path, resolution: int) -> np.ndarray:
     return img
 
 
-def load_kept_set(profile, label_file: Path, label_names, stage2_dir: Path | None = None,
+def load_kept_set(stage2_dir: Path, label_file: Path, label_names, resolution: int,
                   show_progress: bool = False) -> KeptSet:
-    stage2_dir = Path(stage2_dir) if stage2_dir else profile.stage_dir("stage2")
+    """The kept images of ``stage2_dir/filtered/`` joined by image number with ``label_file``'s labels."""
     nos, paths = list_filtered(stage2_dir)
     _, labels = read_score_csv(label_file, label_names, nos)
-    images = load_images(paths, int(profile["resolution"]), show_progress)
+    images = load_images(paths, int(resolution), show_progress)
     return KeptSet(nos, paths, images, labels, tuple(label_names), Path(label_file))
 
 
-def kept_latents(profile, img_nos, stage1_dir: Path | None = None) -> np.ndarray:
-    """Stage-1 latents z [N, z_dim] (float32) of the given images, joined by img_no from ``stage1/latents.csv``."""
-    path = (Path(stage1_dir) if stage1_dir else profile.stage_dir("stage1")) / "latents.csv"
-    if not path.is_file():
-        raise KeptSetError(f"{path} not found: the regressed label path needs the stage-1 latents of the kept "
-                               f"images (run run_original_generator.py), or choose another dense0 start")
-    df = pd.read_csv(path)
-    zcols = [f"z_{i}" for i in range(int(profile["generator"]["z_dim"]))]
-    missing = [c for c in ["img_no"] + zcols if c not in df.columns]
-    if missing:
-        raise KeptSetError(f"{path}, row 0 (header): missing column(s) {', '.join(missing[:3])}"
-                               + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
-    df = df.set_index("img_no")
-    lost = [int(n) for n in img_nos if int(n) not in df.index]
-    if lost:
-        raise KeptSetError(f"{path} has no row for image {lost[0]:06d}{_more(lost)}")
-    z = df.loc[np.asarray(img_nos), zcols].to_numpy(np.float64)
-    if not np.isfinite(z).all():
-        r, c = np.argwhere(~np.isfinite(z))[0]
-        raise KeptSetError(f"{path}: image {int(img_nos[r]):06d}, column {zcols[c]!r} is not a finite number")
-    return z.astype(np.float32)
+def kept_latents(latents_csv: Path, img_nos, z_dim: int) -> np.ndarray:
+    """Stage-1 latents z [N, z_dim] (float32) of the given images, joined by img_no (:func:`read_latents`)."""
+    return read_latents(latents_csv, img_nos, z_dim)[1]

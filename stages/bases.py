@@ -1,10 +1,12 @@
-"""The models a stage-5 run starts from: the profile's unconditional generator and discriminator
-(the bases FineTune-v1 / v3 fine-tune, and that shipped runs are stored against)."""
+"""What a stage-5 run starts from, read from the profile at the top of a stage: the kept set and its
+stage-1 latents (plain paths below), the profile's unconditional generator and discriminator (the
+bases FineTune-v1 / v3 fine-tune, and that shipped runs are stored against)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.checkpoint import CheckpointError, read_checkpoint, select_entry
+from pipeline.kept_set import KeptSet, kept_latents, load_kept_set
 from stylegan.discriminator import DiscriminatorConfig
 from stylegan.generator import GeneratorConfig
 
@@ -50,3 +52,14 @@ def shipped_bases(profile, models: dict) -> dict:
         state, src = base_generator_state(profile) if kind == "generator" else base_discriminator_state(profile)
         out[name] = (state, Path(src.rsplit(" [", 1)[0]))
     return out
+
+
+def kept_set_of(profile, label_file: Path, label_names, show_progress: bool = False) -> KeptSet:
+    """The profile's kept set (``stage2/filtered/``) with the labels of ``label_file``."""
+    return load_kept_set(profile.stage_dir("stage2"), label_file, label_names, int(profile["resolution"]),
+                         show_progress)
+
+
+def latents_of(profile, img_nos):
+    """Stage-1 latents of the given images (``stage1/latents.csv``)."""
+    return kept_latents(profile.stage_dir("stage1") / "latents.csv", img_nos, int(profile["generator"]["z_dim"]))

@@ -22,7 +22,6 @@ from evaluation.generation_test import settings_from as test_settings_from
 from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from pipeline.io import atomic_write_png
-from pipeline.kept_set import load_kept_set
 from pipeline.latents import read_z_csv
 from pipeline.reports import markdown_table, write_metrics, write_report
 from pipeline.vocabulary import CONTROLLED as P3
@@ -31,7 +30,7 @@ from stylegan.generator import postprocess
 from stylegan_modified.conditional import get_spec, synthesize
 from stylegan_modified.loading import load_generator
 
-from .bases import build_configs
+from .bases import build_configs, kept_set_of
 from .finetune_gan import CNN_LABELS, DEFAULT_LABELS, PROPERTY_CNN
 from .settings import profile_of, resolve_stage
 
@@ -92,7 +91,7 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
     ev = load_evaluator_for(profile, evaluator)
     calibration = None
     if ev is not None and label_file is not None and Path(label_file).is_file():
-        kept = load_kept_set(profile, label_file, spec.label_names)
+        kept = kept_set_of(profile, label_file, spec.label_names)
         calibration = evaluator_calibration(ev, kept.images, kept.labels, kept.label_names)
     judges = make_judges(cnn, ev, calibration)
     test = None

@@ -36,7 +36,6 @@ from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluat
                                  load_property_cnn_for)
 from evaluation.tables import female_share, female_table, leak_identity_table, oracle_reference, test_table
 from pipeline.io import InputError, atomic_write_csv, atomic_write_text, remove_stale_tmp
-from pipeline.kept_set import kept_latents, load_kept_set
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
 from pipeline.shipped import install_record, run_settings, shipped_dir
@@ -49,7 +48,7 @@ from stylegan_modified.loading import (init_discriminator_from, init_generator_f
 from training.gan import GanSettings, GanTrainer, log_rows
 from training.loop import FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .bases import base_discriminator_state, base_generator_state, build_configs, shipped_bases
+from .bases import base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
 from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, test_summary,
                        write_settings)
 
@@ -92,7 +91,7 @@ def start_models(profile, s: GanSettings, init_dir: Path, kept=None):
                                   label_weight=s.label_weight),
             **init_discriminator_from(d, d_state, source_spec=src_spec, head=s.head)}
     if s.dense0 == "regress":
-        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+        done.update(regress_label_path(g, latents_of(profile, kept.img_nos), kept.labels,
                                        [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
     return g, d, done
 
@@ -132,7 +131,7 @@ def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None 
     paths = default_paths(profile, s.version)
     out = Path(out_dir) if out_dir else paths["out"]
     label_file = Path(label_file) if label_file else paths["labels"]
-    kept = load_kept_set(profile, label_file, LABEL_NAMES[s.version], show_progress=show_progress and ctx.is_main)
+    kept = kept_set_of(profile, label_file, LABEL_NAMES[s.version], show_progress=show_progress and ctx.is_main)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(out)

@@ -33,7 +33,6 @@ from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_
 from evaluation.tables import female_share, female_table, leak_identity_table, oracle_reference, test_table
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
 from pipeline.io import InputError, atomic_write_text, remove_stale_tmp
-from pipeline.kept_set import kept_latents, load_kept_set
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
 from pipeline.shipped import install_record, run_settings, shipped_dir
@@ -47,7 +46,7 @@ from stylegan_modified.loading import init_generator_from, load_generator, regre
 from training.cvae import LOG_COLUMNS, V3Settings, V3Trainer
 from training.loop import Evaluation, FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .bases import base_generator_state, build_configs, shipped_bases
+from .bases import base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
 from .finetune_gan import CNN_LABELS, PROPERTY_CNN
 from .settings import (distributed, prepare_runtime, profile_of, resolve_stage, settings_of, test_summary,
                        write_settings)
@@ -82,7 +81,7 @@ def start_generator(profile, s: V3Settings, init_dir: Path, kept=None):
                                                            dense0="reinit" if s.dense0 == "reinit" else "keep",
                                                            label_weight="fresh")}
     if s.dense0 == "regress":
-        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+        done.update(regress_label_path(g, latents_of(profile, kept.img_nos), kept.labels,
                                        [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
     return g, done
 
@@ -154,7 +153,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     out = Path(out_dir) if out_dir else paths["out"]
     label_file = Path(label_file) if label_file else paths["labels"]
     cnn_path = Path(property_cnn_path) if property_cnn_path else paths["property_cnn"]
-    kept = load_kept_set(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
+    kept = kept_set_of(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
     cnn = load_property_cnn_for(profile, cnn_path).to(ctx.device)
     gender = load_gender_cnn(profile, s.gender_folds).to(ctx.device)
     if ctx.is_main:

@@ -18,10 +18,10 @@ from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.oracle import CONTROLLED, OracleGenerator
 from pipeline.io import InputError, atomic_write_json
-from pipeline.kept_set import kept_latents, load_kept_set
 from pipeline.vocabulary import PROPERTIES as P7
 from synthface.truth import world
 
+from .bases import kept_set_of, latents_of
 from .finetune_gan import CNN_LABELS, PROPERTY_CNN
 from .settings import profile_of, resolve_stage
 
@@ -41,9 +41,9 @@ def run_oracle_test(profile, test_cfg: dict, out: Path | None = None, progress: 
         done = json.loads((out / "metrics.json").read_text())
         if done.get("n_z") == n_z:
             return done
-    kept = load_kept_set(profile, root / CNN_LABELS, P7, show_progress=False)
+    kept = kept_set_of(profile, root / CNN_LABELS, P7, show_progress=False)
     oracle = OracleGenerator.fitted(world(int(profile["generator"]["z_dim"]), int(profile["world_seed"])), P7,
-                                    kept_latents(profile, kept.img_nos), kept.labels, int(profile["resolution"]))
+                                    latents_of(profile, kept.img_nos), kept.labels, int(profile["resolution"]))
     ev = load_evaluator_for(profile)
     cal = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
     cnn = load_property_cnn_for(profile, root / PROPERTY_CNN)

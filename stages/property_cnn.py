@@ -40,12 +40,12 @@ import torch
 from cnn.property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, count_parameters, load_property_cnn,
                                     split_indices, score_images, train_property_cnn, to_signed_nchw)
 from pipeline.io import atomic_write_text, remove_stale_tmp
-from pipeline.kept_set import load_kept_set
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import check_run_manifest, peak_rss_mb
 from pipeline.shipped import ids_digest, install_record, install_run, shipped_dir
 from synthface.truth import truth_for_images
 
+from .bases import kept_set_of
 from .settings import profile_of, profile_section, resolve_stage
 
 OUT_SUBDIR = "stage5/property_cnn"
@@ -162,7 +162,7 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
         raise ValueError(f"relabel_mode must be one of {RELABEL_MODES}, got {cfg['relabel_mode']!r}")
     out = Path(out_dir) if out_dir else profile.data_root / OUT_SUBDIR
     target_csv = profile.data_root / TARGET_CSV
-    kept = load_kept_set(profile, target_csv, P7, show_progress=show_progress)
+    kept = kept_set_of(profile, target_csv, P7, show_progress=show_progress)
     n = len(kept)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out)

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 from pipeline.checkpoint import read_checkpoint
-from pipeline.kept_set import load_kept_set
 from pipeline.profiles import load_profile
 from pipeline.shipped import pack_run, run_settings, shipped_dir
 from pipeline.vocabulary import PROPERTIES as P7
@@ -18,7 +17,7 @@ from training.cvae import V3Settings
 from training.gan import GanSettings
 from training.loop import STATE_FILE
 
-from .bases import shipped_bases
+from .bases import kept_set_of, shipped_bases
 from .finetune_gan import GAN_SHIPPED_COPY, GAN_SHIPPED_MODELS, LABEL_NAMES
 from .finetune_gan import default_paths as gan_paths
 from .finetune_v3 import V3_SHIPPED_COPY, V3_SHIPPED_MODELS
@@ -40,7 +39,7 @@ def pack_property_run(profile, run_dir: Path | None = None, dest: Path | None = 
         raise ValueError(f"{run} holds no finished property CNN (checkpoint and metrics.json)")
     m = json.loads((run / "metrics.json").read_text())
     cfg = {**json.loads((run / "run_config.json").read_text()), "max_epochs": m["settings"]["max_epochs"]}
-    kept = load_kept_set(profile, profile.data_root / TARGET_CSV, P7, show_progress=False)
+    kept = kept_set_of(profile, profile.data_root / TARGET_CSV, P7, show_progress=False)
     return pack_run(run, dest, "property CNN", shipped_settings(cfg, len(kept), kept.img_nos),
                     {"train_s": m["timings"]["train_s"], "epochs": m["epochs"], "best_epoch": m["best_epoch"]},
                     {}, (CHECKPOINT, "train_log.csv", "val_log.csv"), img_nos=kept.img_nos)
@@ -58,7 +57,7 @@ def pack_training_run(profile, run: Path, dest: Path | None, stage: str, setting
     if int(state["epoch"]) < int(s.epochs):
         raise ValueError(f"{run} is not finished: epoch {state['epoch']} of {s.epochs}")
     key = json.loads(state["settings_json"])
-    kept = load_kept_set(profile, Path(key["labels"]), label_names, show_progress=False)
+    kept = kept_set_of(profile, Path(key["labels"]), label_names, show_progress=False)
     return pack_run(run, dest, stage, run_settings(profile.data_root, key, s.epochs, kept.img_nos),
                     {k: state[k] for k in RECORD if k in state}, shipped_bases(profile, models), copy_patterns,
                     img_nos=kept.img_nos)

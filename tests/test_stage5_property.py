@@ -8,6 +8,7 @@ import torch
 
 from cnn.property_score_cnn import P7, SCORE_COLUMNS, PropertyCNNSettings, train_property_cnn
 from evaluation.networks import load_property_cnn_for
+from pipeline.io import InputError
 from pipeline.kept_set import KeptSetError as Stage5InputError
 from pipeline.kept_set import kept_latents, load_kept_set, read_score_csv
 from stages.property_cnn import property_cnn_config, relabel, run_property_stage
@@ -64,7 +65,7 @@ def test_rerun_does_not_retrain_and_other_settings_are_refused(world):
 def test_relabel_train_mode_is_the_original_dropout_quirk(world):
     prof, _ = world
     cnn = load_property_cnn_for(prof, prof.data_root / "stage5" / "property_cnn" / "property_score_cnn.pth")
-    kept = load_kept_set(prof, prof.data_root / "stage4" / "all_scores_v2.csv", P7)
+    kept = load_kept_set(prof.stage_dir("stage2"), prof.data_root / "stage4" / "all_scores_v2.csv", P7, int(prof["resolution"]))
     a = relabel(cnn, kept.images[:8], "eval", 4, 0)
     b = relabel(cnn, kept.images[:8], "train", 4, 0)
     # eval: seed-free, and batch-free up to float rounding (the conv kernels sum in a batch-dependent order)
@@ -124,10 +125,10 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path):
 def test_kept_latents_join_by_image_number(world):
     prof, _ = world
     lat = pd.read_csv(prof.data_root / "stage1" / "latents.csv")
-    z = kept_latents(prof, np.array([5, 2]))
+    z = kept_latents(prof.stage_dir("stage1") / "latents.csv", np.array([5, 2]), int(prof["generator"]["z_dim"]))
     assert z.dtype == np.float32 and np.array_equal(z[0], lat.loc[lat["img_no"] == 5].iloc[0, 2:].to_numpy(np.float32))
-    with pytest.raises(Stage5InputError, match="no row for image 999999"):
-        kept_latents(prof, np.array([999999]))
+    with pytest.raises(InputError, match="no row for image 999999"):
+        kept_latents(prof.stage_dir("stage1") / "latents.csv", np.array([999999]), int(prof["generator"]["z_dim"]))
 
 
 def test_a_missing_row_message_counts_the_others_only_when_there_are_others(tmp_path):
