@@ -5,7 +5,7 @@ share of random outputs, leak and identity beside the oracle's, the judges' summ
   the stage-2 gender CNN and the independent evaluator;
 * :func:`leak_identity_table`: leak (mean |r| between a label and another measured property) and
   identity stability per judge, with the oracle's figures (:mod:`evaluation.oracle`) beside them;
-* :func:`test_table` / :func:`female_table`: the report tables of a generation test and a female share.
+* :func:`generation_test_table` / :func:`female_table`: the report tables of a generation test and a female share.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def leak_identity_table(test: dict | None, oracle: dict | None) -> str:
     return markdown_table(["judge", "figure", "this generator", "oracle"], rows) + note
 
 
-def test_table(test: dict | None) -> str:
+def generation_test_table(test: dict | None) -> str:
     if test is None:
         return "No judge available: the generation test did not run."
     rows = []

@@ -34,7 +34,8 @@ from evaluation.grids import grid_figure
 from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluator_for, load_gender_cnn,
                                  load_property_cnn_for)
-from evaluation.tables import female_share, female_table, leak_identity_table, oracle_reference, test_table
+from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
+                               oracle_reference)
 from pipeline.io import InputError, atomic_write_csv, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
@@ -49,7 +50,7 @@ from training.gan import GanSettings, GanTrainer, log_rows
 from training.loop import FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
 from .bases import base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
-from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, test_summary,
+from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
                        write_settings)
 
 PROPERTY_CNN = "stage5/property_cnn/property_score_cnn.pth"
@@ -115,7 +116,7 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
                           show_progress=bool(cfg.runtime.get("progress", True)))
     if m is not None:
         fem = {k: v["share"] for k, v in m["female_share"].items() if isinstance(v, dict)}
-        print(test_summary(f"FineTune-{version}: {m['steps']} steps, {m['train_seconds']} s; female share {fem}",
+        print(summary_text(f"FineTune-{version}: {m['steps']} steps, {m['train_seconds']} s; female share {fem}",
                            m["generation_test"]))
     return m
 
@@ -334,7 +335,7 @@ def _report(out, profile, s, m, history, test) -> None:
     ])
     secs = [("Summary", summary), ("Training curves", "![curves](report/training_curves.png)"),
             ("Last epoch", f"![grid]({last})\n\nLast-epoch means: {m['last_epoch']}"),
-            ("Generation test (30 z x 50 labels)", test_table(test)),
+            ("Generation test (30 z x 50 labels)", generation_test_table(test)),
             ("Leak and identity", leak_identity_table(test, oracle_reference(profile.data_root))),
             ("Female share", female_table(m["female_share"])),
             ("Outcome", outcome_text(s, m))]

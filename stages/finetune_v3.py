@@ -30,7 +30,8 @@ from evaluation.generation_test import run_generation_test
 from evaluation.generation_test import settings_from as test_settings_from
 from evaluation.judges import evaluator_calibration, make_judges, parsing_judge
 from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_cnn, load_property_cnn_for
-from evaluation.tables import female_share, female_table, leak_identity_table, oracle_reference, test_table
+from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
+                               oracle_reference)
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
 from pipeline.io import InputError, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
@@ -48,7 +49,7 @@ from training.loop import Evaluation, FineTuneLoop, LoopSettings, ShippedRun, se
 
 from .bases import base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
 from .finetune_gan import CNN_LABELS, PROPERTY_CNN
-from .settings import (distributed, prepare_runtime, profile_of, resolve_stage, settings_of, test_summary,
+from .settings import (distributed, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
                        write_settings)
 
 N_TEST_Z = 30
@@ -86,13 +87,14 @@ def start_generator(profile, s: V3Settings, init_dir: Path, kept=None):
     return g, done
 
 
-def test_images(n: int, seed: int) -> np.ndarray:
+def posterior_test_images(n: int, seed: int) -> np.ndarray:
     """Indices of the training images whose posteriors give the test latents (fixed over epochs)."""
     rng = np.random.default_rng([int(seed), 61])
     return np.sort(rng.choice(n, size=min(N_TEST_Z, n), replace=False))
 
 
-def test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_posteriors: list, n_z: int) -> tuple:
+def epoch_test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_posteriors: list,
+                       n_z: int) -> tuple:
     """(z [n_z, z_dim], mu, logvar, description) for the epoch's test (see the module docstring)."""
     enc = model.CVAE_encoder
     dev = next(enc.parameters()).device
@@ -107,7 +109,7 @@ def test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_poster
         logvar = torch.cat([lv for _, lv in last_posteriors[-n_z:]])
         what = f"first sample of each of the epoch's last {len(mu)} batches (the original)"
     else:
-        idx = test_images(len(kept), s.seed)[:n_z]
+        idx = posterior_test_images(len(kept), s.seed)[:n_z]
         x, y = kept.batch(idx)
         mu, logvar = encode(enc, x.to(dev), y.to(dev))
         what = f"posteriors of {len(idx)} seeded training images (img_no {', '.join(str(int(v)) for v in kept.img_nos[idx[:5]])}, ...)"
@@ -137,7 +139,7 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
                           evaluator=paths.get("evaluator"), ctx=ctx, female_n=female_n,
                           show_progress=bool(cfg.runtime.get("progress", True)))
     if m is not None:
-        print(test_summary(f"FineTune-v3: shipped epoch {m['best']['epoch']}; passing epochs {m['passing_epochs']}",
+        print(summary_text(f"FineTune-v3: shipped epoch {m['best']['epoch']}; passing epochs {m['passing_epochs']}",
                            m["generation_test_best"]))
     return m
 
@@ -183,7 +185,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
 
     def evaluate(epoch: int) -> Evaluation:
         """The epoch's generation test on its test latents; the score chooses the shipped epoch."""
-        z, mu, logvar, what = test_latents(s, model, kept, epoch, trainer.last_posteriors, int(tsettings.n_z))
+        z, mu, logvar, what = epoch_test_latents(s, model, kept, epoch, trainer.last_posteriors, int(tsettings.n_z))
         tdir = out / "generation_test" / f"epoch_{epoch:04d}"
         test = run_generation_test(g, judges, tdir, tsettings, z=z, epoch=epoch,
                                    title="FineTune-v3 generation test", progress=False)
@@ -328,7 +330,7 @@ def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict)
                           f"{m['test_seconds_per_epoch']} s / epoch"],
     ])
     secs = [("Summary", summary), ("Training", "![curves](report/training_curves.png)"),
-            ("Shipped checkpoint: generation test (30 z x 50 labels)", test_table(final).replace(
+            ("Shipped checkpoint: generation test (30 z x 50 labels)", generation_test_table(final).replace(
                 "generation_test/report.md", "generation_test_best/report.md")),
             ("Leak and identity (shipped checkpoint)", leak_identity_table(final, oracle_reference(profile.data_root))),
             ("Female share (prior z)", female_table(fem["prior_z"])),

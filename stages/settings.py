@@ -120,7 +120,7 @@ def distributed(runtime: Mapping):
         shutdown(ctx)
 
 
-def test_summary(title: str, test: dict | None) -> str:
+def summary_text(title: str, test: dict | None) -> str:
     """The lines a script prints after a generation test."""
     lines = [title]
     for name, summ in (test or {}).get("judges", {}).items():
