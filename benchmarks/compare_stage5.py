@@ -23,7 +23,8 @@ from pathlib import Path
 RUNS = ("property_cnn", "v1", "v3", "final", "oracle")
 # metric keys that measure the machine or the run, not the result
 VOLATILE = ("seconds", "_s", "peak_rss_mb", "images_per_second", "distributed", "history_file", "checkpoint",
-            "z_file", "label_file", "shipped", "notes", "timings", "train_s", "relabel_s", "total_s")
+            "z_file", "label_file", "shipped", "notes", "timings", "train_s", "relabel_s", "total_s",
+            "generator_source", "discriminator_source")
 SKIP_FILES = ("metrics.json", "report.md", "run_config.json", "installed_from_shipped.json", "train_state.pth")
 CONTROLLED = ("eyes", "mouth", "pose")
 

@@ -1,23 +1,24 @@
 """The networks a stage-5 run loads to steer or judge its generator: the stage-2 gender CNN, the
 property-score CNN and, on world-backed profiles, the independent synthface evaluator.
 
-* :func:`load_gender_cnn`: the stage-2 gender fold models (``stage2/cnn/models/gender_model_{k}.pt``),
-  their mean (default) or fold 0 only (the original's), as a frozen module on [0, 1] images;
+* :func:`load_gender_cnn`: the stage-2 gender fold models (``stage2/cnn/models/gender_model_{k}.pt``,
+  built with the settings stage 2 recorded beside them), their mean (default) or fold 0 only (the
+  original's), as a frozen module on [0, 1] images;
 * :func:`load_property_cnn_for`: the property CNN of ``run_property_score_cnn.py`` (architecture
   from the profile's ``stage5.property_cnn`` block over the code defaults);
 * :func:`load_evaluator_for`: the synthface evaluator, or None when the profile has no world.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from cnn.kfold import load_model, model_path
+from cnn.kfold import FoldSettings, load_model, model_path
 from cnn.property_score_cnn import PropertyCNNSettings, load_property_cnn
-from cnn.stage2 import fold_settings
 from pipeline.io import InputError
 from synthface.evaluate_generator import load_or_train_evaluator
 from synthface.truth import world
@@ -40,13 +41,24 @@ class GenderEnsemble(nn.Module):
         return torch.stack([m(x) for m in self.models]).mean(dim=0)
 
 
-def load_gender_cnn(profile, folds: str = "mean", stage2_dir: Path | None = None) -> GenderEnsemble:
-    """The gender CNN as a frozen eval-mode module: ``folds`` 'mean' (all K fold models) or 'fold0' (the original)."""
+def trained_fold_settings(stage2_dir: Path, prop: str) -> FoldSettings:
+    """The settings stage 2 trained the fold models of ``prop`` with (``cnn/models/run_config_{prop}.json``)."""
+    path = Path(stage2_dir) / "cnn" / "models" / f"run_config_{prop}.json"
+    if not path.is_file():
+        raise NetworkInputError(f"{path} not found; run run_cnn.py first (stage 2 trains the {prop} CNN)")
+    d = dict(json.loads(path.read_text())["settings"])
+    if isinstance(d.get("width"), list):
+        d["width"] = tuple(d["width"])
+    return FoldSettings(**d)
+
+
+def load_gender_cnn(stage2_dir: Path, folds: str = "mean") -> GenderEnsemble:
+    """The gender CNN of ``stage2_dir`` as a frozen eval-mode module: ``folds`` 'mean' (all K fold
+    models) or 'fold0' (the original)."""
     if folds not in ("mean", "fold0"):
         raise ValueError(f"gender folds must be 'mean' (the K-fold mean) or 'fold0' (the original's), got {folds!r}")
-    stage2_dir = Path(stage2_dir) if stage2_dir else profile.stage_dir("stage2")
-    s = fold_settings(profile, "gender")
-    model_dir = stage2_dir / "cnn" / "models"
+    s = trained_fold_settings(stage2_dir, "gender")
+    model_dir = Path(stage2_dir) / "cnn" / "models"
     ks = range(s.folds) if folds == "mean" else [0]
     models = []
     for k in ks:

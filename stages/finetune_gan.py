@@ -193,7 +193,7 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         test = run_generation_test(g, judges, out / "generation_test", test_settings_from(test_cfg),
                                    title=f"FineTune-{s.version} generation test", progress=show_progress)
     try:
-        gender = load_gender_cnn(profile)
+        gender = load_gender_cnn(profile.stage_dir("stage2"))
     except NetworkInputError as exc:
         gender = None
         notes.append(str(exc))

@@ -157,7 +157,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     cnn_path = Path(property_cnn_path) if property_cnn_path else paths["property_cnn"]
     kept = kept_set_of(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
     cnn = load_property_cnn_for(profile, cnn_path).to(ctx.device)
-    gender = load_gender_cnn(profile, s.gender_folds).to(ctx.device)
+    gender = load_gender_cnn(profile.stage_dir("stage2"), s.gender_folds).to(ctx.device)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(out)

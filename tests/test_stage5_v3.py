@@ -45,7 +45,7 @@ def model_for(prof, s: V3Settings, seed=0):
         torch.manual_seed(seed)
         enc = CVAEEncoder(64, 7, gcfg.z_dim, channels=(8, 8, 8, 8, 8), hidden=16)
     cnn = load_property_cnn_for(prof, prof.data_root / "stage5" / "property_cnn" / "property_score_cnn.pth")
-    return FineTuneV3(enc, g, cnn, load_gender_cnn(prof, s.gender_folds), gender_input=s.gender_input)
+    return FineTuneV3(enc, g, cnn, load_gender_cnn(prof.stage_dir("stage2"), s.gender_folds), gender_input=s.gender_input)
 
 
 def batch(n=4, seed=0):
@@ -79,7 +79,8 @@ def test_each_original_quirk_option_changes_the_loss(world):
     assert signed["gender_loss"] != base["gender_loss"] and signed["mse"] == base["mse"]
     fold0, _, _ = loss_parts(world, gender_folds="fold0")
     assert fold0["gender_loss"] != base["gender_loss"]
-    assert len(load_gender_cnn(world, "fold0").models) == 1 and len(load_gender_cnn(world).models) == 2
+    assert len(load_gender_cnn(world.stage_dir("stage2"), "fold0").models) == 1 and \
+        len(load_gender_cnn(world.stage_dir("stage2")).models) == 2
     drop, _, _ = loss_parts(world, loss_cnn_mode="train")
     assert drop["mse"] != base["mse"] and drop == loss_parts(world, loss_cnn_mode="train")[0]   # seeded dropout
     rec, _, _ = loss_parts(world, reconstruction=True)
