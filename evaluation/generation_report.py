@@ -1,4 +1,4 @@
-"""The figures and ``report.md`` of one generation test (:mod:`evaluation.generation_test`)."""
+"""The figures and ``report.md`` of one generation test (:mod:`evaluation.generation`)."""
 from __future__ import annotations
 
 from pathlib import Path

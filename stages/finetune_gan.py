@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.generation_test import run_generation_test
-from evaluation.generation_test import settings_from as test_settings_from
+from evaluation.generation import run_generation_test
+from evaluation.generation import settings_from as test_settings_from
 from evaluation.grids import grid_figure
 from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluator_for, load_gender_cnn,

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from evaluation.generation_test import run_generation_test
-from evaluation.generation_test import settings_from as test_settings_from
+from evaluation.generation import run_generation_test
+from evaluation.generation import settings_from as test_settings_from
 from evaluation.judges import evaluator_calibration, make_judges, parsing_judge
 from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_cnn, load_property_cnn_for
 from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,

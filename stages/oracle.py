@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from evaluation.generation_test import run_generation_test
-from evaluation.generation_test import settings_from as test_settings_from
+from evaluation.generation import run_generation_test
+from evaluation.generation import settings_from as test_settings_from
 from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.oracle import CONTROLLED, OracleGenerator

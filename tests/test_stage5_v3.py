@@ -11,7 +11,7 @@ from cnn.property_score_cnn import P7
 from stylegan_modified import CVAEEncoder, FineTuneV3, build_generator
 from stylegan_modified.distributed import DistContext
 from training.cvae import LOG_COLUMNS, P3_IDX, V3Loss, V3Settings, V3Trainer
-from evaluation.generation_test import GenerationTestSettings, run_generation_test
+from evaluation.generation import GenerationTestSettings, run_generation_test
 from stages.settings import TEST_DEFAULTS
 from stages.bases import build_configs
 from evaluation.networks import load_gender_cnn, load_property_cnn_for
