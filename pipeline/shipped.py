@@ -30,6 +30,7 @@ numbers (``img_nos``) so the note can say how many images the two sets do not sh
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 FORMAT = 1
@@ -65,7 +67,6 @@ def portable_key(key: Mapping, data_root: Path) -> dict:
 
 def ids_digest(ids) -> str:
     """sha256 of a list of integer ids (e.g. the kept image numbers), order-independent."""
-    import hashlib
     return hashlib.sha256(",".join(str(int(v)) for v in sorted(int(x) for x in ids)).encode()).hexdigest()
 
 
@@ -101,7 +102,6 @@ def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: M
     """Pack the finished ``run_dir`` into ``dest`` (replaced whole). ``partial_models``: file name ->
     (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim;
     ``img_nos``: the kept image numbers the run trained on (stored in the manifest)."""
-    from pipeline.checkpoint import read_checkpoint, save_checkpoint
     run_dir, dest = Path(run_dir), Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -202,7 +202,6 @@ def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
             raise ShippedRunError(f"shipped run file missing: {p}")
         if sha256_file(p) != digest:
             raise ShippedRunError(f"shipped run file {p} does not match its sha256 in {shipped_dir / MANIFEST}")
-    from pipeline.checkpoint import read_checkpoint, save_checkpoint
     out.mkdir(parents=True, exist_ok=True)
     for name in manifest["models"]:
         part = read_checkpoint(shipped_dir / (name + PARTIAL_SUFFIX))
@@ -244,3 +243,9 @@ def install_record(out: Path) -> dict:
         return {}
     info = json.loads(p.read_text()).get("shipped_install")
     return {"shipped_install": info} if info else {}
+
+
+def run_settings(data_root: Path, key: Mapping, epochs: int, img_nos) -> dict:
+    """The settings a shipped fine-tune run must share with this run: the state key with paths inside
+    the data root made relative, the epochs (a shipped run cannot be continued) and the kept set."""
+    return {**portable_key(key, data_root), "epochs": int(epochs), "img_nos_sha256": ids_digest(img_nos)}

@@ -5,14 +5,15 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from cnn.stage5_property import pack_property_run, run_property_stage
+from stages.property_cnn import run_property_stage
 from pipeline.shipped import ShippedRunError, full_state, install_run, partial_state
-from stylegan_modified.finetune_gan import GanSettings
-from stylegan_modified.finetune_v3 import V3Settings
-from stylegan_modified.stage5_cli import TEST_DEFAULTS
-from stylegan_modified.stage5_data import stage5_settings
-from stylegan_modified.stage5_gan import pack_gan_run, run_gan_stage
-from stylegan_modified.stage5_v3 import pack_v3_run, run_v3_stage
+from training.gan import GanSettings
+from training.cvae import V3Settings
+from stages.settings import TEST_DEFAULTS
+from stages.settings import profile_section as stage5_settings
+from stages.finetune_gan import run_gan_stage
+from stages.shipping import pack_gan_run, pack_property_run, pack_v3_run
+from stages.finetune_v3 import run_v3_stage
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import make_root
 
@@ -122,13 +123,14 @@ def test_a_damaged_shipped_file_is_an_error_naming_it(shipped, tmp_path):
 
 
 def test_ship_cli_packs_the_default_stages_and_refuses_unknown_ones(monkeypatch):
-    from stylegan_modified import ship
+    import run_pack_shipped
+    from stages import shipping
     done = []
-    monkeypatch.setattr(ship, "pack", lambda profile, stage: done.append(stage) or {"files": {}})
-    ship.main([])
+    monkeypatch.setattr(shipping, "pack", lambda profile, stage: done.append(stage) or {"files": {}})
+    run_pack_shipped.main([])
     assert done == ["property_cnn", "v1", "v3"]
     with pytest.raises(SystemExit):
-        ship.main(["v9"])
+        run_pack_shipped.main(["v9"])
 
 
 def _edit_kept_set(src, dest, stage, images):
