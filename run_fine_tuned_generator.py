@@ -8,68 +8,45 @@
 Writes ``<data root>/stage5/final/``: ``images/000000.png`` (the exact z) … ``000019.png`` (19
 copies with 0.3·N(0, I) added, seeded), ``final_images.png``, the generation test of the exact
 z and the copies (50 labels each), ``metrics.json``, ``report.md``.
+
+The constants below are the values that run; the profile's ``stage5.final`` block (if any) and then
+flags override them by name (``--help``). Code: ``stages/final_generation.py``.
 """
 import argparse
 
-from pipeline.profiles import DEFAULT_PROFILE, load_profile
+from pipeline.config import add_setting_flags, constants
+from stages import final_generation
 
-PROFILE = DEFAULT_PROFILE
+PROFILE = "synthface"
 VERSION = "v3"               # v1 / v3 / v4
-CHECKPOINT = None            # default: <data root>/stage5/<version>/generator.pth (v3: the best epoch)
-Z_FILE = None                # default: <data root>/stage5/v3/test_z_vector.csv (the best z of that epoch)
-Z_INDEX = 0                  # row of Z_FILE
-LABEL = None                 # None: the original's (eyes 1.8, mouth 1.6, pose -1.2, others 0)
+Z_INDEX = 0                  # row of the z file (default file: stage5/v3/test_z_vector.csv, the best z)
+LABEL = ""                   # "": the original's (eyes 1.8, mouth 1.6, pose -1.2, others 0); "eyes=-1.8,pose=2.4"
 COPIES = 19                  # noised copies of z
 NOISE_SCALE = 0.3
 SEED = 0
+TEST_N_Z = 30                # (the test runs on the exact z and its copies; n_z is not used)
+TEST_Z_SEED = 0
+TEST_BATCH_SIZE = 50
+TEST_ROUND_DECIMALS = 4
+TEST_SAVE_IMAGES = False
+DEVICE = "cpu"               # "cpu" or "cuda"
+THREADS = 0                  # torch intra-op threads (0: torch's default)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=PROFILE)
-    ap.add_argument("--version", choices=("v1", "v3", "v4"), default=VERSION)
-    ap.add_argument("--checkpoint", default=CHECKPOINT)
-    ap.add_argument("--z-file", default=Z_FILE)
-    ap.add_argument("--z-index", type=int, default=Z_INDEX)
-    ap.add_argument("--label", default=LABEL, help="name=value pairs (others 0) or one number per label")
-    ap.add_argument("--copies", type=int, default=COPIES)
-    ap.add_argument("--noise-scale", type=float, default=NOISE_SCALE)
-    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--checkpoint", default=None, help="default: <data root>/stage5/<version>/generator.pth")
+    ap.add_argument("--z-file", default=None, help="default: <data root>/stage5/v3/test_z_vector.csv")
     ap.add_argument("--property-cnn", default=None)
     ap.add_argument("--labels", default=None, help="label CSV for the evaluator's calibration (default: the "
                                                    "property CNN's relabelled set; v1: stage4/all_scores.csv)")
     ap.add_argument("--evaluator", default=None)
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="output folder (default: <data root>/stage5/final)")
-    from stylegan_modified.stage5_cli import add_test_args, resolve_test
-    add_test_args(ap)
+    add_setting_flags(ap, constants(globals()))
     args = ap.parse_args(argv)
-
-    from pathlib import Path
-
-    import torch
-
-    from stylegan_modified.final_generation import run_final_generation
-    from stylegan_modified.stage5_gan import CNN_LABELS, DEFAULT_LABELS, PROPERTY_CNN
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    profile = load_profile(args.profile)
-    root = profile.data_root
-    stage = root / "stage5" / args.version
-    m = run_final_generation(
-        profile, args.version, Path(args.checkpoint) if args.checkpoint else stage / "generator.pth",
-        Path(args.z_file) if args.z_file else root / "stage5" / "v3" / "test_z_vector.csv", args.z_index,
-        Path(args.out) if args.out else root / "stage5" / "final", args.label, args.copies, args.noise_scale,
-        args.seed, resolve_test(profile, args), Path(args.property_cnn) if args.property_cnn else root / PROPERTY_CNN,
-        Path(args.labels) if args.labels else root / DEFAULT_LABELS.get(args.version, CNN_LABELS),
-        args.evaluator, args.device)
-    for r in m["test"]:
-        e = r["exact_z"]
-        print(f"{r['judge']}: exact z {'passes' if e['passed'] else 'fails'}; r "
-              + ", ".join(f"{p} {e[p + '_corr']:.3f}" for p in ("eyes", "mouth", "pose"))
-              + f"; noised copies passing {r['noised_passes']}/{m['copies']}")
+    paths = {k: getattr(args, k) for k in ("checkpoint", "z_file", "property_cnn", "labels", "evaluator", "out")}
+    final_generation.main(args.profile, constants(globals()), args, paths)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ def build(profile_name: str):
     import run_cnn
     from pipeline.config import constants, resolve
     from stages.filtering import fold_settings
-    from cnn.stage5_property import property_cnn_config
+    from stages.property_cnn import property_cnn_config
     from stylegan_modified import CVAEEncoder, FineTuneV3, build_discriminator, build_generator
-    from stylegan_modified.stage5_common import build_configs
-    from stylegan_modified.stage5_data import GenderEnsemble
+    from stages.bases import build_configs
+    from evaluation.networks import GenderEnsemble
     prof = load_profile(profile_name)
     gcfg, dcfg = build_configs(prof)
     pc = property_cnn_config(prof)
@@ -81,8 +81,8 @@ def main(argv=None):
         big = gcfg.resolution >= 256
         n_img = 8 if big else 100
         from stylegan_modified.distributed import DistContext
-        from stylegan_modified.finetune_gan import GanSettings, GanTrainer
-        from stylegan_modified.finetune_v3 import V3Settings, V3Trainer
+        from training.gan import GanSettings, GanTrainer
+        from training.cvae import V3Settings, V3Trainer
         reps = 1 if big else args.reps
         v3 = step_seconds(V3Trainer(model, labels, V3Settings(), DistContext()), 8, labels, reps)
         v1 = step_seconds(GanTrainer(g1, d1, labels, GanSettings(g_max_updates=1), DistContext()), 16, labels, reps)

@@ -36,6 +36,7 @@ Files (``log_dir``; formats of spec 01 §2.4):
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -209,3 +210,14 @@ def validate(model: FilterCNN, images_u8: torch.Tensor, labels: torch.Tensor, id
             total += float(loss_fn(p, labels[b]))
             out.append(p.numpy().astype(np.float64))
     return total / len(idx), np.concatenate(out)
+
+
+def trained_fold_settings(stage2_dir: Path, prop: str) -> FoldSettings:
+    """The settings the fold models of ``prop`` in ``stage2_dir`` were trained with (their run_config)."""
+    path = Path(stage2_dir) / "cnn" / "models" / f"run_config_{prop}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run run_cnn.py first (stage 2 trains the {prop} CNN)")
+    d = dict(json.loads(path.read_text())["settings"])
+    if isinstance(d.get("width"), list):
+        d["width"] = tuple(d["width"])
+    return FoldSettings(**d)

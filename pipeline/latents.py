@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.io import InputError
+from pipeline.io import InputError, atomic_write_csv
 
 
 def _z_columns(path: Path, columns, z_dim: int | None) -> list[str]:
@@ -69,3 +69,23 @@ def read_latents(path: str | os.PathLike, img_nos=None, z_dim: int | None = None
         raise InputError(f"{path}, row {rows[r] + 1} (image {int(nos[r]):06d}), column {zcols[c]!r}: "
                          f"not a finite number ({df[zcols[c]].iloc[rows[r]]!r})")
     return nos, values.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ z files of stage 5
+
+def write_z_csv(path: Path, z: np.ndarray) -> None:
+    df = pd.DataFrame(np.asarray(z, np.float32), columns=[str(i) for i in range(z.shape[1])])
+    atomic_write_csv(path, df)
+
+
+def read_z_csv(path: Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent file {path} not found")
+    df = pd.read_csv(path)
+    df = df[[c for c in df.columns if c != "z_idx"]]
+    vals = df.to_numpy(np.float64)
+    if not np.isfinite(vals).all():
+        r, c = np.argwhere(~np.isfinite(vals))[0]
+        raise ValueError(f"latent file {path}, row {r + 1}, column {df.columns[c]!r} is not a finite number")
+    return vals.astype(np.float32)

@@ -18,10 +18,19 @@ and the bases are the committed ones; the stage then treats the run as finished 
 repeats its test and report. Settings or a base that differ mean the shipped run does not
 apply: the stage says so and trains. A shipped file whose hash does not match is an error
 naming it.
+
+The kept set (``images``, ``img_nos_sha256``) is the one setting allowed to differ: stage 2's
+CNNs train with float differences across CPUs, so another machine keeps a few images more or
+less. When the image counts differ by at most ``KEPT_SET_TOLERANCE`` (relative to the shipped
+count) the run is installed anyway, with a printed note, and the returned record carries
+``shipped_install = {"kept_set": "differs", "shipped_images": N, "local_images": M}`` for the
+stage's ``metrics.json``; beyond that the stage trains. New packs also store the kept image
+numbers (``img_nos``) so the note can say how many images the two sets do not share.
 """
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -31,11 +40,14 @@ from typing import Callable, Mapping
 
 import torch
 
+from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 FORMAT = 1
 MANIFEST = "shipped.json"
 PARTIAL_SUFFIX = ".partial.pth"
+KEPT_SET_KEYS = ("images", "img_nos_sha256")   # settings that name the kept set
+KEPT_SET_TOLERANCE = 0.05                      # relative image-count difference still installed
 
 
 class ShippedRunError(RuntimeError):
@@ -55,7 +67,6 @@ def portable_key(key: Mapping, data_root: Path) -> dict:
 
 def ids_digest(ids) -> str:
     """sha256 of a list of integer ids (e.g. the kept image numbers), order-independent."""
-    import hashlib
     return hashlib.sha256(",".join(str(int(v)) for v in sorted(int(x) for x in ids)).encode()).hexdigest()
 
 
@@ -87,10 +98,10 @@ def _copies(src: Path, patterns) -> list[str]:
 
 
 def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: Mapping,
-             partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns) -> dict:
+             partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns, img_nos=None) -> dict:
     """Pack the finished ``run_dir`` into ``dest`` (replaced whole). ``partial_models``: file name ->
-    (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim."""
-    from pipeline.checkpoint import read_checkpoint, save_checkpoint
+    (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim;
+    ``img_nos``: the kept image numbers the run trained on (stored in the manifest)."""
     run_dir, dest = Path(run_dir), Path(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -108,6 +119,8 @@ def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: M
         files[rel] = sha256_file(tmp / rel)
     manifest = {"format": FORMAT, "stage": stage, "settings": dict(settings), "record": dict(record),
                 "models": models, "files": files}
+    if img_nos is not None:
+        manifest["img_nos"] = sorted(int(v) for v in img_nos)
     atomic_write_json(tmp / MANIFEST, manifest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -125,13 +138,39 @@ def read_manifest(shipped_dir: Path) -> dict | None:
         raise ShippedRunError(f"shipped run manifest {p} is not valid JSON: {exc}") from exc
 
 
+def kept_set_check(manifest: Mapping, settings: Mapping, img_nos=None,
+                   tolerance: float = KEPT_SET_TOLERANCE) -> tuple[dict | None, str | None]:
+    """``(shipped_install, refusal)`` for the kept-set settings of a shipped run against this run's.
+
+    ``shipped_install`` is the record for ``metrics.json`` (None when the kept sets are the same);
+    ``refusal`` says why the run does not apply (None when it does)."""
+    old, new = manifest["settings"], settings
+    if all(old.get(k) == new.get(k) for k in KEPT_SET_KEYS):
+        return None, None
+    n_old, n_new = old.get("images"), new.get("images")
+    if not isinstance(n_old, int) or not isinstance(n_new, int) or n_old <= 0:
+        return None, f"made on another kept set ({', '.join(KEPT_SET_KEYS)}) without image counts to compare"
+    rel = abs(n_new - n_old) / n_old
+    if rel > tolerance:
+        return None, (f"made on a kept set of {n_old} images, this run keeps {n_new} "
+                      f"({rel:.1%} apart, more than {tolerance:.0%})")
+    info = {"kept_set": "differs", "shipped_images": n_old, "local_images": n_new}
+    if manifest.get("img_nos") is not None and img_nos is not None:
+        a, b = set(int(v) for v in manifest["img_nos"]), set(int(v) for v in img_nos)
+        info.update(only_shipped=len(a - b), only_local=len(b - a))
+    return info, None
+
+
 def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
                 bases: Mapping[str, tuple[Mapping, Path]] | Callable[[], Mapping] = None,
-                say: Callable[[str], None] = print) -> dict | None:
+                say: Callable[[str], None] = print, img_nos=None,
+                tolerance: float = KEPT_SET_TOLERANCE) -> dict | None:
     """Install the shipped run into ``out`` when it applies; returns its training record, else None.
 
     ``bases``: file name -> (base state dict, base file) for the partial models (or a callable
-    returning that mapping, called only when a shipped run exists)."""
+    returning that mapping, called only when a shipped run exists). ``img_nos``: this run's kept
+    image numbers (for the note when the kept sets differ). When installed on another kept set
+    within ``tolerance``, the record holds ``shipped_install`` (see the module docstring)."""
     if shipped_dir is None:
         return None
     shipped_dir, out = Path(shipped_dir), Path(out)
@@ -140,10 +179,14 @@ def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
         return None
     if manifest.get("format") != FORMAT:
         raise ShippedRunError(f"{shipped_dir / MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT}")
-    if manifest["settings"] != dict(settings):
-        diff = sorted(k for k in set(manifest["settings"]) | set(settings)
-                      if manifest["settings"].get(k) != settings.get(k))
+    diff = sorted(k for k in set(manifest["settings"]) | set(settings)
+                  if k not in KEPT_SET_KEYS and manifest["settings"].get(k) != settings.get(k))
+    if diff:
         say(f"shipped run {shipped_dir} was made with other settings ({', '.join(diff)}): training instead")
+        return None
+    kept_info, refusal = kept_set_check(manifest, settings, img_nos, tolerance)
+    if refusal:
+        say(f"shipped run {shipped_dir} was {refusal}: training instead")
         return None
     bases = bases() if callable(bases) else (bases or {})
     for name, info in manifest["models"].items():
@@ -159,7 +202,6 @@ def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
             raise ShippedRunError(f"shipped run file missing: {p}")
         if sha256_file(p) != digest:
             raise ShippedRunError(f"shipped run file {p} does not match its sha256 in {shipped_dir / MANIFEST}")
-    from pipeline.checkpoint import read_checkpoint, save_checkpoint
     out.mkdir(parents=True, exist_ok=True)
     for name in manifest["models"]:
         part = read_checkpoint(shipped_dir / (name + PARTIAL_SUFFIX))
@@ -170,12 +212,40 @@ def install_run(shipped_dir: Path | None, out: Path, settings: Mapping,
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / rel, (shipped_dir / rel).read_bytes())
     atomic_write_json(out / "installed_from_shipped.json",
-                      {"shipped": str(shipped_dir), "stage": manifest["stage"], "models": manifest["models"]})
+                      {"shipped": str(shipped_dir), "stage": manifest["stage"], "models": manifest["models"],
+                       **({"shipped_install": kept_info} if kept_info else {})})
+    if kept_info:
+        extra = (f"; {kept_info['only_shipped']} shipped images are not kept here, {kept_info['only_local']} kept "
+                 "images here were not in the shipped set" if "only_shipped" in kept_info else "")
+        say(f"note: the shipped {manifest['stage']} run was trained on {kept_info['shipped_images']} kept images, "
+            f"this machine keeps {kept_info['local_images']} (stage 2 differs slightly across CPUs{extra}); "
+            f"installing it anyway (within {tolerance:.0%}; force training with --no-shipped)")
     say(f"installed the shipped {manifest['stage']} run from {shipped_dir}: only the test and the report run")
-    return manifest["record"]
+    record = dict(manifest["record"])
+    if kept_info:
+        record["shipped_install"] = kept_info
+    return record
 
 
 def shipped_dir(profile, stage: str) -> Path | None:
-    """The profile's shipped run folder for ``stage`` (``stage5.shipped``/<stage>), or None."""
-    root = profile.get("stage5", {}).get("shipped")
-    return None if not root else profile.path(root) / stage
+    """The profile's shipped run folder for ``stage`` (``stage5.shipped``/<stage>), or None (also when
+    the profile's ``stage5.use_shipped`` is false: force training)."""
+    s5 = profile.get("stage5", {})
+    root = s5.get("shipped")
+    return None if not root or not s5.get("use_shipped", True) else profile.path(root) / stage
+
+
+def install_record(out: Path) -> dict:
+    """``{"shipped_install": ...}`` when the run in ``out`` was installed from a shipped run made on
+    another kept set (read from ``installed_from_shipped.json``, so re-runs keep it), else ``{}``."""
+    p = Path(out) / "installed_from_shipped.json"
+    if not p.is_file():
+        return {}
+    info = json.loads(p.read_text()).get("shipped_install")
+    return {"shipped_install": info} if info else {}
+
+
+def run_settings(data_root: Path, key: Mapping, epochs: int, img_nos) -> dict:
+    """The settings a shipped fine-tune run must share with this run: the state key with paths inside
+    the data root made relative, the epochs (a shipped run cannot be continued) and the kept set."""
+    return {**portable_key(key, data_root), "epochs": int(epochs), "img_nos_sha256": ids_digest(img_nos)}

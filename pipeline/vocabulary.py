@@ -10,6 +10,8 @@ PROPERTIES = ("eyes", "hair_color", "hair_length", "mouth", "pose", "background_
 # the three controlled properties (v3 labels, VectorFind's cases)
 CONTROLLED = ("eyes", "mouth", "pose")
 SCORE_COLUMNS = tuple(f"{p}_score" for p in PROPERTIES)
+# the merged property-score CNN of stage 7 (spec 02 §1.1): the seven properties plus hairstyle
+MERGED_PROPERTIES = PROPERTIES + ("hairstyle",)
 
 # the 11 face-parsing classes (FaceXFormer's order) and its demo palette (RGB), by class id
 CLASS_NAMES = ("background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye",

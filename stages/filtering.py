@@ -36,7 +36,6 @@ Outputs (``<data root>/stage2``):
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -110,17 +109,6 @@ def fold_settings(values: dict, prop: str, resolution: int) -> FoldSettings:
     s.validate()
     arch_info(prop, s.resolution, s.width, s.padding)        # crop too small -> clear error now
     return s
-
-
-def trained_fold_settings(stage2_dir: Path, prop: str) -> FoldSettings:
-    """The settings the fold models of ``prop`` in ``stage2_dir`` were trained with (their run_config)."""
-    path = Path(stage2_dir) / "cnn" / "models" / f"run_config_{prop}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run run_cnn.py first (stage 2 trains the {prop} CNN)")
-    d = dict(json.loads(path.read_text())["settings"])
-    if isinstance(d.get("width"), list):
-        d["width"] = tuple(d["width"])
-    return FoldSettings(**d)
 
 
 def main(consts: dict, profile_name: str, flags, stage1: str | None = None, out: str | None = None,

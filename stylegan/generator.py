@@ -9,6 +9,7 @@ keeping everything else.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,45 @@ from .config import NetworkConfig
 from .layers import EqualizedDense, SynthesisLayer, ToRGB, pixel_norm
 
 INIT_RES = 4
+PATHS = ("plain", "exact", "relaxed")
+# relaxed path: layers whose activation holds at least this many values per sample (256 px:
+# 256 ch x 64 px on; synthface: none) run one sample at a time; a batch of 8 such maps
+# (32 MiB+ each) runs slower per image than one map that stays in cache
+SPLIT_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """How the synthesis network runs at inference (eval mode).
+
+    ``path``: ``"plain"`` (the reference computation, GenForce's layout and order),
+    ``"exact"`` (cached scaled weights, in-place steps: bit-identical to plain) or
+    ``"relaxed"`` (channels-last, phase-decomposed upsampling, fused norm / style:
+    within float rounding of plain, see :mod:`stylegan.layers`).
+    ``compile``: wrap the synthesis in ``torch.compile`` (relaxed path only, since a
+    compiled graph reorders arithmetic); if compiling fails the eager path runs and a
+    warning says so. ``micro_batch``: the sampler (:func:`stylegan.sampling.generate`)
+    renders in fixed micro-batches of this size, the last one padded, so that an
+    image does not depend on how many are requested together; 0 = one call per request
+    (the old behaviour, batch-size dependent).
+    """
+    path: str = "exact"
+    compile: bool = False
+    micro_batch: int = 8
+
+    def __post_init__(self):
+        if self.path not in PATHS:
+            raise ValueError(f"inference path must be one of {PATHS}, got {self.path!r}")
+        if self.compile and self.path != "relaxed":
+            raise ValueError("compile=True needs path='relaxed' (a compiled graph is not bit-identical to plain)")
+        if not isinstance(self.micro_batch, int) or self.micro_batch < 0:
+            raise ValueError(f"micro_batch must be an int >= 0, got {self.micro_batch!r}")
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "compile": self.compile, "micro_batch": self.micro_batch}
+
+
+PLAIN = InferencePlan(path="plain", micro_batch=0)
 
 
 @dataclass(frozen=True)
@@ -126,20 +166,100 @@ class SynthesisNetwork(nn.Module):
             self.add_module(f"layer{2 * b}", first)
             self.add_module(f"layer{2 * b + 1}", SynthesisLayer("conv", ch, ch, res, cfg.w_dim))
             self.add_module(f"output{b}", ToRGB(ch, cfg.image_channels))
+        self._compiled: dict = {}                 # not a module / buffer: never in the state_dict
+
+    def noise_resolutions(self) -> list[int]:
+        """Resolution of each layer's noise map, in layer order."""
+        return [getattr(self, f"layer{i}").apply_noise.resolution for i in range(self.num_layers)]
 
     def forward(self, wp: torch.Tensor, randomize_noise: bool = False,
-                generator: torch.Generator | None = None) -> dict:
+                generator: torch.Generator | None = None, *, plan: InferencePlan | None = None,
+                noise: list[torch.Tensor] | None = None) -> dict:
+        """``noise``: optional explicit maps, one [B, 1, R, R] tensor per layer (overrides
+        ``randomize_noise``). ``plan``: the inference path (None: plain). In train mode or
+        with autograd enabled every path is the plain computation."""
         if float(self.lod) != 0.0:
             raise ValueError(f"synthesis.lod is {float(self.lod)}; only finished models (lod 0) are supported")
         if wp.ndim != 3 or wp.shape[1] != self.num_layers:
             raise ValueError(f"wp must have shape [B, {self.num_layers}, w_dim], got {tuple(wp.shape)}")
+        if noise is not None and len(noise) != self.num_layers:
+            raise ValueError(f"noise must hold {self.num_layers} maps, got {len(noise)}")
+        # the fast paths update activations in place: they run only without autograd
+        # (inference_mode / no_grad) and in eval mode; otherwise the plain computation runs
+        path = "plain" if plan is None or self.training or torch.is_grad_enabled() else plan.path
+        if path != "plain" and plan.compile:
+            return self._run_compiled(wp, randomize_noise, generator, noise, plan)
+        return self._run(wp, randomize_noise, generator, noise, path)
+
+    def _run(self, wp, randomize_noise, generator, noise, path: str) -> dict:
         out = {"wp": wp}
+        if randomize_noise and noise is None and path == "relaxed":
+            # draw the maps up front, in the plain path's order, so that splitting the batch
+            # below does not change which numbers each sample gets
+            noise = [torch.randn(wp.shape[0], 1, r, r, generator=generator, device=wp.device, dtype=wp.dtype)
+                     for r in self.noise_resolutions()]
         x = None
-        for i in range(self.num_layers):
-            x, style = getattr(self, f"layer{i}")(x, wp[:, i], randomize_noise, generator)
-            out[f"style{i:02d}"] = style
-        out["image"] = getattr(self, f"output{self.num_layers // 2 - 1}")(x)
+        split = self.num_layers if path != "relaxed" or wp.shape[0] == 1 else self._split_layer()
+        for i in range(split):
+            x = self._layer(i, x, wp, randomize_noise, generator, noise, path, out)
+        if split < self.num_layers:
+            # large activations one sample at a time (SPLIT_ELEMENTS)
+            parts = []
+            for b in range(wp.shape[0]):
+                nb = None if noise is None else [n[b:b + 1] for n in noise]
+                xb, styles = x[b:b + 1], {}
+                for i in range(split, self.num_layers):
+                    xb = self._layer(i, xb, wp[b:b + 1], False, None, nb, path, styles)
+                parts.append((xb, styles))
+            x = torch.cat([p[0] for p in parts])
+            for key in parts[0][1]:
+                out[key] = torch.cat([p[1][key] for p in parts])
+        to_rgb = getattr(self, f"output{self.num_layers // 2 - 1}")
+        image = to_rgb(x) if path == "plain" else to_rgb.forward_fast(x, path)
+        out["image"] = image.contiguous()
         return out
+
+    def _split_layer(self) -> int:
+        """First layer run per sample on the relaxed path (see SPLIT_ELEMENTS)."""
+        for i, r in enumerate(self.noise_resolutions()):
+            if getattr(self, f"layer{i}").bias.shape[0] * r * r >= SPLIT_ELEMENTS:
+                return i
+        return self.num_layers
+
+    def _layer(self, i, x, wp, randomize_noise, generator, noise, path, out):
+        layer = getattr(self, f"layer{i}")
+        n_i = None if noise is None else noise[i]
+        if path == "plain":
+            x, style = layer(x, wp[:, i], randomize_noise, generator, n_i)
+        else:
+            x, style = layer.forward_fast(x, wp[:, i], path, randomize_noise, generator, n_i)
+        out[f"style{i:02d}"] = style
+        return x
+
+    def _run_compiled(self, wp, randomize_noise, generator, noise, plan: InferencePlan) -> dict:
+        """torch.compile of the relaxed path, for stored or explicit noise; anything else
+        (a torch.Generator), or a failure to compile, runs eagerly."""
+        if randomize_noise and noise is None:
+            return self._run(wp, randomize_noise, generator, noise, plan.path)
+        fn = self._compiled.get(plan.path)
+        if fn is None:
+            try:
+                fn = torch.compile(lambda w, n: self._run(w, False, None, n, plan.path), dynamic=False)
+            except Exception as e:                  # noqa: BLE001 - any backend failure: eager fallback
+                warnings.warn(f"torch.compile unavailable ({type(e).__name__}: {e}); running the eager path")
+                fn = False
+            self._compiled[plan.path] = fn
+        if fn is not False:
+            try:
+                return fn(wp, noise)
+            except Exception as e:                  # noqa: BLE001 - compile happens on first call
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running the eager path")
+                self._compiled[plan.path] = False
+        return self._run(wp, randomize_noise, generator, noise, plan.path)
+
+    def train(self, mode: bool = True):
+        self._compiled.clear()
+        return super().train(mode)
 
 
 class StyleGANGenerator(nn.Module):
@@ -183,7 +303,8 @@ class StyleGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, label: torch.Tensor | None = None, *,
                 w_moving_decay: float = 0.995, style_mixing_prob: float = 0.9,
                 trunc_psi: float | None = None, trunc_layers: int | None = None,
-                randomize_noise: bool = False, generator: torch.Generator | None = None) -> dict:
+                randomize_noise: bool = False, generator: torch.Generator | None = None,
+                plan: InferencePlan | None = None) -> dict:
         z = self._as_float32(z)
         label = self._as_float32(label)
         res = self.mapping(z, label)
@@ -204,15 +325,16 @@ class StyleGANGenerator(nn.Module):
                 cutoff = int(torch.randint(1, self.num_layers, (), generator=generator))
                 wp_in = self.mix_styles(self.truncation(w), self.truncation(w2), cutoff)
         wp = self.truncation(wp_in, trunc_psi, trunc_layers)
-        out = self.synthesis(wp, randomize_noise, generator)
+        out = self.synthesis(wp, randomize_noise, generator, plan=plan)
         return {**res, **out}
 
     def synthesize_from_w(self, w: torch.Tensor, *, trunc_psi: float | None = None,
                           trunc_layers: int | None = None, randomize_noise: bool = False,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+                          generator: torch.Generator | None = None,
+                          plan: InferencePlan | None = None) -> torch.Tensor:
         """Image from w ([B, w_dim]) or wp ([B, num_layers, w_dim])."""
         wp = self.truncation(self._as_float32(w), trunc_psi, trunc_layers)
-        return self.synthesis(wp, randomize_noise, generator)["image"]
+        return self.synthesis(wp, randomize_noise, generator, plan=plan)["image"]
 
 
 def to_signed_tensor(images_uint8_nhwc) -> torch.Tensor:

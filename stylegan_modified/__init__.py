@@ -1,4 +1,4 @@
-"""Stage 5 models: property-conditioned StyleGAN (FineTune-v1 / v3 / v4), the v3 CVAE, the generation test.
+"""Stage 5 models: property-conditioned StyleGAN (FineTune-v1 / v3 / v4) and the v3 CVAE.
 
 * :mod:`stylegan_modified.conditional`: ``ConditionalGenerator`` / ``ConditionalDiscriminator``
   (one class each for any label count; presets ``VERSIONS['v1' | 'v2' | 'v3' | 'v4']``) and
@@ -7,7 +7,7 @@
   conditional checkpoint (explicit allowed differences), strict save / load;
 * :mod:`stylegan_modified.training_parts`: frozen / trainable sets and optimiser groups;
 * :mod:`stylegan_modified.cvae`: the v3 encoder and the ``FineTuneV3`` wrapper;
-* :mod:`stylegan_modified.generation_test`: vary the label, measure the image, report.
+* the generation test lives in :mod:`evaluation`, the fine-tune trainers in :mod:`training`.
 """
 from .conditional import (VERSIONS, ConditionalDiscriminator, ConditionalGenerator, ConditionalMapping,
                           ConditionalSpec, build_discriminator, build_generator, discriminate, get_spec, synthesize)

@@ -8,6 +8,7 @@ plus a random base generator / discriminator checkpoint; returns the profile.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def profile_dict(root: Path) -> dict:
 
 def make_root(tmp_path: Path, n: int = 40) -> Profile:
     from cnn.filter_cnns import FilterCNN
+    from cnn.kfold import FoldSettings
     from synthface.renderer import render_batch
     from synthface.world import WorldMap
     prof = Profile(profile_dict(Path(tmp_path)))
@@ -79,12 +81,14 @@ def make_root(tmp_path: Path, n: int = 40) -> Profile:
         for k in range(2):
             m = FilterCNN("gender", RES, 0.125, 1)
             save_checkpoint(m.state_dict(), root / "stage2" / "cnn" / "models" / f"gender_model_{k}.pt")
+    fs = FoldSettings(prop="gender", lr=1e-3, threshold=0.7, cut=0.5, resolution=RES, width=0.125, padding=1, folds=2)
+    (root / "stage2" / "cnn" / "models" / "run_config_gender.json").write_text(json.dumps({"settings": fs.to_dict()}))
     return prof
 
 
 def world_with_property_cnn(tmp_path_factory, name: str) -> Profile:
     """A data root (:func:`make_root`) whose property CNN is trained (2 epochs), for module fixtures."""
-    from cnn.stage5_property import run_property_stage
+    from stages.property_cnn import run_property_stage
     torch.set_num_threads(1)
     prof = make_root(tmp_path_factory.mktemp(name))
     run_property_stage(prof, show_progress=False)

@@ -54,3 +54,37 @@ def test_run_config_records_values_and_sources(tmp_path):
     data = json.loads((tmp_path / "run_config.json").read_text())
     assert data["settings"]["seed"] == 4 and data["sources"]["seed"] == "profile p:s"
     assert data["settings"]["cases"] == ["eyes", "mouth"] and data["profile"] == "p"
+
+
+def test_shipped_profiles_pass_the_schema():
+    from pipeline.profiles import available_profiles, load_profile
+    for name in available_profiles():
+        assert load_profile(name).name == name
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[1, 2]", "expected a JSON object, got a JSON list"),
+    ("{not json", "not valid JSON"),
+    ('{"name": "x"}', "missing key 'data_root'"),
+])
+def test_malformed_profiles_are_named(tmp_path, text, message):
+    from pipeline.profiles import ProfileError, load_profile
+    p = tmp_path / "x.json"
+    p.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(str(p))
+
+
+def test_misspelt_and_wrongly_typed_keys_are_named(tmp_path):
+    from pipeline.profiles import PROFILE_DIR, ProfileError, load_profile
+    data = json.loads((PROFILE_DIR / "synthface.json").read_text())
+    data["generator"]["z_dimm"] = data["generator"].pop("z_dim")
+    data["resolution"] = "128"
+    data["stage9"] = {}
+    p = tmp_path / "synthface.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ProfileError) as e:
+        load_profile(str(p))
+    msg = str(e.value)
+    assert "unknown key generator.'z_dimm'" in msg
+    assert "'resolution' must be int, got '128'" in msg and "unknown key 'stage9'" in msg

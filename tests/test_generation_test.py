@@ -9,9 +9,8 @@ import torch
 from cnn.property_score_cnn import P3, P7, PropertyScoreCNN
 from stylegan import GeneratorConfig
 from stylegan_modified import ConditionalSpec, build_generator
-from stylegan_modified.generation_test import (EvaluatorJudge, GenerationTestSettings, GeneratorAdapter,
-                                               PropertyCNNJudge, label_grid, label_vectors, pearson_rows,
-                                               run_generation_test)
+from evaluation.generation import GenerationTestSettings, label_grid, label_vectors, pearson_rows, run_generation_test
+from evaluation.judges import EvaluatorJudge, GeneratorAdapter, PropertyCNNJudge
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 
 

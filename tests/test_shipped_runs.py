@@ -5,14 +5,15 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from cnn.stage5_property import pack_property_run, run_property_stage
+from stages.property_cnn import run_property_stage
 from pipeline.shipped import ShippedRunError, full_state, install_run, partial_state
-from stylegan_modified.finetune_gan import GanSettings
-from stylegan_modified.finetune_v3 import V3Settings
-from stylegan_modified.stage5_cli import TEST_DEFAULTS
-from stylegan_modified.stage5_data import stage5_settings
-from stylegan_modified.stage5_gan import pack_gan_run, run_gan_stage
-from stylegan_modified.stage5_v3 import pack_v3_run, run_v3_stage
+from training.gan import GanSettings
+from training.cvae import V3Settings
+from stages.settings import TEST_DEFAULTS
+from stages.settings import profile_section as stage5_settings
+from stages.finetune_gan import run_gan_stage
+from stages.shipping import pack_gan_run, pack_property_run, pack_v3_run
+from stages.finetune_v3 import run_v3_stage
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import make_root
 
@@ -122,10 +123,67 @@ def test_a_damaged_shipped_file_is_an_error_naming_it(shipped, tmp_path):
 
 
 def test_ship_cli_packs_the_default_stages_and_refuses_unknown_ones(monkeypatch):
-    from stylegan_modified import ship
+    import run_pack_shipped
+    from stages import shipping
     done = []
-    monkeypatch.setattr(ship, "pack", lambda profile, stage: done.append(stage) or {"files": {}})
-    ship.main([])
+    monkeypatch.setattr(shipping, "pack", lambda profile, stage: done.append(stage) or {"files": {}})
+    run_pack_shipped.main([])
     assert done == ["property_cnn", "v1", "v3"]
     with pytest.raises(SystemExit):
-        ship.main(["v9"])
+        run_pack_shipped.main(["v9"])
+
+
+def _edit_kept_set(src, dest, stage, images):
+    import json
+    import shutil
+    shutil.copytree(src, dest)
+    p = dest / stage / "shipped.json"
+    m = json.loads(p.read_text())
+    m["settings"].update(images=images, img_nos_sha256="0" * 64)
+    m.pop("img_nos", None)
+    p.write_text(json.dumps(m))
+    return m
+
+
+def test_kept_set_check_tolerates_a_few_percent_and_names_the_counts():
+    from pipeline.shipped import kept_set_check
+    man = {"settings": {"images": 2309, "img_nos_sha256": "a", "lr": 1}, "img_nos": list(range(2309))}
+    assert kept_set_check(man, {"images": 2309, "img_nos_sha256": "a"}) == (None, None)
+    info, refusal = kept_set_check(man, {"images": 2335, "img_nos_sha256": "b"}, img_nos=range(26, 2361))
+    assert refusal is None
+    assert info == {"kept_set": "differs", "shipped_images": 2309, "local_images": 2335,
+                    "only_shipped": 26, "only_local": 52}
+    info, refusal = kept_set_check(man, {"images": 2309 + 116, "img_nos_sha256": "b"})
+    assert info is None and "2309 images, this run keeps 2425" in refusal
+    assert kept_set_check(man, {"images": 2424, "img_nos_sha256": "b"})[1] is None    # 4.98 %
+
+
+def test_a_slightly_different_kept_set_installs_with_a_note_and_a_record(shipped, tmp_path, capsys):
+    a, sdir, ma = shipped
+    n = ma["property"]["images"]
+    assert n >= 20       # a 1-image difference is within 5 % from 20 images on
+    _edit_kept_set(sdir, tmp_path / "near", "property_cnn", n + 1)
+    b = fresh_root(tmp_path, tmp_path / "near")
+    m = run_property_stage(b, show_progress=False)
+    out = capsys.readouterr().out
+    assert not m["trained_this_run"] and "note: the shipped property CNN run was trained on" in out
+    assert m["shipped_install"] == {"kept_set": "differs", "shipped_images": n + 1, "local_images": n}
+
+
+def test_a_kept_set_beyond_the_tolerance_or_no_shipped_trains(shipped, tmp_path, capsys):
+    a, sdir, ma = shipped
+    n = ma["property"]["images"]
+    _edit_kept_set(sdir, tmp_path / "far", "property_cnn", 2 * n)
+    b = fresh_root(tmp_path, tmp_path / "far")
+    m = run_property_stage(b, show_progress=False)
+    out = capsys.readouterr().out
+    assert m["trained_this_run"] and f"made on a kept set of {2 * n} images, this run keeps {n}" in out
+    assert "training instead" in out and "shipped_install" not in m
+    c = fresh_root(tmp_path / "c", sdir)
+    c["stage5"]["use_shipped"] = False
+    assert shipped_dir_of(c) is None
+
+
+def shipped_dir_of(profile):
+    from pipeline.shipped import shipped_dir
+    return shipped_dir(profile, "property_cnn")

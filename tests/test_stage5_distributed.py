@@ -22,7 +22,7 @@ def _models():
     from stylegan import GeneratorConfig
     from stylegan.discriminator import DiscriminatorConfig
     from stylegan_modified import CVAEEncoder, FineTuneV3, build_discriminator, build_generator
-    from stylegan_modified.stage5_data import GenderEnsemble
+    from evaluation.networks import GenderEnsemble
     gcfg = GeneratorConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, mapping_fmaps=16, fmaps_base=128,
                            fmaps_max=16)
     dcfg = DiscriminatorConfig(resolution=32, fmaps_base=128, fmaps_max=16)
@@ -40,8 +40,8 @@ def _data():
 
 
 def _run(ctx: DistContext) -> dict:
-    from stylegan_modified.finetune_gan import GanSettings, GanTrainer
-    from stylegan_modified.finetune_v3 import V3Settings, V3Trainer
+    from training.gan import GanSettings, GanTrainer
+    from training.cvae import V3Settings, V3Trainer
     torch.set_num_threads(1)
     gcfg, dcfg, cnn, gender, build_g, build_d, Enc, FT = _models()
     images, labels = _data()
@@ -66,7 +66,7 @@ def _run(ctx: DistContext) -> dict:
     t3 = V3Trainer(model, labels, s3, ctx)
     rows3 = []
     for k, b in enumerate(epoch_batches(len(images), GLOBAL_BATCH, 0, 0, ctx)[:STEPS]):
-        rows3.append(t3.train_step(x_all[b], torch.from_numpy(labels[b]), 0, k)[0]["total_loss"])
+        rows3.append(t3.train_step(x_all[b], torch.from_numpy(labels[b]), 0, k)["total_loss"])
     out["v3"] = {k: v.detach().clone() for k, v in g3.state_dict().items() if k.startswith("mapping")}
     out["v3_enc"] = {k: v.detach().clone() for k, v in enc.state_dict().items()}
     out["v3_loss"] = rows3

@@ -10,9 +10,10 @@ from pipeline.io import read_png_rgb
 from pipeline.checkpoint import save_checkpoint
 from stylegan.generator import postprocess
 from stylegan_modified import build_generator, save_state_dict, synthesize
-from stylegan_modified.final_generation import FINAL_LABEL, noised_latents, parse_label, run_final_generation
-from stylegan_modified.stage5_cli import TEST_DEFAULTS
-from stylegan_modified.stage5_common import build_configs, write_z_csv
+from stages.final_generation import FINAL_LABEL, noised_latents, parse_label, run_final_generation
+from stages.settings import TEST_DEFAULTS
+from pipeline.latents import write_z_csv
+from stages.bases import build_configs
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import make_root
 

@@ -9,11 +9,11 @@ import torch
 from cnn.property_score_cnn import P3, P7
 from stylegan_modified import build_discriminator, build_generator, load_generator
 from stylegan_modified.distributed import DistContext
-from stylegan_modified.finetune_gan import LOG_COLUMNS, DiscriminatorLoss, GanSettings, GanTrainer
-from stylegan_modified.stage5_cli import TEST_DEFAULTS
-from stylegan_modified.stage5_common import build_configs
-from stylegan_modified.stage5_data import stage5_settings
-from stylegan_modified.stage5_gan import run_gan_stage
+from training.gan import LOG_COLUMNS, DiscriminatorLoss, GanSettings, GanTrainer
+from stages.settings import TEST_DEFAULTS
+from stages.bases import build_configs
+from stages.settings import profile_section as stage5_settings
+from stages.finetune_gan import run_gan_stage
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import interrupted_then_resumed, world_with_property_cnn
 
@@ -137,3 +137,23 @@ def test_r1_penalty_is_the_batch_mean_squared_gradient_norm(world):
     assert torch.allclose(r1, grad.pow(2).sum(dim=(1, 2, 3)).mean(), rtol=1e-4)
     plain = torch.nn.functional.softplus(fs).mean() + torch.nn.functional.softplus(-rs).mean()
     assert torch.allclose(loss.detach(), plain + 5.0 * r1, rtol=1e-5)
+
+
+def test_the_script_path_resolves_writes_run_config_and_runs_the_stage(world, tmp_path, capsys):
+    """run_stylegan_fine_tuning_v1.py -> stages.finetune_gan.main: the profile's stage5.v1 preset over the
+    constants, a flag over both, run_config.json with sources, then the same stage as run_gan_stage."""
+    import json
+
+    import run_stylegan_fine_tuning_v1 as script
+    from pipeline.config import constants
+    from stages import finetune_gan
+    out = tmp_path / "v1_script"
+    m = finetune_gan.main(world, constants(vars(script)), {"progress": False, "seed": 3, "test_n_z": 2},
+                          {"out": out})
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["settings"]["epochs"] == 1 and cfg["sources"]["epochs"] == "profile s5tiny:stage5.v1"
+    assert cfg["settings"]["seed"] == 3 and cfg["sources"]["seed"] == "flag --seed"
+    assert cfg["generation_test"]["settings"]["n_z"] == 2
+    assert m["settings"]["seed"] == 3 and m["settings"]["max_steps_per_epoch"] == 3 and m["steps"] == 3
+    printed = capsys.readouterr().out
+    assert "seed = 3 (constant 0; from flag --seed)" in printed and "FineTune-v1: 3 steps" in printed

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from cnn.property_score_cnn import P7, SCORE_COLUMNS, PropertyCNNSettings, train_property_cnn
-from cnn.stage5_property import property_cnn_config, relabel, run_property_stage
-from stylegan_modified.stage5_data import Stage5InputError, read_score_csv
+from evaluation.networks import load_property_cnn_for
+from pipeline.io import InputError
+from pipeline.kept_set import KeptSetError as Stage5InputError
+from pipeline.kept_set import kept_latents, load_kept_set, read_score_csv
+from stages.property_cnn import property_cnn_config, relabel, run_property_stage
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import make_root
 
@@ -61,12 +64,13 @@ def test_rerun_does_not_retrain_and_other_settings_are_refused(world):
 
 def test_relabel_train_mode_is_the_original_dropout_quirk(world):
     prof, _ = world
-    from stylegan_modified.stage5_data import load_kept_set, load_property_cnn_for
     cnn = load_property_cnn_for(prof, prof.data_root / "stage5" / "property_cnn" / "property_score_cnn.pth")
-    kept = load_kept_set(prof, prof.data_root / "stage4" / "all_scores_v2.csv", P7)
+    kept = load_kept_set(prof.stage_dir("stage2"), prof.data_root / "stage4" / "all_scores_v2.csv", P7, int(prof["resolution"]))
     a = relabel(cnn, kept.images[:8], "eval", 4, 0)
     b = relabel(cnn, kept.images[:8], "train", 4, 0)
-    assert np.array_equal(a, relabel(cnn, kept.images[:8], "eval", 8, 1))   # eval: batch- and seed-free
+    # eval: seed-free, and batch-free up to float rounding (the conv kernels sum in a batch-dependent order)
+    np.testing.assert_allclose(relabel(cnn, kept.images[:8], "eval", 8, 1), a, rtol=0, atol=1e-6)
+    assert np.array_equal(a, relabel(cnn, kept.images[:8], "eval", 4, 1))
     assert not np.allclose(a, b) and np.array_equal(b, relabel(cnn, kept.images[:8], "train", 4, 0))
     assert not cnn.training
 
@@ -119,10 +123,20 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path):
 
 
 def test_kept_latents_join_by_image_number(world):
-    from stylegan_modified.stage5_data import kept_latents
     prof, _ = world
     lat = pd.read_csv(prof.data_root / "stage1" / "latents.csv")
-    z = kept_latents(prof, np.array([5, 2]))
+    z = kept_latents(prof.stage_dir("stage1") / "latents.csv", np.array([5, 2]), int(prof["generator"]["z_dim"]))
     assert z.dtype == np.float32 and np.array_equal(z[0], lat.loc[lat["img_no"] == 5].iloc[0, 2:].to_numpy(np.float32))
-    with pytest.raises(Stage5InputError, match="no row for image 999999"):
-        kept_latents(prof, np.array([999999]))
+    with pytest.raises(InputError, match="no row for image 999999"):
+        kept_latents(prof.stage_dir("stage1") / "latents.csv", np.array([999999]), int(prof["generator"]["z_dim"]))
+
+
+def test_a_missing_row_message_counts_the_others_only_when_there_are_others(tmp_path):
+    p = tmp_path / "s.csv"
+    cols = ",".join(f"{q}_score" for q in P7)
+    p.write_text("img_no," + cols + "\n" + "1," + ",".join(["0.5"] * 7) + "\n")
+    with pytest.raises(Stage5InputError) as one:
+        read_score_csv(p, P7, np.array([1, 2]))
+    assert "no row for image 000002;" in str(one.value) and "more" not in str(one.value)
+    with pytest.raises(Stage5InputError, match=r"no row for image 000002 \(and 2 more kept images\)"):
+        read_score_csv(p, P7, np.array([1, 2, 3, 4]))

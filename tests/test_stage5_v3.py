@@ -10,12 +10,13 @@ import torch
 from cnn.property_score_cnn import P7
 from stylegan_modified import CVAEEncoder, FineTuneV3, build_generator
 from stylegan_modified.distributed import DistContext
-from stylegan_modified.finetune_v3 import LOG_COLUMNS, P3_IDX, V3Loss, V3Settings, V3Trainer
-from stylegan_modified.generation_test import GenerationTestSettings, run_generation_test
-from stylegan_modified.stage5_cli import TEST_DEFAULTS
-from stylegan_modified.stage5_common import build_configs
-from stylegan_modified.stage5_data import load_gender_cnn, load_property_cnn_for, stage5_settings
-from stylegan_modified.stage5_v3 import run_v3_stage
+from training.cvae import LOG_COLUMNS, P3_IDX, V3Loss, V3Settings, V3Trainer
+from evaluation.generation import GenerationTestSettings, run_generation_test
+from stages.settings import TEST_DEFAULTS
+from stages.bases import build_configs
+from evaluation.networks import load_gender_cnn, load_property_cnn_for
+from stages.settings import profile_section as stage5_settings
+from stages.finetune_v3 import run_v3_stage
 from tests.single_thread import one_thread  # noqa: F401
 from tests.stage5_world import interrupted_then_resumed, world_with_property_cnn
 
@@ -44,7 +45,7 @@ def model_for(prof, s: V3Settings, seed=0):
         torch.manual_seed(seed)
         enc = CVAEEncoder(64, 7, gcfg.z_dim, channels=(8, 8, 8, 8, 8), hidden=16)
     cnn = load_property_cnn_for(prof, prof.data_root / "stage5" / "property_cnn" / "property_score_cnn.pth")
-    return FineTuneV3(enc, g, cnn, load_gender_cnn(prof, s.gender_folds), gender_input=s.gender_input)
+    return FineTuneV3(enc, g, cnn, load_gender_cnn(prof.stage_dir("stage2"), s.gender_folds), gender_input=s.gender_input)
 
 
 def batch(n=4, seed=0):
@@ -78,7 +79,8 @@ def test_each_original_quirk_option_changes_the_loss(world):
     assert signed["gender_loss"] != base["gender_loss"] and signed["mse"] == base["mse"]
     fold0, _, _ = loss_parts(world, gender_folds="fold0")
     assert fold0["gender_loss"] != base["gender_loss"]
-    assert len(load_gender_cnn(world, "fold0").models) == 1 and len(load_gender_cnn(world).models) == 2
+    assert len(load_gender_cnn(world.stage_dir("stage2"), "fold0").models) == 1 and \
+        len(load_gender_cnn(world.stage_dir("stage2")).models) == 2
     drop, _, _ = loss_parts(world, loss_cnn_mode="train")
     assert drop["mse"] != base["mse"] and drop == loss_parts(world, loss_cnn_mode="train")[0]   # seeded dropout
     rec, _, _ = loss_parts(world, reconstruction=True)
@@ -224,3 +226,10 @@ def test_select_judge_parsing_chooses_the_epoch_by_stages_3_and_4(world, tmp_pat
     assert m["best"]["epoch"] == best["epoch"]
     with pytest.raises(ValueError, match="select_judge"):
         v3_settings(prof, select_judge="evaluator").validate()
+
+
+def test_train_log_columns_are_the_originals_order():
+    """All seven *_mse columns, then all seven *_abs columns (the original's train_log_v3.csv)."""
+    props = ["eyes", "hair_color", "hair_length", "mouth", "pose", "back_mean", "back_std"]
+    assert LOG_COLUMNS == (["epoch", "batch_idx", "total_loss", "mse", "gender_loss", "mu_loss", "logvar_loss"]
+                           + [f"{p}_mse" for p in props] + [f"{p}_abs" for p in props])

@@ -463,7 +463,7 @@ def test_conditional_models_start_from_the_shipped_synthface_weights():
     z = torch.randn(2, 256)
     assert torch.allclose(synthesize(g.eval(), z, torch.zeros(2, 7)), generate(build_base(prof), z), atol=1e-4)
     d = build_discriminator(dcfg, "v4")
-    from stylegan_modified.stage5_common import base_discriminator_state
+    from stages.bases import base_discriminator_state
     base_d_state, _ = base_discriminator_state(prof)        # the shipped discriminator.pth
     init_discriminator_from(d, base_d_state)
     base = StyleGANDiscriminator(dcfg).eval()

@@ -15,7 +15,7 @@ def test_default_generator_and_discriminator_load_strictly():
     assert prof["generator_checkpoint"] == "synthface/weights/generator.pth"
     g = build_generator(prof)                       # strict, weights_only=True
     assert not g.training and not any(p.requires_grad for p in g.parameters())
-    from stylegan_modified.stage5_common import base_discriminator_state
+    from stages.bases import base_discriminator_state
     d_path = prof.path(prof["stage5"]["discriminator_checkpoint"])
     assert d_path.is_file(), "the matching discriminator ships in its own file"
     d_state, where = base_discriminator_state(prof)

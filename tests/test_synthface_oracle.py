@@ -1,10 +1,10 @@
-"""The oracle generator (synthface.oracle_test): the renderer with the label's eyes / mouth / pose, all else z's."""
+"""The oracle generator (evaluation.oracle): the renderer with the label's eyes / mouth / pose, all else z's."""
 import numpy as np
 import torch
 
 from cnn.property_score_cnn import P7
 from stylegan.sampling import latent_z
-from synthface.oracle_test import CONTROLLED, OracleGenerator
+from evaluation.oracle import CONTROLLED, OracleGenerator
 from synthface.world import WorldMap
 
 

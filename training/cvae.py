@@ -1,4 +1,4 @@
-"""FineTune-v3: the conditional-VAE training loop (spec 04 §5.2–5.4).
+"""FineTune-v3: the conditional-VAE trainer (spec 04 §5.2–5.4), run by :mod:`training.loop`.
 
 Per batch (x, label): ``mu, logvar = E(x, label)``, ``z = mu + eps * sigma``, ``x_gen = G_v3(z, label_G)``,
 ``p = property CNN(x_gen)``, ``g = gender CNN(x_gen)``; the loss is
@@ -31,6 +31,7 @@ Options (defaults first; the original's behaviour is always one of them):
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,18 +39,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnn.property_score_cnn import P3, P7
+from pipeline.vocabulary import CONTROLLED as P3
+from pipeline.vocabulary import PROPERTIES as P7
+from stylegan_modified.cvae import FineTuneV3
+from stylegan_modified.distributed import DistContext, step_generator, step_seed
+from stylegan_modified.training_parts import make_optimizers, parameter_groups
 
-from .cvae import FineTuneV3
-from .distributed import DistContext, step_generator, step_seed
-from .training_parts import make_optimizers, parameter_groups
+from .loop import epoch_means
 
 GEN_LABEL_MODES = ("image", "shuffled", "box")
 P3_IDX = [P7.index(p) for p in P3]
 OTHER_IDX = [i for i in range(len(P7)) if i not in P3_IDX]
+# the original's column order: the seven *_mse columns, then the seven *_abs columns (spec 04)
 LOG_COLUMNS = (["epoch", "batch_idx", "total_loss", "mse", "gender_loss", "mu_loss", "logvar_loss"]
-               + [f"{p}_{k}" for p in ("eyes", "hair_color", "hair_length", "mouth", "pose", "back_mean", "back_std")
-                  for k in ("mse", "abs")])
+               + [f"{p}_{k}" for k in ("mse", "abs")
+                  for p in ("eyes", "hair_color", "hair_length", "mouth", "pose", "back_mean", "back_std")])
+KEPT_POSTERIORS = 100          # posteriors of the last batches kept for test_z_source 'last_batches'
+
 SHORT = dict(zip(P7, ("eyes", "hair_color", "hair_length", "mouth", "pose", "back_mean", "back_std")))
 
 
@@ -183,6 +189,8 @@ class V3Trainer:
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=s.t_max, eta_min=0.0)
         self.loss = ctx.wrap(V3Loss(model, s))
         self.box = torch.from_numpy(s.box())
+        self.epoch_rows: list = []          # this epoch's step rows (for the per-epoch means)
+        self.last_posteriors: list = []     # (mu, logvar) of the first sample of each recent batch
 
     def gen_labels(self, y: torch.Tensor, gen: torch.Generator, b_global: int) -> torch.Tensor:
         """The generator's labels for a batch (see the module docstring); global draws, local rows."""
@@ -226,18 +234,31 @@ class V3Trainer:
         sq, ab = ctx.mean((diff ** 2).mean(dim=0)), ctx.mean(diff.abs().mean(dim=0))
         for j, p in enumerate(P7):
             row[f"{SHORT[p]}_mse"], row[f"{SHORT[p]}_abs"] = float(sq[j]), float(ab[j])
-        return row, (mu[:1].cpu(), logvar[:1].cpu())
+        self.epoch_rows.append(row)
+        self.last_posteriors = (self.last_posteriors + [(mu[:1].cpu(), logvar[:1].cpu())])[-KEPT_POSTERIORS:]
+        return row
 
-    def end_epoch(self) -> None:
+    def end_epoch(self, epoch: int) -> dict:
+        """Steps the cosine schedule; returns the epoch's means of the step figures (weighted by batch size)."""
         self.sched.step()
+        figures = epoch_means(self.epoch_rows, epoch) if self.epoch_rows else {}
+        self.epoch_rows = []
+        return figures
+
+    def progress(self, row: dict) -> dict:
+        return {"loss": f"{row['total_loss']:.3f}", "mse": f"{row['mse']:.3f}", "gender": f"{row['gender_loss']:.3f}"}
+
+    def models(self) -> dict:
+        return {"generator": self.model.stylegan_generator, "encoder": self.model.CVAE_encoder}
 
     def state(self) -> dict:
         return {"generator": self.model.stylegan_generator.state_dict(),
                 "encoder": self.model.CVAE_encoder.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict()}
+                "scheduler": self.sched.state_dict(), "epoch_rows_json": json.dumps(self.epoch_rows)}
 
     def load(self, st: dict) -> None:
         self.model.stylegan_generator.load_state_dict(st["generator"])
         self.model.CVAE_encoder.load_state_dict(st["encoder"])
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
+        self.epoch_rows = json.loads(st.get("epoch_rows_json", "[]"))

@@ -27,26 +27,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from cnn.property_score_cnn import P3, P7
-from pipeline.io import atomic_write_csv, remove_stale_tmp
+from evaluation.generation import run_generation_test
+from evaluation.generation import settings_from as test_settings_from
+from evaluation.grids import grid_figure
+from evaluation.judges import evaluator_calibration, make_judges
+from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluator_for, load_gender_cnn,
+                                 load_property_cnn_for)
+from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
+                               oracle_reference)
+from pipeline.io import InputError, atomic_write_csv, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
-from pipeline.shipped import install_run, shipped_dir
+from pipeline.shipped import install_record, run_settings, shipped_dir
+from pipeline.vocabulary import CONTROLLED as P3
+from pipeline.vocabulary import PROPERTIES as P7
+from stylegan_modified.conditional import build_discriminator, build_generator
+from stylegan_modified.distributed import DistContext, init_distributed
+from stylegan_modified.loading import (init_discriminator_from, init_generator_from, load_discriminator,
+                                       load_generator, regress_label_path)
+from training.gan import GanSettings, GanTrainer, log_rows
+from training.loop import FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .conditional import build_discriminator, build_generator
-from .distributed import DistContext, epoch_batches, init_distributed
-from .finetune_gan import GanSettings, GanTrainer, log_rows
-from .generation_test import run_generation_test
-from .loading import (init_discriminator_from, init_generator_from, load_discriminator, load_generator,
-                      regress_label_path, save_state_dict)
-from .stage5_common import (base_discriminator_state, base_generator_state, build_configs, evaluator_calibration,
-                            female_share, grid_figure, leak_identity_table, load_state, make_judges,
-                            oracle_reference, pack_training_run, save_state, settings_key,
-                            shipped_bases, shipped_settings, test_settings_from)
-from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
-                          load_kept_set, load_property_cnn_for)
+from .bases import base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
+from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
+                       write_settings)
 
 PROPERTY_CNN = "stage5/property_cnn/property_score_cnn.pth"
 CNN_LABELS = "stage5/property_cnn/all_scores_v2_cnn.csv"
@@ -56,7 +61,6 @@ LABEL_NAMES = {"v1": P7, "v4": P3}
 # and the training record kept in train_state.pth
 GAN_SHIPPED_MODELS = {"generator.pth": "generator", "discriminator.pth": "discriminator"}
 GAN_SHIPPED_COPY = ("train_log.csv", "train_steps.csv", "grids/*.png")
-GAN_RECORD = ("history", "epoch", "step", "init_done", "seconds", "cpu_seconds")
 
 
 def default_paths(profile, version: str) -> dict:
@@ -78,7 +82,7 @@ def start_models(profile, s: GanSettings, init_dir: Path, kept=None):
     else:
         for name in ("generator.pth", "discriminator.pth"):
             if not (Path(init_dir) / name).is_file():
-                raise Stage5InputError(f"v4 starts from the finished FineTune-v1: {Path(init_dir) / name} not found; "
+                raise InputError(f"v4 starts from the finished FineTune-v1: {Path(init_dir) / name} not found; "
                                        f"run run_stylegan_fine_tuning_v1.py first (or pass --init-dir)")
         g_state = load_generator(Path(init_dir) / "generator.pth", gcfg, "v1").state_dict()
         d_state = load_discriminator(Path(init_dir) / "discriminator.pth", dcfg, "v1").state_dict()
@@ -88,105 +92,78 @@ def start_models(profile, s: GanSettings, init_dir: Path, kept=None):
                                   label_weight=s.label_weight),
             **init_discriminator_from(d, d_state, source_spec=src_spec, head=s.head)}
     if s.dense0 == "regress":
-        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+        done.update(regress_label_path(g, latents_of(profile, kept.img_nos), kept.labels,
                                        [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
     return g, d, done
+
+
+def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) -> dict | None:
+    """The stage from a script: settings = constants < profile ``stage5.v1`` / ``stage5.v4`` < flags,
+    recorded in ``run_config.json``; then :func:`run_gan_stage`; prints the outcome."""
+    profile = profile_of(profile_name)
+    given = given_flags(args)
+    version = "v4" if given.get("v4", consts.get("v4", False)) else "v1"
+    cfg = resolve_stage(consts, profile, f"stage5.{version}", args)
+    s = settings_of(GanSettings, cfg.settings.values, version=version)
+    paths = dict(paths or {})
+    write_settings(Path(paths.get("out") or default_paths(profile, version)["out"]), cfg)
+    test = dict(cfg.test.values)
+    female_n = prepare_runtime(profile, s, test, cfg.runtime)
+    with distributed(cfg.runtime) as ctx:
+        m = run_gan_stage(profile, s, test, out_dir=paths.get("out"), label_file=paths.get("labels"),
+                          property_cnn_path=paths.get("property_cnn"), init_dir=paths.get("init_dir"),
+                          evaluator=paths.get("evaluator"), ctx=ctx, female_n=female_n,
+                          show_progress=bool(cfg.runtime.get("progress", True)))
+    if m is not None:
+        fem = {k: v["share"] for k, v in m["female_share"].items() if isinstance(v, dict)}
+        print(summary_text(f"FineTune-{version}: {m['steps']} steps, {m['train_seconds']} s; female share {fem}",
+                           m["generation_test"]))
+    return m
 
 
 def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None = None,
                   label_file: Path | None = None, property_cnn_path: Path | None = None,
                   init_dir: Path | None = None, evaluator: str | None = None, ctx: DistContext | None = None,
                   female_n: int = 300, show_progress: bool = True) -> dict | None:
-    """Train (or resume, or skip when finished), then test and report on the main process."""
+    """Train (or resume, or install the shipped run, or skip when finished), then test and report on
+    the main process."""
     s.validate()
     ctx = ctx or init_distributed()
     paths = default_paths(profile, s.version)
     out = Path(out_dir) if out_dir else paths["out"]
     label_file = Path(label_file) if label_file else paths["labels"]
-    kept = load_kept_set(profile, label_file, LABEL_NAMES[s.version], show_progress=show_progress and ctx.is_main)
+    kept = kept_set_of(profile, label_file, LABEL_NAMES[s.version], show_progress=show_progress and ctx.is_main)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(out)
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept)}
-    state = load_state(out / "train_state.pth", key)
-    shipped = None
-    if state is None and ctx.world == 1:
-        shipped = install_run(shipped_dir(profile, s.version), out, shipped_settings(profile, key, s, kept.img_nos),
-                              lambda: shipped_bases(profile, GAN_SHIPPED_MODELS))
     g, d, init_done = start_models(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     g.to(ctx.device)
     d.to(ctx.device)
-    trainer = GanTrainer(g, d, kept.labels, s, ctx)
-    history, epoch, step, seconds, cpu = [], 0, 0, 0.0, 0.0
-    if shipped is not None:
-        gcfg, dcfg = build_configs(profile)
-        g.load_state_dict(load_generator(out / "generator.pth", gcfg, s.version).state_dict())
-        d.load_state_dict(load_discriminator(out / "discriminator.pth", dcfg, s.version).state_dict())
-    elif state is not None:
-        trainer.load(state)
-    if state is not None or shipped is not None:
-        state = state if shipped is None else shipped
-        history, epoch, step = list(state["history"]), int(state["epoch"]), int(state["step"])
-        seconds, cpu = float(state["seconds"]), float(state.get("cpu_seconds", 0.0))
-        init_done = state.get("init_done", init_done)
-    trained_now = epoch < s.epochs
-    t_run, c_run = time.perf_counter(), time.process_time()
+    loop = FineTuneLoop(GanTrainer(g, d, kept.labels, s, ctx), kept, out,
+                        LoopSettings(s.version, s.epochs, s.batch_size, s.seed, s.checkpoint_every,
+                                     s.max_steps_per_epoch, s.drop_last), key, ctx, show_progress)
+    loop.start(init_done, ShippedRun(shipped_dir(profile, s.version),
+                                     run_settings(profile.data_root, key, s.epochs, kept.img_nos),
+                                     lambda: shipped_bases(profile, GAN_SHIPPED_MODELS), kept.img_nos))
 
-    def snapshot(e, k):
-        if ctx.is_main:
-            save_state(out / "train_state.pth", {**trainer.state(), "settings_json": _json(key), "history": history,
-                                                 "epoch": e, "step": k, "init_done": init_done,
-                                                 "seconds": seconds + time.perf_counter() - t_run,
-                                                 "cpu_seconds": cpu + time.process_time() - c_run})
-        ctx.barrier()
+    def monitor(epoch: int) -> None:
+        """The epoch's monitoring grid and logs (v1 / v4 run the generation test once, at the end)."""
+        grid_figure(g, out / "grids" / f"epoch_{epoch:04d}.png", s.grid_z, s.seed,
+                    f"{s.version} after epoch {epoch}: 10 z x the 7 monitoring labels")
+        _write_logs(out, loop.log["rows"], s)
 
-    while epoch < s.epochs:
-        batches = epoch_batches(len(kept), s.batch_size, s.seed, epoch, ctx, drop_last=s.drop_last)
-        if s.max_steps_per_epoch:
-            batches = batches[:s.max_steps_per_epoch]
-        bar = tqdm(total=len(batches), initial=step, desc=f"{s.version} epoch {epoch}",
-                   disable=not (show_progress and ctx.is_main))
-        while step < len(batches):
-            x, y = kept.batch(batches[step])
-            row = trainer.train_step(x.to(ctx.device), y.to(ctx.device), epoch, step)
-            history.append(row)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", n=row["g_train_count"],
-                            auc=f"{row['real_fake_auroc']:.3f}")
-            if step % s.checkpoint_every == 0 and step < len(batches):
-                snapshot(epoch, step)
-        bar.close()
-        if ctx.is_main:
-            ck = out / "checkpoints"
-            save_state_dict(g, ck / f"epoch_{epoch:04d}_gen.pth")
-            save_state_dict(d, ck / f"epoch_{epoch:04d}_dis.pth")
-            grid_figure(g, out / "grids" / f"epoch_{epoch:04d}.png", s.grid_z, s.seed,
-                        f"{s.version} after epoch {epoch}: 10 z x the 7 monitoring labels")
-            _write_logs(out, history, s)
-        epoch, step = epoch + 1, 0
-        snapshot(epoch, 0)
+    res = loop.run(monitor)
     if not ctx.is_main:
         return None
-    if trained_now or not (out / "generator.pth").is_file():
-        save_state_dict(g, out / "generator.pth")
-        save_state_dict(d, out / "discriminator.pth")
-    train_seconds = seconds + (time.perf_counter() - t_run if trained_now else 0.0)
-    cpu_seconds = cpu + (time.process_time() - c_run if trained_now else 0.0)
-    _write_logs(out, history, s)
-    return finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, trained_now,
-                            (train_seconds, cpu_seconds), property_cnn_path or paths["property_cnn"], evaluator, ctx,
-                            female_n, show_progress)
-
-
-def _json(d: dict) -> str:
-    import json
-    return json.dumps(d, sort_keys=True)
+    _write_logs(out, res.log["rows"], s)
+    return finish_gan_stage(profile, s, g, kept, out, res.log["rows"], test_cfg, res.log["init_done"],
+                            res.trained_now, (res.log["seconds"], res.log["cpu_seconds"]),
+                            property_cnn_path or paths["property_cnn"], evaluator, ctx, female_n, show_progress)
 
 
 def _write_logs(out: Path, history: list, s: GanSettings) -> None:
-    from pipeline.io import atomic_write_text
     atomic_write_text(out / "train_log.csv", log_rows(history, s.log_every).to_csv(index=True, lineterminator="\n"))
     atomic_write_csv(out / "train_steps.csv", pd.DataFrame(history))
 
@@ -216,8 +193,8 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         test = run_generation_test(g, judges, out / "generation_test", test_settings_from(test_cfg),
                                    title=f"FineTune-{s.version} generation test", progress=show_progress)
     try:
-        gender = load_gender_cnn(profile)
-    except Stage5InputError as exc:
+        gender = load_gender_cnn(profile.stage_dir("stage2"))
+    except NetworkInputError as exc:
         gender = None
         notes.append(str(exc))
     fem = female_share(g, gender, ev, n=female_n, seed=s.seed)
@@ -235,7 +212,7 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         "g_updates_per_step": _counts(history), "last_epoch": _epoch_means(history, s.epochs - 1),
         "first_epoch": _epoch_means(history, 0), "female_share": fem, "evaluator_calibration": calibration,
         "generation_test": _test_summary(test), "label_path": label_path_strength(g, base_generator_state(profile)[0]),
-        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
     }
     _report(out, profile, s, m, history, test)
     write_metrics(out, m)
@@ -339,24 +316,6 @@ def loss_figure(history: list, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def test_table(test: dict | None) -> str:
-    if test is None:
-        return "No judge available: the generation test did not run."
-    rows = []
-    for name, summ in test["judges"].items():
-        rows.append([name, f"{summ['passes']} / {test['n_z']}"]
-                    + [f"{summ['mean'][f'{p}_corr']:.3f} / {summ['best'][f'{p}_corr']:.3f}" for p in P3]
-                    + [f"{summ['mean'][f'{p}_mae']:.3f}" for p in P3])
-    return (markdown_table(["judge", "passes"] + [f"{p} r mean / best" for p in P3] + [f"{p} MAE mean" for p in P3],
-                           rows) + "\n\nFull report: [generation_test/report.md](generation_test/report.md)")
-
-
-def female_table(fem: dict) -> str:
-    rows = [[k, f"{v['share']:.1%}", f"{v['mean_probability']:.3f}"] for k, v in fem.items() if isinstance(v, dict)]
-    return (f"{fem['n']} random outputs (z: {fem['z']}; labels {fem['labels']}):\n\n"
-            + markdown_table(["judge", "female share", "mean probability"], rows))
-
-
 def _report(out, profile, s, m, history, test) -> None:
     loss_figure(history, out / "report" / "training_curves.png", f"FineTune-{s.version}")
     last = f"grids/epoch_{s.epochs - 1:04d}.png"
@@ -376,17 +335,10 @@ def _report(out, profile, s, m, history, test) -> None:
     ])
     secs = [("Summary", summary), ("Training curves", "![curves](report/training_curves.png)"),
             ("Last epoch", f"![grid]({last})\n\nLast-epoch means: {m['last_epoch']}"),
-            ("Generation test (30 z x 50 labels)", test_table(test)),
-            ("Leak and identity", leak_identity_table(test, oracle_reference(profile))),
+            ("Generation test (30 z x 50 labels)", generation_test_table(test)),
+            ("Leak and identity", leak_identity_table(test, oracle_reference(profile.data_root))),
             ("Female share", female_table(m["female_share"])),
             ("Outcome", outcome_text(s, m))]
     if m["notes"]:
         secs.append(("Notes", "\n".join(f"- {n}" for n in m["notes"])))
     write_report(out, f"Stage 5 — FineTune-{s.version} ({profile.name})", secs)
-
-
-def pack_gan_run(profile, version: str = "v1", run_dir: Path | None = None, dest: Path | None = None) -> dict:
-    """Pack the finished FineTune-v1 / v4 run into the profile's shipped folder (``pipeline.shipped``)."""
-    return pack_training_run(profile, Path(run_dir) if run_dir else default_paths(profile, version)["out"],
-                             Path(dest) if dest else shipped_dir(profile, version), f"FineTune-{version}",
-                             GanSettings, LABEL_NAMES[version], GAN_RECORD, GAN_SHIPPED_MODELS, GAN_SHIPPED_COPY)

@@ -4,7 +4,7 @@ Inputs: the kept images with the property CNN's labels (``stage5/property_cnn/al
 P7), the property CNN itself (frozen loss network and primary judge), the stage-2 gender fold
 models, and the starting generator (the finished v1 ``stage5/v1/generator.pth``, or the base).
 
-Per epoch: train (:mod:`stylegan_modified.finetune_v3`), then the generation test on 30 latents
+Per epoch (:mod:`training.loop` with :class:`training.cvae.V3Trainer`): train, then the generation test on 30 latents
 (default: the posteriors of 30 seeded training images at the epoch's end, one seeded draw each;
 ``test_z_source='last_batches'`` = the original's first samples of the epoch's last 30
 batches) x 50 labels, judged by the property CNN in eval mode and, on synthface, the
@@ -18,7 +18,6 @@ checkpoint and reports.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,36 +25,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from cnn.property_score_cnn import P3, P7
-from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
+from evaluation.generation import run_generation_test
+from evaluation.generation import settings_from as test_settings_from
+from evaluation.judges import evaluator_calibration, make_judges, parsing_judge
+from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_cnn, load_property_cnn_for
+from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
+                               oracle_reference)
+from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
+from pipeline.io import InputError, atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import peak_rss_mb
-from pipeline.shipped import install_run, shipped_dir
+from pipeline.shipped import install_record, run_settings, shipped_dir
+from pipeline.vocabulary import CONTROLLED as P3
+from pipeline.vocabulary import PROPERTIES as P7
 from stylegan.sampling import latent_z
+from stylegan_modified.conditional import build_generator
+from stylegan_modified.cvae import CVAEEncoder, FineTuneV3, encode, z_candidates_from_posterior
+from stylegan_modified.distributed import DistContext, init_distributed
+from stylegan_modified.loading import init_generator_from, load_generator, regress_label_path
+from training.cvae import LOG_COLUMNS, V3Settings, V3Trainer
+from training.loop import Evaluation, FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .conditional import build_generator
-from .cvae import CVAEEncoder, FineTuneV3, encode, z_candidates_from_posterior
-from .distributed import DistContext, epoch_batches, init_distributed
-from .finetune_v3 import LOG_COLUMNS, V3Settings, V3Trainer
-from .generation_test import run_generation_test
-from .loading import init_generator_from, load_generator, regress_label_path, save_state_dict
-from .stage5_common import (base_generator_state, build_configs, evaluator_calibration, female_share, load_state,
-                            leak_identity_table, make_judges, oracle_reference, pack_training_run, save_state,
-                            settings_key,
-                            shipped_bases, shipped_settings,
-                            test_settings_from, write_z_csv)
-from .stage5_data import (Stage5InputError, evaluator_path, kept_latents, load_evaluator_for, load_gender_cnn,
-                          load_kept_set, load_property_cnn_for)
-from .stage5_gan import CNN_LABELS, PROPERTY_CNN, female_table, test_table
+from .bases import base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
+from .finetune_gan import CNN_LABELS, PROPERTY_CNN
+from .settings import (distributed, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
+                       write_settings)
 
 N_TEST_Z = 30
 # a shipped run (pipeline.shipped): G as a partial checkpoint against the base G (only the mapping
 # trains), the encoder, the best epoch's latents and the logs, and the training record
 V3_SHIPPED_MODELS = {"generator.pth": "generator"}
 V3_SHIPPED_COPY = ("encoder.pth", "test_z.csv", "test_z_vector.csv", "test_z_*.csv", "best.json", "train_log_v3.csv")
-V3_RECORD = ("history_json", "epoch", "step", "phase")
 
 
 def default_paths(profile) -> dict:
@@ -71,7 +72,7 @@ def start_generator(profile, s: V3Settings, init_dir: Path, kept=None):
     if s.init_from == "v1":
         path = Path(init_dir) / "generator.pth"
         if not path.is_file():
-            raise Stage5InputError(f"v3 starts from the finished FineTune-v1: {path} not found; run "
+            raise InputError(f"v3 starts from the finished FineTune-v1: {path} not found; run "
                                    f"run_stylegan_fine_tuning_v1.py first, or pass --init-from base")
         state, src, spec = load_generator(path, gcfg, "v1").state_dict(), str(path), "v1"
     else:
@@ -81,18 +82,19 @@ def start_generator(profile, s: V3Settings, init_dir: Path, kept=None):
                                                            dense0="reinit" if s.dense0 == "reinit" else "keep",
                                                            label_weight="fresh")}
     if s.dense0 == "regress":
-        done.update(regress_label_path(g, kept_latents(profile, kept.img_nos), kept.labels,
+        done.update(regress_label_path(g, latents_of(profile, kept.img_nos), kept.labels,
                                        [n for n in s.regress_labels.split(",") if n in g.label_names], seed=s.seed))
     return g, done
 
 
-def test_images(n: int, seed: int) -> np.ndarray:
+def posterior_test_images(n: int, seed: int) -> np.ndarray:
     """Indices of the training images whose posteriors give the test latents (fixed over epochs)."""
     rng = np.random.default_rng([int(seed), 61])
     return np.sort(rng.choice(n, size=min(N_TEST_Z, n), replace=False))
 
 
-def test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_posteriors: list, n_z: int) -> tuple:
+def epoch_test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_posteriors: list,
+                       n_z: int) -> tuple:
     """(z [n_z, z_dim], mu, logvar, description) for the epoch's test (see the module docstring)."""
     enc = model.CVAE_encoder
     dev = next(enc.parameters()).device
@@ -107,7 +109,7 @@ def test_latents(s: V3Settings, model: FineTuneV3, kept, epoch: int, last_poster
         logvar = torch.cat([lv for _, lv in last_posteriors[-n_z:]])
         what = f"first sample of each of the epoch's last {len(mu)} batches (the original)"
     else:
-        idx = test_images(len(kept), s.seed)[:n_z]
+        idx = posterior_test_images(len(kept), s.seed)[:n_z]
         x, y = kept.batch(idx)
         mu, logvar = encode(enc, x.to(dev), y.to(dev))
         what = f"posteriors of {len(idx)} seeded training images (img_no {', '.join(str(int(v)) for v in kept.img_nos[idx[:5]])}, ...)"
@@ -121,145 +123,99 @@ def _score(test: dict, judge: str | None = None) -> tuple:
     return (summ["passes"], float(np.mean([summ["mean"][f"{p}_corr"] for p in P3])))
 
 
+def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) -> dict | None:
+    """The stage from a script: settings = constants < profile ``stage5.v3`` < flags, recorded in
+    ``run_config.json``; then :func:`run_v3_stage`; prints the outcome."""
+    profile = profile_of(profile_name)
+    cfg = resolve_stage(consts, profile, "stage5.v3", args)
+    s = settings_of(V3Settings, cfg.settings.values)
+    paths = dict(paths or {})
+    write_settings(Path(paths.get("out") or default_paths(profile)["out"]), cfg)
+    test = dict(cfg.test.values)
+    female_n = prepare_runtime(profile, s, test, cfg.runtime)
+    with distributed(cfg.runtime) as ctx:
+        m = run_v3_stage(profile, s, test, out_dir=paths.get("out"), label_file=paths.get("labels"),
+                          property_cnn_path=paths.get("property_cnn"), init_dir=paths.get("init_dir"),
+                          evaluator=paths.get("evaluator"), ctx=ctx, female_n=female_n,
+                          show_progress=bool(cfg.runtime.get("progress", True)))
+    if m is not None:
+        print(summary_text(f"FineTune-v3: shipped epoch {m['best']['epoch']}; passing epochs {m['passing_epochs']}",
+                           m["generation_test_best"]))
+    return m
+
+
 def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = None, label_file: Path | None = None,
                  property_cnn_path: Path | None = None, init_dir: Path | None = None, evaluator: str | None = None,
                  ctx: DistContext | None = None, female_n: int = 300, show_progress: bool = True) -> dict | None:
+    """Train with a generation test per epoch (or resume, install the shipped run, or skip when
+    finished), then re-test the best epoch and report on the main process."""
     s.validate()
     ctx = ctx or init_distributed()
     paths = default_paths(profile)
     out = Path(out_dir) if out_dir else paths["out"]
     label_file = Path(label_file) if label_file else paths["labels"]
     cnn_path = Path(property_cnn_path) if property_cnn_path else paths["property_cnn"]
-    kept = load_kept_set(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
+    kept = kept_set_of(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
     cnn = load_property_cnn_for(profile, cnn_path).to(ctx.device)
-    gender = load_gender_cnn(profile, s.gender_folds).to(ctx.device)
+    gender = load_gender_cnn(profile.stage_dir("stage2"), s.gender_folds).to(ctx.device)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(out)
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
-    state = load_state(out / "train_state.pth", key)
-    shipped = None
-    if state is None and ctx.world == 1:
-        shipped = install_run(shipped_dir(profile, "v3"), out, shipped_settings(profile, key, s, kept.img_nos),
-                              lambda: shipped_bases(profile, V3_SHIPPED_MODELS))
     g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
-    gcfg = g.cfg
     with torch.random.fork_rng():
         torch.manual_seed(int(s.seed) + 17)
-        enc = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
+        enc = CVAEEncoder(int(profile["resolution"]), len(P7), g.cfg.z_dim)
     model = FineTuneV3(enc, g, cnn, gender, gender_input=s.gender_input).to(ctx.device)
     trainer = V3Trainer(model, kept.labels, s, ctx)
-    hist = {"rows": [], "epoch_rows": [], "tests": [], "best": None, "seconds": 0.0, "test_seconds": 0.0}
-    epoch, step, phase = 0, 0, "train"
-    if shipped is not None:
-        state = shipped          # finished: the loop below is skipped; the test re-reads generator.pth
-    elif state is not None:
-        trainer.load(state)
-    if state is not None:
-        hist = json.loads(state["history_json"])
-        epoch, step, phase = int(state["epoch"]), int(state["step"]), state["phase"]
-        init_done = hist.get("init_done", init_done)
-    hist["init_done"] = init_done
-    trained_now = epoch < s.epochs
+    loop = FineTuneLoop(trainer, kept, out, LoopSettings("v3", s.epochs, s.batch_size, s.seed, s.checkpoint_every,
+                                                         s.max_steps_per_epoch), key, ctx, show_progress)
+    loop.start(init_done, ShippedRun(shipped_dir(profile, "v3"),
+                                     run_settings(profile.data_root, key, s.epochs, kept.img_nos),
+                                     lambda: shipped_bases(profile, V3_SHIPPED_MODELS), kept.img_nos))
     ev = load_evaluator_for(profile, evaluator) if ctx.is_main else None
     calibration = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
     judges = make_judges(cnn, ev, calibration, dropout=s.test_dropout, dropout_seed=s.seed)
     select_name = None
     if s.select_judge == "parsing" and ctx.is_main:
-        from segmentation.parsing_judge import ParsingJudge
-        judges.append(ParsingJudge.for_profile(profile))
+        judges.append(parsing_judge(profile))
         select_name = judges[-1].name
     tsettings = test_settings_from(test_cfg)
-    t_run = time.perf_counter()
-    last_posteriors = []
 
-    def snapshot(e, k, ph):
-        if ctx.is_main:
-            hist["seconds_total"] = hist["seconds"] + time.perf_counter() - t_run
-            save_state(out / "train_state.pth", {**trainer.state(), "settings_json": json.dumps(key, sort_keys=True),
-                                                 "history_json": json.dumps(hist), "epoch": e, "step": k,
-                                                 "phase": ph})
-        ctx.barrier()
+    def evaluate(epoch: int) -> Evaluation:
+        """The epoch's generation test on its test latents; the score chooses the shipped epoch."""
+        z, mu, logvar, what = epoch_test_latents(s, model, kept, epoch, trainer.last_posteriors, int(tsettings.n_z))
+        tdir = out / "generation_test" / f"epoch_{epoch:04d}"
+        test = run_generation_test(g, judges, tdir, tsettings, z=z, epoch=epoch,
+                                   title="FineTune-v3 generation test", progress=False)
+        score = _score(test, select_name)
+        entry = {"epoch": epoch, "passes": test["passes"], "z_source": what, "best_z": test["best_z"],
+                 "score": list(score), "selected_by": select_name or test["primary_judge"],
+                 "judges": {n: {"passes": j["passes"], **{f"{p}_corr_mean": j["mean"][f"{p}_corr"] for p in P3}}
+                            for n, j in test["judges"].items()}}
+        if mu is not None:
+            _posterior_csvs(tdir, mu, logvar)
+        _write_log(out, loop.log)
+        print(f"v3 epoch {epoch}: {test['passes']}/{test['n_z']} z pass; "
+              + "; ".join(f"{n} r " + "/".join(f"{j[p + '_corr_mean']:.3f}" for p in P3)
+                          for n, j in entry["judges"].items()), flush=True)
+        passed = test["passes"] > 0
+        return Evaluation(entry, score, keep_snapshot=passed,
+                          files={f"test_z_{epoch:04d}.csv": z} if passed else {},
+                          best_files={"test_z.csv": z, "test_z_vector.csv": z[test["best_z"]:test["best_z"] + 1]},
+                          best_extra={"test_dir": str(tdir.relative_to(out))})
 
-    while epoch < s.epochs:
-        batches = epoch_batches(len(kept), s.batch_size, s.seed, epoch, ctx)
-        if s.max_steps_per_epoch:
-            batches = batches[:s.max_steps_per_epoch]
-        if phase == "train":
-            bar = tqdm(total=len(batches), initial=step, desc=f"v3 epoch {epoch}",
-                       disable=not (show_progress and ctx.is_main))
-            t_epoch, c_epoch = time.perf_counter(), time.process_time()
-            while step < len(batches):
-                x, y = kept.batch(batches[step])
-                row, post = trainer.train_step(x.to(ctx.device), y.to(ctx.device), epoch, step)
-                hist["rows"].append(row)
-                last_posteriors = (last_posteriors + [post])[-100:]
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['total_loss']:.3f}", mse=f"{row['mse']:.3f}",
-                                gender=f"{row['gender_loss']:.3f}")
-                if step % s.checkpoint_every == 0 and step < len(batches):
-                    snapshot(epoch, step, "train")
-            bar.close()
-            hist["seconds"] += time.perf_counter() - t_epoch
-            hist["cpu_seconds"] = hist.get("cpu_seconds", 0.0) + time.process_time() - c_epoch
-            hist["epoch_rows"].append(_epoch_row(hist["rows"], epoch))
-            trainer.end_epoch()
-            phase = "test"
-            snapshot(epoch, step, phase)
-        if ctx.is_main:
-            t0 = time.perf_counter()
-            z, mu, logvar, what = test_latents(s, model, kept, epoch, last_posteriors, int(tsettings.n_z))
-            tdir = out / "generation_test" / f"epoch_{epoch:04d}"
-            test = run_generation_test(g, judges, tdir, tsettings, z=z, epoch=epoch,
-                                       title=f"FineTune-v3 generation test", progress=False)
-            hist["test_seconds"] += time.perf_counter() - t0
-            entry = {"epoch": epoch, "passes": test["passes"], "z_source": what, "best_z": test["best_z"],
-                     "score": list(_score(test, select_name)), "selected_by": select_name or test["primary_judge"],
-                     "judges": {n: {"passes": j["passes"], **{f"{p}_corr_mean": j["mean"][f"{p}_corr"] for p in P3}}
-                                for n, j in test["judges"].items()}}
-            hist["tests"] = [t for t in hist["tests"] if t["epoch"] != epoch] + [entry]
-            if mu is not None:
-                _posterior_csvs(tdir, mu, logvar)
-            if test["passes"] > 0:
-                ck = out / "checkpoints"
-                save_state_dict(g, ck / f"epoch_{epoch:04d}_gen.pth")
-                save_state_dict(enc, ck / f"epoch_{epoch:04d}_enc.pth")
-                write_z_csv(out / f"test_z_{epoch:04d}.csv", z)
-            best = hist["best"]
-            if best is None or tuple(entry["score"]) > tuple(best["score"]) or not (out / "generator.pth").is_file():
-                save_state_dict(g, out / "generator.pth")
-                save_state_dict(enc, out / "encoder.pth")
-                write_z_csv(out / "test_z.csv", z)
-                write_z_csv(out / "test_z_vector.csv", z[test["best_z"]:test["best_z"] + 1])
-                hist["best"] = {**entry, "test_dir": str(tdir.relative_to(out))}
-                atomic_write_json(out / "best.json", hist["best"])
-            _write_log(out, hist)
-            print(f"v3 epoch {epoch}: {test['passes']}/{test['n_z']} z pass; "
-                  + "; ".join(f"{n} r " + "/".join(f"{j[p + '_corr_mean']:.3f}" for p in P3)
-                              for n, j in entry["judges"].items()), flush=True)
-        epoch, step, phase = epoch + 1, 0, "train"
-        snapshot(epoch, 0, phase)
+    res = loop.run(evaluate)
     if not ctx.is_main:
         return None
-    return finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_cfg, trained_now, ctx,
+    return finish_v3_stage(profile, s, model, kept, out, res.log, judges, tsettings, test_cfg, res.trained_now, ctx,
                            female_n, evaluator, ev, show_progress)
 
 
 def _posterior_csvs(tdir: Path, mu: np.ndarray, logvar: np.ndarray) -> None:
     for name, a in (("test_mus.csv", mu), ("test_log_vars.csv", logvar)):
         atomic_write_text(tdir / name, pd.DataFrame(np.round(a, 4)).to_csv(index=False, lineterminator="\n"))
-
-
-def _epoch_row(rows: list, epoch: int) -> dict:
-    rs = [r for r in rows if r["epoch"] == epoch]
-    n = np.array([r["n"] for r in rs], np.float64)
-    out = {"epoch": epoch, "batch_idx": "-"}
-    for k in rs[0]:
-        if k not in ("epoch", "batch_idx", "n"):
-            out[k] = float(np.sum(np.asarray([r[k] for r in rs], np.float64) * n) / n.sum())
-    return out
 
 
 def _write_log(out: Path, hist: dict) -> None:
@@ -292,7 +248,6 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
                      f"judge is missing; re-run once they exist (only the test and the report are repeated)")
     fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
     enc_best = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
-    from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
     load_state_dict_strict(enc_best, read_checkpoint(out / "encoder.pth"), what=f"encoder {out / 'encoder.pth'}")
     idx = np.random.default_rng([s.seed, 62]).choice(len(kept), size=min(female_n, len(kept)), replace=False)
     x, y = kept.batch(np.sort(idx))
@@ -319,7 +274,7 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
                                  "seconds": round(t_test, 1)},
         "female_share": {"prior_z": fem_prior, "posterior_z": fem_post}, "evaluator_calibration":
             next((j.calibration for j in judges if hasattr(j, "calibration")), None),
-        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
     }
     _report(out, profile, s, m, hist, final)
     write_metrics(out, m)
@@ -375,18 +330,11 @@ def _report(out: Path, profile, s: V3Settings, m: dict, hist: dict, final: dict)
                           f"{m['test_seconds_per_epoch']} s / epoch"],
     ])
     secs = [("Summary", summary), ("Training", "![curves](report/training_curves.png)"),
-            ("Shipped checkpoint: generation test (30 z x 50 labels)", test_table(final).replace(
+            ("Shipped checkpoint: generation test (30 z x 50 labels)", generation_test_table(final).replace(
                 "generation_test/report.md", "generation_test_best/report.md")),
-            ("Leak and identity (shipped checkpoint)", leak_identity_table(final, oracle_reference(profile))),
+            ("Leak and identity (shipped checkpoint)", leak_identity_table(final, oracle_reference(profile.data_root))),
             ("Female share (prior z)", female_table(fem["prior_z"])),
             ("Female share (posterior z of training images)", female_table(fem["posterior_z"]))]
     if m["notes"]:
         secs.append(("Notes", "\n".join(f"- {n}" for n in m["notes"])))
     write_report(out, f"Stage 5 — FineTune-v3 ({profile.name})", secs)
-
-
-def pack_v3_run(profile, run_dir: Path | None = None, dest: Path | None = None) -> dict:
-    """Pack the finished FineTune-v3 run into the profile's shipped folder (``pipeline.shipped``)."""
-    return pack_training_run(profile, Path(run_dir) if run_dir else default_paths(profile)["out"],
-                             Path(dest) if dest else shipped_dir(profile, "v3"), "FineTune-v3", V3Settings, P7,
-                             V3_RECORD, V3_SHIPPED_MODELS, V3_SHIPPED_COPY)

@@ -13,17 +13,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
-from cnn.property_score_cnn import P3, P7
+from evaluation.generation_report import mosaic_figure
+from evaluation.generation import run_generation_test
+from evaluation.generation import settings_from as test_settings_from
+from evaluation.judges import evaluator_calibration, make_judges
+from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from pipeline.io import atomic_write_png
+from pipeline.latents import read_z_csv
 from pipeline.reports import markdown_table, write_metrics, write_report
+from pipeline.vocabulary import CONTROLLED as P3
+from pipeline.vocabulary import PROPERTIES as P7
 from stylegan.generator import postprocess
+from stylegan_modified.conditional import get_spec, synthesize
+from stylegan_modified.loading import load_generator
 
-from .conditional import get_spec, synthesize
-from .generation_test import mosaic_figure, run_generation_test
-from .loading import load_generator
-from .stage5_common import (build_configs, evaluator_calibration, make_judges, read_z_csv, test_settings_from)
-from .stage5_data import load_evaluator_for, load_kept_set, load_property_cnn_for
+from .bases import build_configs, kept_set_of
+from .finetune_gan import CNN_LABELS, DEFAULT_LABELS, PROPERTY_CNN
+from .settings import profile_of, resolve_stage
 
 FINAL_LABEL = {"eyes": 1.8, "hair_color": 0.0, "hair_length": 0.0, "mouth": 1.6, "pose": -1.2,
                "background_mean": 0.0, "background_std": 0.0}
@@ -82,7 +91,7 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
     ev = load_evaluator_for(profile, evaluator)
     calibration = None
     if ev is not None and label_file is not None and Path(label_file).is_file():
-        kept = load_kept_set(profile, label_file, spec.label_names)
+        kept = kept_set_of(profile, label_file, spec.label_names)
         calibration = evaluator_calibration(ev, kept.images, kept.labels, kept.label_names)
     judges = make_judges(cnn, ev, calibration)
     test = None
@@ -92,7 +101,6 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
                                          f"{Path(z_file).name} and {copies} noised copies", progress=False)
     rows = []
     if test is not None:
-        import pandas as pd
         table = pd.read_csv(out / "generation_test" / "result_each_z.csv")
         for name in test["judges"]:
             pre = "" if name == test["primary_judge"] else f"{name}_"
@@ -123,4 +131,29 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
         ("Generation test of this choice (50 labels per latent)",
          markdown_table(header, body) if body else "No judge available.")])
     write_metrics(out, m)
+    return m
+
+
+def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) -> dict:
+    """The stage from ``run_fine_tuned_generator.py``: settings = constants < profile ``stage5.final``
+    < flags; default paths from the data root; prints the test of the choice."""
+    profile = profile_of(profile_name)
+    cfg = resolve_stage(consts, profile, "stage5.final", args)
+    v, rt, paths = cfg.settings.values, cfg.runtime, dict(paths or {})
+    if rt.get("threads"):
+        torch.set_num_threads(int(rt["threads"]))
+    root = profile.data_root
+    version = v["version"]
+    p = {"checkpoint": root / "stage5" / version / "generator.pth",
+         "z_file": root / "stage5" / "v3" / "test_z_vector.csv", "out": root / "stage5" / "final",
+         "property_cnn": root / PROPERTY_CNN, "labels": root / DEFAULT_LABELS.get(version, CNN_LABELS),
+         **{k: Path(x) for k, x in paths.items() if x}}
+    m = run_final_generation(profile, version, p["checkpoint"], p["z_file"], v["z_index"], p["out"],
+                             v["label"] or None, v["copies"], v["noise_scale"], v["seed"], dict(cfg.test.values),
+                             p["property_cnn"], p["labels"], paths.get("evaluator"), rt.get("device", "cpu"))
+    for r in m["test"]:
+        e = r["exact_z"]
+        print(f"{r['judge']}: exact z {'passes' if e['passed'] else 'fails'}; r "
+              + ", ".join(f"{q} {e[q + '_corr']:.3f}" for q in P3)
+              + f"; noised copies passing {r['noised_passes']}/{m['copies']}")
     return m

@@ -36,9 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from .conditional import ConditionalDiscriminator, ConditionalGenerator
-from .distributed import DistContext, step_generator
-from .training_parts import make_optimizers, parameter_groups
+from stylegan_modified.conditional import ConditionalDiscriminator, ConditionalGenerator
+from stylegan_modified.distributed import DistContext, step_generator
+from stylegan_modified.training_parts import make_optimizers, parameter_groups
 
 FAKE_LABEL_MODES = ("dataset", "real", "normal")
 LOG_COLUMNS = ["epoch", "idx", "d_loss", "g_loss", "g_train_count", "real_scores_mean", "fake_scores_mean",
@@ -185,6 +185,16 @@ class GanTrainer:
         return {"epoch": int(epoch), "idx": int(step), "d_loss": d_loss, "g_loss": g_loss, "g_train_count": count,
                 "real_scores_mean": float(rs_all.mean()), "fake_scores_mean": float(fs_all.mean()),
                 "real_fake_auroc": float(roc_auc_score(truth, scores)), "r1": float(ctx.mean(r1))}
+
+    def end_epoch(self, epoch: int) -> dict:
+        return {}
+
+    def progress(self, row: dict) -> dict:
+        return {"d": f"{row['d_loss']:.3f}", "g": f"{row['g_loss']:.3f}", "n": row["g_train_count"],
+                "auc": f"{row['real_fake_auroc']:.3f}"}
+
+    def models(self) -> dict:
+        return {"generator": self.g, "discriminator": self.d}
 
     def state(self) -> dict:
         return {"generator": self.g.state_dict(), "discriminator": self.d.state_dict(),

@@ -28,6 +28,7 @@ Outputs (``stage5/property_cnn/``):
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -36,13 +37,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cnn.property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, count_parameters, load_property_cnn,
+                                    split_indices, score_images, train_property_cnn, to_signed_nchw)
 from pipeline.io import atomic_write_text, remove_stale_tmp
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import check_run_manifest, peak_rss_mb
-from pipeline.shipped import ids_digest, install_run, pack_run, shipped_dir
+from pipeline.shipped import ids_digest, install_record, install_run, shipped_dir
+from synthface.truth import truth_for_images
 
-from .property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, count_parameters, load_property_cnn,
-                                 split_indices, score_images, train_property_cnn, to_signed_nchw)
+from .bases import kept_set_of
+from .settings import profile_of, profile_section, resolve_stage
 
 OUT_SUBDIR = "stage5/property_cnn"
 CHECKPOINT = "property_score_cnn.pth"
@@ -57,10 +61,9 @@ RELABEL_MODES = ("eval", "train")
 def property_cnn_config(profile) -> dict:
     """:class:`PropertyCNNSettings` fields: the spec's values overridden by ``stage5.property_cnn``
     (plus ``relabel_mode`` and ``score_batch_size``); the resolution is the profile's."""
-    from stylegan_modified.stage5_data import stage5_settings
     defaults = {f.name: f.default for f in fields(PropertyCNNSettings)}
     defaults.update({"relabel_mode": "eval", "score_batch_size": 64, "threads": None})
-    cfg = stage5_settings(profile, "property_cnn", defaults)
+    cfg = profile_section(profile, "property_cnn", defaults)
     cfg["resolution"] = int(profile["resolution"])
     if isinstance(cfg["selection_exclude"], list):
         cfg["selection_exclude"] = tuple(cfg["selection_exclude"])
@@ -118,37 +121,39 @@ def run_manifest(cfg: dict) -> dict:
 
 def shipped_settings(cfg: dict, n: int, img_nos) -> dict:
     """What a shipped property-CNN run must share with this run (``pipeline.shipped``)."""
-    import json
     return json.loads(json.dumps({**run_manifest(cfg), "images": int(n), "max_epochs": cfg.get("max_epochs"),
                                   "img_nos_sha256": ids_digest(img_nos)}, sort_keys=True, default=str))
-
-
-def pack_property_run(profile, run_dir: Path | None = None, dest: Path | None = None) -> dict:
-    """Pack the finished property-CNN run into the profile's shipped folder: the checkpoint and the logs."""
-    import json
-    from stylegan_modified.stage5_data import load_kept_set
-    run = Path(run_dir) if run_dir else profile.data_root / OUT_SUBDIR
-    dest = Path(dest) if dest else shipped_dir(profile, "property_cnn")
-    if dest is None:
-        raise ValueError(f"profile {profile.name!r} has no stage5.shipped folder")
-    if not (run / CHECKPOINT).is_file() or not (run / "metrics.json").is_file():
-        raise ValueError(f"{run} holds no finished property CNN (checkpoint and metrics.json)")
-    m = json.loads((run / "metrics.json").read_text())
-    cfg = {**json.loads((run / "run_config.json").read_text()), "max_epochs": m["settings"]["max_epochs"]}
-    kept = load_kept_set(profile, profile.data_root / TARGET_CSV, P7, show_progress=False)
-    return pack_run(run, dest, "property CNN", shipped_settings(cfg, len(kept), kept.img_nos),
-                    {"train_s": m["timings"]["train_s"], "epochs": m["epochs"], "best_epoch": m["best_epoch"]},
-                    {}, (CHECKPOINT, "train_log.csv", "val_log.csv"))
 
 
 def _csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
 
 
+def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> dict:
+    """The stage from ``run_property_score_cnn.py``: settings = constants < profile
+    ``stage5.property_cnn`` < flags (the resolution is the profile's); prints the held-out figures."""
+    profile = profile_of(profile_name)
+    rc = resolve_stage(consts, profile, "stage5.property_cnn", args)
+    rt = rc.runtime
+    cfg = {**rc.settings.values, "resolution": int(profile["resolution"]), "threads": rt.get("threads") or None}
+    cfg["selection_exclude"] = tuple(cfg["selection_exclude"])
+    if rt.get("quick"):
+        cfg["max_epochs"] = 2
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    if not rt.get("shipped", True):
+        profile.setdefault("stage5", {})["use_shipped"] = False
+    m = run_property_stage(profile, cfg, out_dir=out, show_progress=bool(rt.get("progress", True)))
+    for p, v in m["held_out_vs_stage4"].items():
+        truth = m.get("held_out_vs_truth", {}).get(p)
+        print(f"{p:>16}: held-out r {v['r']:.4f}  MAE {v['mae']:.4f}"
+              + (f"  r vs truth {truth:.4f}" if truth is not None else ""))
+    return m
+
+
 def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = None,
                        show_progress: bool = True) -> dict:
     """Train (or load the finished) property CNN, relabel the kept set, write metrics and report."""
-    from stylegan_modified.stage5_data import load_kept_set
     t_start = time.perf_counter()
     cfg = dict(cfg or property_cnn_config(profile))
     settings = settings_from(cfg)
@@ -157,7 +162,7 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
         raise ValueError(f"relabel_mode must be one of {RELABEL_MODES}, got {cfg['relabel_mode']!r}")
     out = Path(out_dir) if out_dir else profile.data_root / OUT_SUBDIR
     target_csv = profile.data_root / TARGET_CSV
-    kept = load_kept_set(profile, target_csv, P7, show_progress=show_progress)
+    kept = kept_set_of(profile, target_csv, P7, show_progress=show_progress)
     n = len(kept)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_tmp(out)
@@ -166,7 +171,8 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
     ckpt = out / CHECKPOINT
     shipped = None
     if not ckpt.is_file() and not (out / "train_state.pth").is_file():
-        shipped = install_run(shipped_dir(profile, "property_cnn"), out, shipped_settings(cfg, n, kept.img_nos))
+        shipped = install_run(shipped_dir(profile, "property_cnn"), out, shipped_settings(cfg, n, kept.img_nos),
+                               img_nos=kept.img_nos)
     trained_now = not ckpt.is_file()
     say = (lambda m: print(m, flush=True)) if show_progress else None
     if trained_now:
@@ -216,7 +222,7 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
                               for a, row in df[list(SCORE_COLUMNS)].corr().to_dict().items()},
         "timings": {"train_s": round(train_seconds, 1) if train_seconds is not None else None,
                     "relabel_s": round(t_relabel, 2)},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
         "files": {"checkpoint": CHECKPOINT, "relabelled": RELABEL_CSV, "compare": "compare/all_scores_v2_vs_cnn.csv"},
     }
     if truth is not None:
@@ -231,10 +237,12 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
 
 
 def _truth(profile, img_nos) -> pd.DataFrame | None:
-    if "world_seed" not in profile:
+    """World truth of the kept images (world-backed profiles with a stage-1 latents.csv), else None."""
+    latents = profile.stage_dir("stage1") / "latents.csv"
+    if "world_seed" not in profile or not latents.is_file():
         return None
-    from segmentation.stage4 import truth_table
-    return truth_table(profile, profile.stage_dir("stage1"), np.asarray(img_nos))
+    return truth_for_images(latents, np.asarray(img_nos), int(profile["world_seed"]),
+                            int(profile["generator"]["z_dim"]))
 
 
 def _report(out: Path, profile, m: dict, log: pd.DataFrame, pred_valid, target_valid, truth_valid) -> None:

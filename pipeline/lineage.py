@@ -1,0 +1,127 @@
+"""Lineage between stages: what a stage made, what it consumed, and its completion mark.
+
+A stage folder is complete when its ``metrics.json`` exists. The protocol, the same for every stage:
+
+1. ``upstream(dir, name, hint)`` for each input stage: refuses (naming the folder and the command
+   that finishes it) an upstream that is incomplete, and returns its record (the digest of its
+   outputs). ``verify(dir)`` checks that the upstream's outputs are still the ones it recorded
+   (size by default, content with ``deep=True``) and names the first file that changed or went.
+2. ``begin(out_dir, records, restart_hint)`` before the stage writes anything: work already in
+   ``out_dir`` (finished or interrupted) that was made from other inputs is refused, naming the
+   input, instead of being mixed with new work; the completion mark goes, so an interrupted run
+   never leaves a ``metrics.json`` that describes an earlier run; the inputs are recorded.
+3. ``finish(out_dir, outputs, records)`` writes ``lineage.json`` (every output's size and sha256,
+   their digest, and the records consumed); the stage then writes ``metrics.json`` last.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from pipeline.io import InputError, atomic_write_json, sha256_file
+
+COMPLETION = "metrics.json"
+LINEAGE = "lineage.json"
+
+
+class LineageError(InputError):
+    """An upstream that is incomplete, changed since, or not the one this stage's work was made from."""
+
+
+def begin(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping] | None = None,
+          restart_hint: str = "remove the folder to start again") -> None:
+    """Check earlier work's inputs, remove the completion mark, record the inputs of this run."""
+    out_dir = Path(out_dir)
+    consumed = dict(consumed or {})
+    check_consumed(out_dir, consumed, restart_hint)
+    mark = out_dir / COMPLETION
+    if mark.exists():
+        mark.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / LINEAGE, {"state": "running", "consumed": consumed})
+
+
+def describe_files(root: str | os.PathLike, files: Iterable[str | os.PathLike]) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of the files, sorted by path."""
+    root = Path(root)
+    out = {}
+    for f in sorted(Path(f) for f in files):
+        p = f if f.is_absolute() else root / f
+        out[p.relative_to(root).as_posix()] = [p.stat().st_size, sha256_file(p)]
+    return out
+
+
+def digest(described: Mapping[str, list]) -> str:
+    h = hashlib.sha256()
+    for rel, (size, sha) in sorted(described.items()):
+        h.update(f"{rel}\0{size}\0{sha}\n".encode())
+    return h.hexdigest()
+
+
+def finish(out_dir: str | os.PathLike, outputs: Iterable[str | os.PathLike],
+           consumed: Mapping[str, Mapping] | None = None) -> dict:
+    """Write ``lineage.json``; call it just before the stage writes ``metrics.json``."""
+    out_dir = Path(out_dir)
+    files = describe_files(out_dir, outputs)
+    record = {"state": "finished", "outputs_digest": digest(files), "consumed": dict(consumed or {}),
+              "outputs": files}
+    atomic_write_json(out_dir / LINEAGE, record)
+    return record
+
+
+def _read(path: Path, finished: bool = True) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LineageError(f"{path}: unreadable lineage record ({exc})") from exc
+    if not isinstance(data, dict) or "consumed" not in data:
+        raise LineageError(f"{path}: not a lineage record")
+    if finished and (data.get("state") != "finished" or "outputs" not in data):
+        raise LineageError(f"{path}: the run that wrote it did not finish")
+    return data
+
+
+def upstream(stage_dir: str | os.PathLike, name: str, hint: str) -> dict:
+    """The record of a complete upstream stage: ``{"stage": name, "outputs_digest": …}``."""
+    stage_dir = Path(stage_dir)
+    if not (stage_dir / COMPLETION).is_file():
+        raise LineageError(f"{stage_dir} is incomplete (no {COMPLETION}): {name} has not finished; run {hint}")
+    if not (stage_dir / LINEAGE).is_file():
+        raise LineageError(f"{stage_dir} has no {LINEAGE}: it was made by an older version; run {hint} again")
+    data = _read(stage_dir / LINEAGE)
+    return {"stage": name, "outputs_digest": data["outputs_digest"]}
+
+
+def verify(stage_dir: str | os.PathLike, hint: str, deep: bool = False,
+           only: Iterable[str] | None = None) -> None:
+    """Check an upstream's recorded outputs (all, or the relative paths in ``only``) are unchanged."""
+    stage_dir = Path(stage_dir)
+    data = _read(stage_dir / LINEAGE)
+    files = data["outputs"]
+    names = sorted(files) if only is None else list(only)
+    for rel in names:
+        if rel not in files:
+            raise LineageError(f"{stage_dir / rel} is not among the outputs {stage_dir} recorded; run {hint}")
+        p = stage_dir / rel
+        size, sha = files[rel]
+        if not p.is_file():
+            raise LineageError(f"{p} is missing since {stage_dir.name} finished; run {hint}")
+        if p.stat().st_size != size or (deep and sha256_file(p) != sha):
+            raise LineageError(f"{p} changed since {stage_dir.name} finished; run {hint}")
+
+
+def check_consumed(out_dir: str | os.PathLike, records: Mapping[str, Mapping], restart_hint: str) -> None:
+    """Refuse to add to work in ``out_dir`` made from other inputs than ``records``."""
+    out_dir = Path(out_dir)
+    path = out_dir / LINEAGE
+    if not path.is_file():
+        return
+    old = _read(path, finished=False)["consumed"]
+    for name, rec in records.items():
+        prev = old.get(name)
+        if prev is not None and prev.get("outputs_digest") != rec.get("outputs_digest"):
+            raise LineageError(f"{out_dir} was made from another {name} (its outputs changed since); "
+                               f"{restart_hint}")
