@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cnn.filter_cnns import PROPERTIES, count_parameters, to_unit_float  # noqa: E402
 from cnn.kfold import FoldSettings, new_model  # noqa: E402
-from cnn.stage2 import SPEC_DEFAULTS, fold_settings  # noqa: E402
+import run_cnn  # noqa: E402
+from pipeline.config import constants, resolve  # noqa: E402
 from pipeline.profiles import load_profile  # noqa: E402
+from stages.filtering import fold_settings  # noqa: E402
 
 
 def _time(fn, n: int) -> float:
@@ -91,8 +93,9 @@ def main(argv=None):
     else:
         for name in args.profiles.split(","):
             prof = load_profile(name)
-            sets = {prop: fold_settings(prof, prop) for prop in args.props.split(",")}
-            sb = int(prof.get("stage2", {}).get("score_batch_size", SPEC_DEFAULTS["score_batch_size"]))
+            values = resolve(constants(vars(run_cnn)), prof, "stage2", print_fn=None).values
+            sets = {prop: fold_settings(values, prop, int(prof["resolution"])) for prop in args.props.split(",")}
+            sb = int(values["score_batch_size"])
             rows.append((f"{name} ({prof['resolution']} px)", sets, sb))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -21,7 +21,9 @@ from pipeline.profiles import load_profile
 
 def build(profile_name: str):
     from cnn.filter_cnns import FilterCNN
-    from cnn.stage2 import fold_settings
+    import run_cnn
+    from pipeline.config import constants, resolve
+    from stages.filtering import fold_settings
     from stages.property_cnn import property_cnn_config
     from stylegan_modified import CVAEEncoder, FineTuneV3, build_discriminator, build_generator
     from stages.bases import build_configs
@@ -31,7 +33,8 @@ def build(profile_name: str):
     pc = property_cnn_config(prof)
     from cnn.property_score_cnn import PropertyScoreCNN
     cnn = PropertyScoreCNN(pc["resolution"], pc["width"], pc["padding"], pc["head_units"]).eval().requires_grad_(False)
-    fs = fold_settings(prof, "gender")
+    fs = fold_settings(resolve(constants(vars(run_cnn)), prof, "stage2", print_fn=None).values, "gender",
+                       int(prof["resolution"]))
     gender = GenderEnsemble([FilterCNN("gender", fs.resolution, fs.width, fs.padding)]).eval().requires_grad_(False)
     g3 = build_generator(gcfg, "v3")
     enc = CVAEEncoder(gcfg.resolution, 7, gcfg.z_dim)

@@ -20,6 +20,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# imported after the thread variables above (numpy / OpenCV read them when they load)
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from segmentation import property_scores as ps  # noqa: E402
+from synthface.renderer import render_batch  # noqa: E402
+from synthface.truth import world as world_map  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,14 +37,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    import cv2
-    import numpy as np
     cv2.setNumThreads(1)
-    from segmentation import property_scores as ps
-    from synthface.renderer import render_batch
-    from synthface.world import WorldMap
-
-    world = WorldMap()
+    world = world_map(256, 0)
     t = world.truth(world.sample_z(4 * args.n, seed=args.seed))
     t = t[t.concept == 1].reset_index(drop=True)
     reps = int(np.ceil(args.n / len(t)))

@@ -20,6 +20,12 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# imported after the thread variables above (numpy / OpenCV read them when they load)
+import cv2  # noqa: E402
+
+from synthface.renderer import render_batch  # noqa: E402
+from synthface.truth import world as world_map  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,11 +35,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    import cv2
     cv2.setNumThreads(1)
-    from synthface import WorldMap, render_batch
-
-    world = WorldMap()
+    world = world_map(256, 0)
     params = world.truth(world.sample_z(args.n, seed=args.seed))
     t0 = time.perf_counter()
     world.truth(world.sample_z(args.n, seed=args.seed))

@@ -55,6 +55,7 @@ from tqdm import tqdm
 from pipeline.io import atomic_write_text
 from pipeline.vocabulary import CONTROLLED, PROPERTIES, SCORE_COLUMNS
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
+from training.supervised import FitState, fit
 
 P7 = PROPERTIES            # the seven property scores, in the score CSVs' order
 P3 = CONTROLLED            # the three controlled properties
@@ -351,31 +352,30 @@ def train_property_cnn(images, targets, settings: PropertyCNNSettings | None = N
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.t_max, eta_min=0.0)
         y_all = torch.from_numpy(targets)
         names = list(image_names) if image_names is not None else [str(i) for i in range(n)]
-        best, best_epoch, best_state = math.inf, -1, None
         history, val_rows = [], []
-        epoch = 0
+        st = FitState()
         state_path = Path(state_path) if state_path is not None else None
         if state_path is not None and state_path.is_file():
-            st = read_checkpoint(state_path)
-            if st.get("settings") != _settings_key(s, n):
+            saved = read_checkpoint(state_path)
+            if saved.get("settings") != _settings_key(s, n):
                 raise ValueError(f"training state {state_path} was made with other settings or data "
-                                 f"({st.get('settings')} vs {_settings_key(s, n)}); delete it to start over")
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            shuffle.set_state(st["shuffle_rng"])
-            torch.set_rng_state(st["torch_rng"])
-            best, best_epoch, best_state = float(st["best"]), int(st["best_epoch"]), st["best_state"]
-            history, val_rows, epoch = list(st["history"]), list(st["val_rows"]), int(st["epoch"])
+                                 f"({saved.get('settings')} vs {_settings_key(s, n)}); delete it to start over")
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            shuffle.set_state(saved["shuffle_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            st = FitState(epoch=int(saved["epoch"]), best=float(saved["best"]), best_epoch=int(saved["best_epoch"]),
+                          best_state=saved["best_state"])
+            history, val_rows = list(saved["history"]), list(saved["val_rows"])
             if say:
-                say(f"property CNN: resuming after epoch {epoch - 1} ({state_path})")
-        finished = bool(history) and (epoch - 1 - best_epoch >= s.patience
-                                      or (s.max_epochs is not None and epoch >= s.max_epochs))
-        while not finished:
-            model.train()
+                say(f"property CNN: resuming after epoch {st.epoch - 1} ({state_path})")
+        epoch_lr = [0.0]
+
+        def train_epoch(epoch: int) -> None:
             perm = train_idx[torch.randperm(len(train_idx), generator=shuffle).numpy()]
             total = 0.0
-            lr = opt.param_groups[0]["lr"]
+            epoch_lr[0] = opt.param_groups[0]["lr"]
             for i in range(0, len(perm), s.batch_size):
                 b = perm[i:i + s.batch_size]
                 loss = nn.functional.mse_loss(model(to_signed_nchw(images[b])), y_all[b])
@@ -383,33 +383,36 @@ def train_property_cnn(images, targets, settings: PropertyCNNSettings | None = N
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(b)
+            history.append({"epoch": epoch, "train_loss": total / len(perm), "lr": epoch_lr[0]})
+
+        def validate_epoch(epoch: int) -> float:
             row, pred = evaluate(model, images, targets, valid_idx, s.valid_batch_size, s.selection_exclude)
-            row = {"epoch": epoch, "train_loss": total / len(perm), "lr": lr, **row}
-            history.append(row)
+            history[-1].update(row)
             for k in range(min(s.val_log_samples, len(valid_idx))):
                 vr = {"epoch": epoch, "img": names[valid_idx[k]]}
                 for j, p in enumerate(P7):
                     vr[f"{p}_output"] = float(pred[k, j])
                     vr[f"{p}_label"] = float(targets[valid_idx[k], j])
                 val_rows.append(vr)
-            crit = row["val_loss_except_back_std"]
-            if crit < best:
-                best, best_epoch = crit, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            sched.step()
+            return row["val_loss_except_back_std"]
+
+        def after_epoch(st: FitState) -> None:
+            row = history[-1]
             if log_dir is not None:
                 _write_logs(Path(log_dir), history, val_rows)
             if say:
-                say(f"property CNN epoch {epoch}: train {row['train_loss']:.4f} valid {row['valid_loss']:.4f} "
-                    f"criterion {crit:.4f} (best {best:.4f} @ {best_epoch})")
-            epoch += 1
-            finished = epoch - 1 - best_epoch >= s.patience or (s.max_epochs is not None and epoch >= s.max_epochs)
-            if state_path is not None and not finished:
+                say(f"property CNN epoch {st.epoch - 1}: train {row['train_loss']:.4f} valid {row['valid_loss']:.4f} "
+                    f"criterion {row['val_loss_except_back_std']:.4f} (best {st.best:.4f} @ {st.best_epoch})")
+            if state_path is not None and not st.finished(s.patience, s.max_epochs):
                 save_checkpoint({"settings": _settings_key(s, n), "model": model.state_dict(),
                                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                  "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-                                 "best": best, "best_epoch": best_epoch, "best_state": best_state,
-                                 "history": history, "val_rows": val_rows, "epoch": epoch}, state_path)
+                                 "best": st.best, "best_epoch": st.best_epoch, "best_state": st.best_state,
+                                 "history": history, "val_rows": val_rows, "epoch": st.epoch}, state_path)
+
+        st = fit(model, sched, train_epoch, validate_epoch, patience=s.patience, max_epochs=s.max_epochs,
+                 state=st, after_epoch=after_epoch)
+        best, best_epoch, best_state, epoch = st.best, st.best_epoch, st.best_state, st.epoch
     model.load_state_dict(best_state)
     model.eval()
     if checkpoint_path is not None:

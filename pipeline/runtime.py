@@ -60,11 +60,13 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def check_run_manifest(path: Path, settings: dict) -> None:
+def check_run_manifest(path: Path, settings: dict, sources: dict | None = None) -> None:
     """Record the settings of an output folder; refuse to mix outputs of different settings.
 
     The first run writes ``path``; a later run (resume, re-run, another shard) must
     use identical settings, otherwise a ``ValueError`` names each differing setting.
+    ``sources`` (where each overridden setting came from: profile preset or flag) is
+    recorded under ``"sources"`` and not compared.
     """
     settings = json.loads(json.dumps(settings, default=str))
     if path.is_file():
@@ -72,10 +74,11 @@ def check_run_manifest(path: Path, settings: dict) -> None:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"run manifest {path} is corrupt ({exc}); delete the output folder to start over") from exc
+        old.pop("sources", None)
         diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
         if diff:
             lines = ", ".join(f"{k}: folder has {a!r}, this run {b!r}" for k, (a, b) in sorted(diff.items()))
             raise ValueError(f"{path.parent} holds outputs made with other settings ({lines}); "
                              f"use another output folder or delete it to start over")
     else:
-        atomic_write_json(path, settings)
+        atomic_write_json(path, {**settings, "sources": dict(sources)} if sources is not None else settings)

@@ -109,7 +109,7 @@ class FaceCropper:
             raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}")
         if detect_batch_size < 1:
             raise ValueError(f"detect_batch_size must be >= 1, got {detect_batch_size}")
-        from facenet_pytorch import MTCNN
+        from facenet_pytorch import MTCNN      # optional dependency: needed only by the face-detector backend
         self.on_no_face = on_no_face
         self.margin = margin
         self.size = size

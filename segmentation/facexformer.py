@@ -8,18 +8,15 @@ to each other. The parsing logits are the dot products of the upsampled image fe
 (32 channels, 224x224) with one 32-d vector per mask token.
 
 The state_dict matches the authors' checkpoint exactly (505 entries, 91,985,943 parameters),
-so ``load_facexformer`` loads the file strictly with no renaming. The Swin-B encoder is built
+so ``legacy.load_facexformer`` (the reader of the authors' file) loads it strictly with no renaming. The Swin-B encoder is built
 with ``weights=None``: nothing is ever downloaded.
 
-Public names used by stage 3: :class:`FaceXFormer`, :func:`load_facexformer`,
+Public names used by stage 3: :class:`FaceXFormer`, :func:`facexformer_from_state`,
 :func:`parse_logits_to_map`, :func:`colorize_parsing`, :func:`overlay_parsing`.
 """
 from __future__ import annotations
 
 import math
-import pickle
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,7 +26,7 @@ import torch.nn.functional as F
 import torchvision
 
 from pipeline.vocabulary import CLASS_NAMES, PALETTE
-from pipeline.checkpoint import CheckpointError, load_state_dict_strict, save_checkpoint, select_entry
+from pipeline.checkpoint import CheckpointError, load_state_dict_strict
 
 INPUT_SIZE = 224
 NUM_CLASSES = 11
@@ -42,12 +39,6 @@ OUTPUT_KEYS = ("segmentation", "landmarks", "headpose", "attribute", "visibility
 
 STATE_DICT_ENTRIES = 505
 PARAMETER_COUNT = 91_985_943
-CHECKPOINT_KEY = "state_dict_backbone"
-DEFAULT_CHECKPOINT = "checkpoints/celeba256/facexformer.pt"
-CHECKPOINT_HINT = (
-    "Get the FaceXFormer checkpoint from the FaceXFormer authors' model hub (file 'ckpts/model.pt' of "
-    f"their model repository) and save it as {DEFAULT_CHECKPOINT} (or point the profile's "
-    "segmentation.facexformer_checkpoint at it). Nothing is downloaded at run time.")
 
 _STAGE_WIDTHS = (128, 256, 512, 1024)   # Swin-B stage outputs
 _STAGE_INDICES = (1, 3, 5, 7)           # their positions in swin_b().features
@@ -310,72 +301,7 @@ class FaceXFormer(nn.Module):
 # checkpoint
 
 
-def _refused_by_weights_only(exc: Exception) -> str | None:
-    """The reason torch's weights-only unpickler gave, or None if ``exc`` is another failure."""
-    text = str(exc)
-    if not isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" not in text:
-        return None
-    detail = [ln.strip() for ln in text.splitlines() if "Unsupported global" in ln or "WeightsUnpickler" in ln]
-    return detail[0].split(" was not an allowed global")[0] if detail else "non-tensor objects"
-
-
-def read_facexformer_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False,
-                                hint: str = CHECKPOINT_HINT) -> dict:
-    """The ``state_dict_backbone`` entry of a FaceXFormer checkpoint file.
-
-    The file is read with ``weights_only=True``. If it also pickles Python objects that this
-    safe loader refuses, a :class:`CheckpointError` explains the choice: pass
-    ``trust_checkpoint=True`` (full unpickling, which can run code stored in the file — only for
-    a file from a source you trust), or convert it once with :func:`convert_checkpoint` into a
-    weights-only file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"FaceXFormer checkpoint not found: {path}\n{hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        refused = _refused_by_weights_only(exc)
-        if refused is None:
-            raise CheckpointError(f"cannot read FaceXFormer checkpoint {path}: {exc}") from exc
-        if not trust_checkpoint:
-            weights_copy = path.with_suffix(".weights.pt")
-            raise CheckpointError(
-                f"cannot read FaceXFormer checkpoint {path} safely: besides tensors it stores Python objects that "
-                f"torch.load(weights_only=True) refuses ({refused}). Loading it fully would unpickle arbitrary "
-                "objects, which can run code. If you trust the file, either load it with trust_checkpoint=True "
-                "(profile: segmentation.trust_checkpoint), or convert it once into a weights-only file: "
-                "python -c \"from segmentation.facexformer import convert_checkpoint; "
-                f"convert_checkpoint('{path}', '{weights_copy}')\" and use that file.") from exc
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)   # explicit opt-in
-        except Exception as exc2:
-            raise CheckpointError(f"cannot read FaceXFormer checkpoint {path}: {exc2}") from exc2
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"FaceXFormer checkpoint {path} holds a {type(ckpt).__name__}, expected a dict "
-                              f"with a '{CHECKPOINT_KEY}' entry")
-    state = select_entry(ckpt, CHECKPOINT_KEY, path)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"'{CHECKPOINT_KEY}' of {path} is a {type(state).__name__}, expected a state_dict")
-    return state
-
-
-def load_facexformer(path: str | os.PathLike = DEFAULT_CHECKPOINT, *, device: str | torch.device = "cpu",
-                     trust_checkpoint: bool = False, hint: str = CHECKPOINT_HINT) -> FaceXFormer:
-    """Build :class:`FaceXFormer`, load the checkpoint strictly, return it in ``eval()`` mode.
-
-    Relative paths are taken from the repository root. Any missing, unexpected or mis-shaped
-    key is a :class:`CheckpointError` that names it. See :func:`read_facexformer_checkpoint`
-    for ``trust_checkpoint``.
-    """
-    path = Path(path)
-    if not path.is_absolute():
-        path = Path(__file__).resolve().parent.parent / path
-    state = read_facexformer_checkpoint(path, trust_checkpoint=trust_checkpoint, hint=hint)
-    return facexformer_from_state(state, what=f"FaceXFormer checkpoint {path}").to(device).eval()
-
-
-def _check_layout(state: dict, what: str) -> FaceXFormer:
+def check_facexformer_layout(state: dict, what: str) -> FaceXFormer:
     """Strict name / shape check of ``state`` against a FaceXFormer on the meta device (returned)."""
     with torch.device("meta"):
         model = FaceXFormer()
@@ -389,7 +315,7 @@ def facexformer_from_state(state: dict, what: str = "FaceXFormer state_dict") ->
     The model is built on the meta device (no random initialisation of 92 M values) and the
     checkpoint tensors are assigned to it.
     """
-    model = _check_layout(state, what)
+    model = check_facexformer_layout(state, what)
     own = model.state_dict()
     tensors = {k: (v.to(torch.float32) if v.is_floating_point() else v.to(own[k].dtype)).contiguous()
                for k, v in state.items()}
@@ -398,17 +324,6 @@ def facexformer_from_state(state: dict, what: str = "FaceXFormer state_dict") ->
     if left:
         raise CheckpointError(f"{what}: not filled by the state_dict: {', '.join(left)}")
     return model
-
-
-def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Rewrite a trusted FaceXFormer checkpoint as ``{'state_dict_backbone': tensors}`` only.
-
-    Reads ``src`` with full unpickling (so only for a file you trust), checks that the weights
-    load strictly, and writes ``dst`` atomically; ``dst`` then loads with ``weights_only=True``.
-    """
-    state = read_facexformer_checkpoint(src, trust_checkpoint=True)
-    _check_layout(state, f"FaceXFormer checkpoint {src}")
-    save_checkpoint({CHECKPOINT_KEY: {k: v.detach().clone() for k, v in state.items()}}, dst)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 from stylegan.generator import postprocess
 
 from .property_scores import PROPERTIES, scores_v2
-from .synth_segmenter import parse_crops, whole_frame_crops
+from .synth_segmenter import load_segmenter, parse_crops, whole_frame_crops
 
 
 class ParsingJudge:
@@ -33,7 +33,6 @@ class ParsingJudge:
 
     @classmethod
     def for_profile(cls, profile, name: str = "parsing") -> "ParsingJudge":
-        from .synth_segmenter import load_segmenter
         seg = profile.get("segmentation", {})
         path = profile.path(seg.get("checkpoint"))
         stats_path = profile.data_root / "stage4" / "all_scores_v2_norm_stats.json"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from pipeline.io import atomic_write_json
 from pipeline.profiles import REPO_ROOT, load_profile
@@ -28,7 +29,7 @@ from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.sampling import build_generator, generate_uint8
 from synthface.evaluator import Evaluator, fidelity_scores, train_evaluator
 from synthface.renderer import render_batch
-from synthface.world import WorldMap
+from synthface.truth import world as world_map
 
 CONTINUOUS = ["eyes_open", "mouth_open", "pose", "hair_color", "hair_length", "bg_mean", "bg_std", "hairstyle"]
 BINARY = ["female", "glasses", "old", "quality_defect"]
@@ -68,8 +69,6 @@ def flat_scores(scores: dict) -> dict:
 def linear_readout(g, world, z_test: np.ndarray, n_train: int = 4000, seed: int = 777_100) -> dict:
     """Ridge (continuous) / logistic (binary) read-out of each factor from w and from z:
     fitted on ``n_train`` z of the stream ``seed``, scored on ``z_test``."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-
     z_tr = np.random.default_rng(seed).standard_normal((n_train, world.z_dim), dtype=np.float32)
     with torch.inference_mode():
         w_tr, w_te = (g.mapping(torch.from_numpy(zz))["w"].numpy() for zz in (z_tr, z_test))
@@ -117,7 +116,7 @@ def main(argv=None):
     if args.generator:
         profile = type(profile)({**profile, "generator_checkpoint": str(Path(args.generator).resolve())})
     out = Path(args.out) if args.out else profile.stage_dir("generator_fidelity")
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     t0 = time.perf_counter()
     ev = load_or_train_evaluator(world, profile["resolution"], Path(args.evaluator), args.evaluator_steps)
     g = build_generator(profile)

@@ -38,7 +38,9 @@ from segmentation.synth_segmenter import (CROP_SIZE, AugmentSettings, augment, c
                                           load_segmenter, parse_crops, per_image_mean_iou, resize_mask_nearest,
                                           whole_frame_crops)
 from pipeline.vocabulary import CLASS_NAMES, PALETTE
+from stylegan.sampling import build_generator, generate_uint8
 from synthface.renderer import render_batch
+from synthface.truth import world as world_map
 from synthface.world import WorldMap
 
 SEGMENTER_WEIGHTS = REPO_ROOT / "synthface" / "weights" / "segmenter.pth"
@@ -70,8 +72,7 @@ def score_maps(pred: np.ndarray, true_masks: np.ndarray) -> dict:
 def evaluate_segmenter(model, generator=None, world: WorldMap | None = None, n: int = N_EVAL, seed: int = EVAL_SEED,
                        resolution: int = 128, batch_size: int = 32, keep_maps: int = 0) -> dict:
     """IoU on renders and (when ``generator`` is given) on G(z) for ``n`` latents of stream ``seed``."""
-    from stylegan.sampling import generate_uint8
-    world = world or WorldMap(256, seed=0)
+    world = world or world_map(256, 0)
     z = eval_latents(n, world.z_dim, seed)
     rendered, masks = render_batch(world.truth(z), resolution=resolution)
     out = {"n": n, "seed": seed, "resolution": resolution}
@@ -105,12 +106,11 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else profile.stage_dir("segmenter_fidelity")
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     t0 = time.perf_counter()
     model = load_segmenter(args.segmenter)
     g = None
     if not args.no_generator:
-        from stylegan.sampling import build_generator
         g = build_generator(profile)
     res = evaluate_segmenter(model, g, world, args.n, args.seed, profile["resolution"], args.batch_size, keep_maps=8)
     ex = res.pop("_examples")

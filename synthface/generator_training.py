@@ -53,10 +53,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.io import atomic_write_json
-from pipeline.reports import save_figure
 from stylegan import DiscriminatorConfig, GeneratorConfig, StyleGANDiscriminator, StyleGANGenerator
-from pipeline.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
 from stylegan.generator import to_signed_tensor
+from synthface.evaluator import Evaluator
 from synthface.renderer import BG_AMP_SPAN
 
 FEATURE_CLASSES = (2, 3, 4, 5, 7, 8, 9)   # eyebrows, eyes, lips, inner mouth
@@ -356,17 +356,14 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
     torch.manual_seed(s.seed)
     g = StyleGANGenerator(gcfg).train()
     if s.init_generator:
-        from pipeline.checkpoint import load_state_dict_strict
         load_state_dict_strict(g, read_checkpoint(s.init_generator)["generator"], what=f"generator of {s.init_generator}")
     g_ema = copy.deepcopy(g).eval().requires_grad_(False)
     d = StyleGANDiscriminator(dcfg).train()
     if s.init_discriminator:
-        from pipeline.checkpoint import load_state_dict_strict
         load_state_dict_strict(d, read_checkpoint(s.init_discriminator)["discriminator"],
                                what=f"discriminator of {s.init_discriminator}")
     teacher = None
     if s.perc_weight > 0 or s.attr_weight > 0:
-        from synthface.evaluator import Evaluator
         if not s.teacher:
             raise ValueError("perc_weight > 0 or attr_weight > 0 needs the teacher's weights (--teacher, see synthface.train_teacher)")
         teacher = TeacherFeatures(Evaluator.from_state(read_checkpoint(s.teacher)).net)
@@ -483,33 +480,3 @@ def train_default_generator(profile, source: RenderSource, out_dir: Path, s: Tra
     bar.close()
     return {"generator": g_ema, "discriminator": d, "aux": aux, "log": log, "eval_log": eval_log,
             "settings": asdict(s)}
-
-
-def plot_training_log(log: list[dict], path: Path, eval_log: list[dict] | None = None) -> Path:
-    """Loss curves (generator phases, discriminator) and, if given, the validation scores."""
-    import matplotlib.pyplot as plt
-    n_ax = 3 if eval_log else 2
-    fig, axes = plt.subplots(1, n_ax, figsize=(5 * n_ax, 3.5))
-    g = [r for r in log if "l1" in r]
-    wu = [r for r in log if "warmup_aux" in r]
-    dd = [r for r in log if "d_loss" in r]
-    if g:
-        axes[0].plot([r["step"] for r in g], [r["l1"] for r in g], label="weighted L1")
-        axes[0].plot([r["step"] for r in g], [r["aux"] for r in g], label="aux MSE", alpha=0.6)
-        if "tex" in g[-1]:
-            axes[0].plot([r["step"] for r in g], [r.get("tex", np.nan) for r in g], label="texture stats", alpha=0.6)
-    if wu:
-        axes[0].plot([r["step"] for r in wu], [r["warmup_aux"] for r in wu], label="warm-up aux MSE (mapping only)")
-    if g or wu:
-        axes[0].set_yscale("log"); axes[0].set_xlabel("step"); axes[0].legend(fontsize=7); axes[0].set_title("generator")
-    if dd:
-        axes[1].plot([r["step"] for r in dd], [r["d_loss"] for r in dd], label="D loss")
-        axes[1].set_xlabel("step"); axes[1].legend(); axes[1].set_title("discriminator")
-    if eval_log:
-        keys = [k for k in eval_log[-1] if k not in ("step", "regression_step", "pixel_mae")]
-        for k in keys:
-            axes[2].plot([r["regression_step"] for r in eval_log], [r[k] for r in eval_log], label=k)
-        axes[2].axhline(0.9, color="k", lw=0.5, ls="--")
-        axes[2].set_ylim(0, 1); axes[2].set_xlabel("regression step"); axes[2].legend(fontsize=6, ncol=2)
-        axes[2].set_title("validation: independent evaluator on G(z)")
-    return save_figure(fig, path)

@@ -35,6 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,8 @@ from pipeline.profiles import load_profile
 from pipeline.reports import save_figure, write_report
 from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from stylegan.sampling import build_generator
+from synthface.evaluate_generator import flat_scores, load_or_train_evaluator, measure_fidelity
+from synthface.truth import world as world_map
 
 BINARY_FACTORS = ["female", "glasses", "old", "quality_defect"]
 FIT_SEED = 931_000          # z stream of the direction fit
@@ -128,7 +131,6 @@ def _labels(world, z):
 
 
 def validate(g, world, ev, z: np.ndarray, resolution: int) -> dict:
-    from synthface.evaluate_generator import flat_scores, measure_fidelity
     fid = measure_fidelity(g, world, ev, z, resolution)
     return {**flat_scores(fid["generator"]), "pixel_mae_uint8": round(fid["pixel_mae_uint8"], 3)}
 
@@ -214,8 +216,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     s = SharpenSettings(**{k: getattr(args, k) for k in asdict(SharpenSettings())})
     torch.set_num_threads(s.threads)
-    from synthface.evaluate_generator import load_or_train_evaluator
-    from synthface.world import WorldMap
 
     profile = load_profile(args.profile)
     if args.generator:
@@ -227,7 +227,7 @@ def main(argv=None):
         if done.get("settings") == asdict(s):
             print(f"{out / 'generator.pth'} is finished with these settings; nothing to do")
             return done
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     ev = load_or_train_evaluator(world, profile["resolution"])
     g = build_generator(profile)
     z_val = np.random.default_rng(VAL_SEED).standard_normal((s.n_val, world.z_dim), dtype=np.float32)
@@ -242,7 +242,6 @@ def main(argv=None):
                "source_sha256": sha256_file(profile.path(profile["generator_checkpoint"])), **info,
                "validation_before": val_before, "validation_after": val_after,
                "seconds": round(time.perf_counter() - t0, 1)}
-    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.semilogy([r["step"] for r in log], [r["loss_w"] for r in log], label="MSE(w, w*)")
     ax.semilogy([r["step"] for r in log], [r["loss_c"] for r in log], label="MSE(c, c*)")

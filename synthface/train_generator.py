@@ -14,19 +14,50 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from pipeline.io import atomic_write_json
 from pipeline.profiles import REPO_ROOT, load_profile
+from pipeline.reports import save_figure
 from pipeline.checkpoint import save_checkpoint
 from synthface.evaluate_generator import EVALUATOR_WEIGHTS, flat_scores, load_or_train_evaluator, measure_fidelity
-from synthface.generator_training import RenderSource, TrainSettings, plot_training_log, train_default_generator
+from synthface.generator_training import RenderSource, TrainSettings, train_default_generator
 from synthface.renderer import render_batch
-from synthface.world import WorldMap
+from synthface.truth import world as world_map
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights" / "generator.pth"
 D_WEIGHTS = REPO_ROOT / "synthface" / "weights" / "discriminator.pth"
 VALIDATION_SEED = 777_500      # validation z stream for the training-time evaluations (not the final test stream)
+
+
+def plot_training_log(log: list[dict], path: Path, eval_log: list[dict] | None = None) -> Path:
+    """Loss curves (generator phases, discriminator) and, if given, the validation scores."""
+    n_ax = 3 if eval_log else 2
+    fig, axes = plt.subplots(1, n_ax, figsize=(5 * n_ax, 3.5))
+    g = [r for r in log if "l1" in r]
+    wu = [r for r in log if "warmup_aux" in r]
+    dd = [r for r in log if "d_loss" in r]
+    if g:
+        axes[0].plot([r["step"] for r in g], [r["l1"] for r in g], label="weighted L1")
+        axes[0].plot([r["step"] for r in g], [r["aux"] for r in g], label="aux MSE", alpha=0.6)
+        if "tex" in g[-1]:
+            axes[0].plot([r["step"] for r in g], [r.get("tex", np.nan) for r in g], label="texture stats", alpha=0.6)
+    if wu:
+        axes[0].plot([r["step"] for r in wu], [r["warmup_aux"] for r in wu], label="warm-up aux MSE (mapping only)")
+    if g or wu:
+        axes[0].set_yscale("log"); axes[0].set_xlabel("step"); axes[0].legend(fontsize=7); axes[0].set_title("generator")
+    if dd:
+        axes[1].plot([r["step"] for r in dd], [r["d_loss"] for r in dd], label="D loss")
+        axes[1].set_xlabel("step"); axes[1].legend(); axes[1].set_title("discriminator")
+    if eval_log:
+        keys = [k for k in eval_log[-1] if k not in ("step", "regression_step", "pixel_mae")]
+        for k in keys:
+            axes[2].plot([r["regression_step"] for r in eval_log], [r[k] for r in eval_log], label=k)
+        axes[2].axhline(0.9, color="k", lw=0.5, ls="--")
+        axes[2].set_ylim(0, 1); axes[2].set_xlabel("regression step"); axes[2].legend(fontsize=6, ncol=2)
+        axes[2].set_title("validation: independent evaluator on G(z)")
+    return save_figure(fig, path)
 
 
 def main(argv=None):
@@ -46,7 +77,7 @@ def main(argv=None):
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else profile.stage_dir("train_generator")
     res_px = profile["resolution"]
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     source = RenderSource(world, lambda t: render_batch(t, resolution=res_px), profile["generator"]["z_dim"],
                           aux_targets=s.aux_targets, rare_boost=s.rare_boost)
     z_val = np.random.default_rng(VALIDATION_SEED).standard_normal((args.eval_n, world.z_dim), dtype=np.float32)

@@ -27,11 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.checkpoint import CheckpointError
 from pipeline.io import atomic_write_json, sha256_file
 from pipeline.profiles import REPO_ROOT, load_profile
-from segmentation.synth_segmenter import (DEV_G_SEED, SegTrainSettings, count_parameters, plot_training_log,
-                                          save_segmenter, train_segmenter)
-from synthface.world import WorldMap
+from segmentation.synth_segmenter import count_parameters, save_segmenter
+from stylegan.sampling import build_generator, generate_uint8
+from synthface.renderer import render_batch
+from synthface.segmenter_training import DEV_G_SEED, SegTrainSettings, plot_training_log, train_segmenter
+from synthface.truth import world as world_map
 
 WEIGHTS = REPO_ROOT / "synthface" / "weights" / "segmenter.pth"
 LOG_COPY = REPO_ROOT / "synthface" / "weights" / "segmenter_training"
@@ -39,9 +42,6 @@ LOG_COPY = REPO_ROOT / "synthface" / "weights" / "segmenter_training"
 
 def dev_generated_set(profile, world, n: int, seed: int = DEV_G_SEED):
     """(G(z) uint8 [n, R, R, 3], true masks [n, R, R]) for a development z stream, or None without weights."""
-    from pipeline.checkpoint import CheckpointError
-    from stylegan.sampling import build_generator, generate_uint8
-    from synthface.renderer import render_batch
     try:
         g = build_generator(profile)
     except CheckpointError as exc:
@@ -75,12 +75,11 @@ def main(argv=None):
     torch.set_num_threads(s.threads)
     profile = load_profile(args.profile)
     out = Path(args.out) if args.out else profile.stage_dir("train_segmenter")
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
     dev = dev_generated_set(profile, world, args.dev_n) if args.dev_n > 0 else None
     t0 = time.perf_counter()
     generator = None
     if s.generated_share > 0:
-        from stylegan.sampling import build_generator
         generator = build_generator(profile)
     res = train_segmenter(world, out, s, show_progress=not args.no_progress, stop_after=args.stop_after, dev_set=dev,
                           generator=generator)

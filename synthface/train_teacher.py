@@ -18,7 +18,7 @@ from pipeline.checkpoint import save_checkpoint
 from synthface.evaluate_generator import BINARY, CONTINUOUS, labels_of
 from synthface.evaluator import train_evaluator
 from synthface.renderer import render_batch
-from synthface.world import WorldMap
+from synthface.truth import world as world_map
 
 TEACHER_WEIGHTS = REPO_ROOT / "synthface" / "weights" / "teacher.pth"
 TEACHER_WIDTH = 48
@@ -36,7 +36,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
-    world = WorldMap(z_dim=profile["generator"]["z_dim"], seed=profile["world_seed"])
+    world = world_map(profile["generator"]["z_dim"], profile["world_seed"])
 
     def sample(step, bs):
         z = np.random.default_rng([TEACHER_STREAM, step]).standard_normal((bs, world.z_dim), dtype=np.float32)

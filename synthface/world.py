@@ -117,7 +117,7 @@ class WorldMap:
         """``n`` standard-normal latents [n, z_dim] float32 from the seeded stream ``seed``."""
         z = np.random.default_rng(int(seed)).standard_normal((int(n), self.z_dim), dtype=np.float32)
         if as_torch:
-            import torch
+            import torch          # here, not at the top: the world itself needs only numpy (fast import)
             return torch.from_numpy(z)
         return z
 

@@ -62,8 +62,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from segmentation.facexformer import (CHECKPOINT_KEY, DEFAULT_CHECKPOINT, NUM_CLASSES, PALETTE,  # noqa: E402
-                                      FaceXFormer, colorize_parsing, convert_checkpoint, load_facexformer,
+from legacy import CHECKPOINT_KEY, DEFAULT_CHECKPOINT, load_facexformer  # noqa: E402
+from legacy import convert_facexformer_checkpoint as convert_checkpoint  # noqa: E402
+from segmentation.facexformer import (NUM_CLASSES, PALETTE, FaceXFormer, colorize_parsing,  # noqa: E402
                                       overlay_parsing, parse_logits_to_map)
 from pipeline.checkpoint import CheckpointError  # noqa: E402
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from tests.labeling_world import make_stage1
+from tests.labeling_world import hand_label_settings, make_stage1
 
 pytestmark = pytest.mark.browser
 
@@ -64,14 +64,14 @@ def browser():
 def template(tmp_path_factory):
     """A synthface stage 1 (no label files) and the labels stage 2 uses for it today: the files
     stage 1's emulated labeller writes, read with stage 2's reader."""
-    from cnn.stage2 import read_label_file
+    from stages.filtering_inputs import read_label_file
     from synthface.hand_labels import write_labels_for_stage1
     root = tmp_path_factory.mktemp("labweb")
     s1 = make_stage1(root / "synthface" / "stage1", N_IMAGES, res=128, render=True)
     ref = tmp_path_factory.mktemp("labref") / "stage1"
     shutil.copytree(s1, ref)
     (ref / "metrics.json").write_text("{}")
-    write_labels_for_stage1(load_profile("synthface"), ref)
+    write_labels_for_stage1(ref, **hand_label_settings(load_profile("synthface")))
     qg = read_label_file(ref / QG_FILE, ("quality", "gender")).drop(columns="_row")
     ag = read_label_file(ref / AG_FILE, ("age", "glass")).drop(columns="_row")
     return root, qg.merge(ag, on="img_name", validate="1:1")
@@ -171,7 +171,7 @@ def label_current(page, reference: pd.DataFrame, wait=True) -> int:
 
 
 def written_labels(stage1: Path) -> pd.DataFrame:
-    from cnn.stage2 import read_label_file
+    from stages.filtering_inputs import read_label_file
     qg = read_label_file(stage1 / QG_FILE, ("quality", "gender")).drop(columns="_row")
     ag = read_label_file(stage1 / AG_FILE, ("age", "glass")).drop(columns="_row")
     return qg.merge(ag, on="img_name", validate="1:1")
@@ -247,10 +247,9 @@ def test_100_labels_under_60_s_equal_the_emulated_labeller(page, server, data_ro
     df = written_labels(s1)
     same_as_reference(df, reference, range(100))
     # stage 2 takes the files as its training labels: 100 labelled images, the other 20 to score
-    from cnn.stage2 import Stage2Settings, load_inputs
-    profile = load_profile("synthface")
-    monkeypatch.setenv("OHLORA_DATA_ROOT", str(data_root))
-    inputs = load_inputs(profile, Stage2Settings(), s1, show_progress=False)
+    from stages.filtering_inputs import DEFAULT_LABEL_FILES, load_inputs
+    files = {g: s1.parent / rel for g, rel in DEFAULT_LABEL_FILES.items()}
+    inputs = load_inputs(files, ("gender", "quality", "age", "glass"), 128, s1, show_progress=False)
     assert inputs.labelled.tolist() == list(range(100)) and inputs.unlabelled.tolist() == list(range(100, N_IMAGES))
     assert inputs.labels["glass"].tolist() == reference["glass"].tolist()[:100]
     # the page replays the emulated labeller by itself (?replay=1): ten more images, the same labels

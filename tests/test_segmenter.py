@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from segmentation.synth_segmenter import (NO_AUGMENT, AugmentSettings, SegmenterConfig, SegTrainSettings,
-                                          SynthSegmenter, augment, confusion_matrix, count_parameters, iou_scores,
-                                          load_segmenter, per_image_mean_iou, save_segmenter, segmenter_state,
-                                          train_segmenter)
+from segmentation.synth_segmenter import (NO_AUGMENT, AugmentSettings, SegmenterConfig, SynthSegmenter, augment,
+                                          confusion_matrix, count_parameters, iou_scores, load_segmenter,
+                                          per_image_mean_iou, save_segmenter, segmenter_state)
+from synthface.segmenter_training import SegTrainSettings, train_segmenter
 from pipeline.checkpoint import CheckpointError, save_checkpoint
 from pipeline.vocabulary import CLASS_NAMES
 from synthface.world import WorldMap

@@ -36,7 +36,7 @@ def test_hand_labels_follow_truth_with_the_configured_noise(world, tmp_path):
         emulate_hand_labels(truth, np.arange(4000), noise_rate=0.6, seed=0)
     latents = pd.concat([pd.DataFrame({"img_no": np.arange(300)}),
                          pd.DataFrame(z[:300], columns=[f"z_{i}" for i in range(128)])], axis=1)
-    write_hand_labels(tmp_path, latents, world, 200, 0.01, 0)
+    write_hand_labels(tmp_path, latents, 0, 200, 0.01, 0)
     qg = pd.read_csv(tmp_path / QG_FILE)
     assert list(qg.columns) == ["img_name", "quality", "gender"] and len(qg) == 200
     assert list(pd.read_csv(tmp_path / AG_FILE).columns) == ["img_name", "age", "glass"]

@@ -24,7 +24,7 @@ def stage2_label_format() -> LabelFormat:
     """Stage 2's hand-label file format (groups, default paths, validating reader)."""
     # imported here so that ``web`` (and the fast store tests) load torch only when a file is read,
     # and so that this function is the single line to change when stage 2's reader moves
-    from cnn.stage2 import DEFAULT_LABEL_FILES, LABEL_GROUPS, LabelFileError, read_label_file
+    from stages.filtering_inputs import DEFAULT_LABEL_FILES, LABEL_GROUPS, LabelFileError, read_label_file
 
     def read(path, columns) -> pd.DataFrame:
         return read_label_file(path, tuple(columns)).drop(columns="_row")

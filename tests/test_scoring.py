@@ -1,4 +1,4 @@
-"""Stage 4 end to end on a small synthface layout: CSV formats, normalisation, joins by img_no,
+"""stages.scoring (stage 4 end to end on a small synthface layout: CSV formats, normalisation, joins by img_no,
 truth metrics, resume / byte-identical re-runs, and input errors that leave nothing written."""
 import json
 import shutil
@@ -11,8 +11,8 @@ import pytest
 from pipeline.io import atomic_write_png
 from pipeline.profiles import Profile
 from segmentation import property_scores as ps
-from segmentation import stage4
-from segmentation.stage4 import Stage4InputError, Stage4Settings, apply_normalisation, run_stage4
+import stages.scoring as stage4
+from stages.scoring import ScoringInputError, ScoringRun, ScoringSettings, apply_normalisation, run_scoring
 
 S = 224
 N_IMAGES = 36
@@ -55,6 +55,13 @@ def make_layout(root, n_images=N_IMAGES, seed=5):
     return keep
 
 
+def run_stage4(prof, settings=None, show_progress=False):
+    """stages.scoring (stage 4 on the profile's folders, as stages.scoring.main does."""
+    run = ScoringRun(prof.name, prof.data_root, prof.get("world_seed"))
+    return run_scoring(run, settings or ScoringSettings(), prof.stage_dir("stage1"), prof.stage_dir("stage2"),
+                       prof.stage_dir("stage3"), prof.stage_dir("stage4"), show_progress=show_progress)
+
+
 def profile_for(root):
     return Profile({"name": "tiny4", "data_root": str(root), "resolution": 128, "world_seed": 0})
 
@@ -70,7 +77,7 @@ def layout(tmp_path_factory):
 def first_run(layout):
     root, keep = layout
     prof = profile_for(root)
-    m = run_stage4(prof, Stage4Settings(batch_size=8), show_progress=False)
+    m = run_stage4(prof, ScoringSettings(batch_size=8), show_progress=False)
     return prof, m
 
 
@@ -160,7 +167,7 @@ def test_rerun_uses_the_cache_and_writes_byte_identical_csvs(first_run, layout):
     prof, m = first_run
     root, keep = layout
     before = _csv_bytes(root / "stage4")
-    m2 = run_stage4(prof, Stage4Settings(batch_size=8), show_progress=False)
+    m2 = run_stage4(prof, ScoringSettings(batch_size=8), show_progress=False)
     assert m2["counts"]["computed_this_run"] == 0 and m2["counts"]["from_cache"] == len(keep)
     assert _csv_bytes(root / "stage4") == before
 
@@ -182,11 +189,11 @@ def test_interrupted_run_resumes_to_the_same_bytes(first_run, layout, tmp_path, 
 
     monkeypatch.setattr(stage4, "score_batch", dying)
     with pytest.raises(KeyboardInterrupt):
-        run_stage4(prof, Stage4Settings(batch_size=8), show_progress=False)
+        run_stage4(prof, ScoringSettings(batch_size=8), show_progress=False)
     assert not (root / "stage4" / "all_scores_v2.csv").exists()
     monkeypatch.setattr(stage4, "score_batch", real)
     # a different batch size on resume: results do not depend on it
-    m = run_stage4(prof, Stage4Settings(batch_size=5), show_progress=False)
+    m = run_stage4(prof, ScoringSettings(batch_size=5), show_progress=False)
     assert m["counts"]["from_cache"] == 16 and m["counts"]["computed_this_run"] == len(keep) - 16
     assert _csv_bytes(root / "stage4") == reference
 
@@ -195,13 +202,13 @@ def test_a_changed_input_is_recomputed(layout, tmp_path):
     root0, keep = layout
     root = _copy_layout(root0, tmp_path)
     prof = profile_for(root)
-    run_stage4(prof, Stage4Settings(algorithms=("v2",), batch_size=16, examples=0), show_progress=False)
+    run_stage4(prof, ScoringSettings(algorithms=("v2",), batch_size=16, examples=0), show_progress=False)
     n = int(sorted(keep)[3])
     p = root / "stage3" / "segmentation_results" / f"parsing_{n:06d}.png"
     mp = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     mp[100:120, 20:60] = 8                                   # a big open mouth
     atomic_write_png(p, mp)
-    m = run_stage4(prof, Stage4Settings(algorithms=("v2",), batch_size=16, examples=0), show_progress=False)
+    m = run_stage4(prof, ScoringSettings(algorithms=("v2",), batch_size=16, examples=0), show_progress=False)
     assert m["counts"]["computed_this_run"] == 1
     raw = pd.read_csv(root / "stage4" / "all_scores_v2_raw.csv", keep_default_na=False).set_index("img_no")
     assert raw.loc[n, "mouth"] > 0.5
@@ -212,11 +219,11 @@ def test_settings_change_uses_its_own_cache(first_run, layout, tmp_path):
     root0, keep = layout
     root = _copy_layout(root0, tmp_path)
     prof = profile_for(root)
-    a = run_stage4(prof, Stage4Settings(batch_size=16, examples=0), show_progress=False)
-    b = run_stage4(prof, Stage4Settings(batch_size=16, examples=0, hairstyle_left_check="block"),
+    a = run_stage4(prof, ScoringSettings(batch_size=16, examples=0), show_progress=False)
+    b = run_stage4(prof, ScoringSettings(batch_size=16, examples=0, hairstyle_left_check="block"),
                    show_progress=False)
     assert a["cache"] != b["cache"] and b["counts"]["computed_this_run"] == len(keep)
-    c = run_stage4(prof, Stage4Settings(batch_size=16, examples=0, v1_image="original", eye_components="largest"),
+    c = run_stage4(prof, ScoringSettings(batch_size=16, examples=0, v1_image="original", eye_components="largest"),
                    show_progress=False)
     assert c["counts"]["computed_this_run"] == len(keep) and c["settings"]["v1_image"] == "original"
     assert c["settings"]["eye_components"] == "largest"
@@ -251,8 +258,8 @@ def test_a_bad_input_names_the_file_and_writes_nothing(layout, tmp_path, damage)
         atomic_write_png(p, np.zeros((S, S, 3), np.uint8))
     elif damage == "wrong_size_face":
         atomic_write_png(p, np.zeros((100, 100, 3), np.uint8))
-    with pytest.raises(Stage4InputError) as exc:
-        run_stage4(profile_for(root), Stage4Settings(batch_size=8), show_progress=False)
+    with pytest.raises(ScoringInputError) as exc:
+        run_stage4(profile_for(root), ScoringSettings(batch_size=8), show_progress=False)
     assert str(p) in str(exc.value) and kind in str(exc.value)
     assert not (root / "stage4").exists()
 
@@ -265,23 +272,23 @@ def test_class_ids_out_of_range_are_an_error_and_no_csv_is_written(layout, tmp_p
     mp = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     mp[5, 7] = 13
     atomic_write_png(p, mp)
-    with pytest.raises(Stage4InputError, match=r"class id 13 at row 5, column 7"):
-        run_stage4(profile_for(root), Stage4Settings(batch_size=8), show_progress=False)
+    with pytest.raises(ScoringInputError, match=r"class id 13 at row 5, column 7"):
+        run_stage4(profile_for(root), ScoringSettings(batch_size=8), show_progress=False)
     assert not list((root / "stage4").glob("*.csv")) and not (root / "stage4" / "metrics.json").exists()
 
 
 def test_missing_stage_folders_and_bad_settings(tmp_path):
     prof = profile_for(tmp_path / "runs")
-    with pytest.raises(Stage4InputError, match="run_cnn.py"):
+    with pytest.raises(ScoringInputError, match="run_cnn.py"):
         run_stage4(prof, show_progress=False)
     (tmp_path / "runs" / "stage2" / "filtered").mkdir(parents=True)
     atomic_write_png(tmp_path / "runs" / "stage2" / "filtered" / "000003.png", np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(Stage4InputError, match="run_segmentation.py"):
+    with pytest.raises(ScoringInputError, match="run_segmentation.py"):
         run_stage4(prof, show_progress=False)
     for bad in (dict(algorithms=("v1",)), dict(v1_image="x"), dict(hairstyle_left_check="y"), dict(batch_size=0),
                 dict(eye_components="z")):
         with pytest.raises(ValueError):
-            Stage4Settings(**bad).validate()
+            ScoringSettings(**bad).validate()
 
 
 def test_normalise_degenerate_column():
@@ -312,7 +319,7 @@ def test_a_profile_without_a_world_needs_no_truth_or_true_masks(layout, tmp_path
     for p in (root / "stage3" / "segmentation_results").glob("true_mask_*.png"):
         p.unlink()
     prof = Profile({"name": "real", "data_root": str(root), "resolution": 128})
-    m = run_stage4(prof, Stage4Settings(batch_size=16, examples=2), show_progress=False)
+    m = run_stage4(prof, ScoringSettings(batch_size=16, examples=2), show_progress=False)
     assert "truth" not in m and set(m["fallbacks"]) == {"parsed_v2", "parsed_v1"}
     assert not (root / "stage4" / "true_mask_scores_v2_raw.csv").exists()
     rep = (root / "stage4" / "report.md").read_text()

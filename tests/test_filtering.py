@@ -1,4 +1,4 @@
-"""Stage 2 (run_cnn.py): the four filter CNNs, K-fold training, label validation, scoring, filter.
+"""stages.filtering (stage 2, run_cnn.py): the four filter CNNs, K-fold training, label validation, scoring, filter.
 
 Fast: one thread, 64-px rendered faces from the synthface world, 2 folds, 2 epochs, tiny widths.
 """
@@ -13,15 +13,39 @@ import torch
 
 from cnn.filter_cnns import PROPERTIES, FilterCNN, arch_info, count_parameters, crop_box
 from cnn.kfold import FoldFailedError, FoldSettings, binary_metrics, derive_seed, fold_splits, load_model
-from cnn.stage2 import (AG_FILE, QG_FILE, ImageError, LabelFileError, Stage2Settings, fold_settings,
-                        merged_csv_name, read_label_file, run_stage2)
+import run_cnn
+from pipeline.config import ConfigError, constants, resolve
 from pipeline.io import atomic_write_csv, atomic_write_png
 from pipeline.profiles import Profile, load_profile
 from pipeline.checkpoint import CheckpointError
+from stages.filtering import FilteringRun, filter_rules, fold_settings, merged_csv_name, run_filtering
+from stages.filtering_inputs import AG_FILE, QG_FILE, ImageError, LabelFileError, read_label_file
 
 N_IMAGES, N_LABELLED, RES = 120, 80, 64
 LOOSE = {"gender": (">=", 0.5), "quality": (">=", 0.5), "age": ("<=", 0.5), "glass": ("<=", 0.5)}
 MERGED = merged_csv_name(PROPERTIES)
+PER_PROPERTY = ("lr", "threshold", "width", "cut")
+
+
+def stage2_values(profile, **flags) -> dict:
+    """run_cnn.py's constants, then the profile's stage2 preset, then ``flags``."""
+    return resolve(constants(vars(run_cnn)), profile, "stage2", flags, print_fn=None).values
+
+
+def run_stage2(profile, filter=None, properties=None, copy_hand_labelled=False, show_progress=False):
+    flags = {"copy_hand_labelled": copy_hand_labelled}
+    if filter:
+        flags.update(gender_min=filter["gender"][1], quality_min=filter["quality"][1], age_max=filter["age"][1],
+                     glass_max=filter["glass"][1])
+    if properties:
+        flags["properties"] = tuple(properties)
+    run = FilteringRun(profile.name, int(profile["resolution"]), profile.data_root, profile.get("world_seed"))
+    return run_filtering(run, stage2_values(profile, **flags), profile.stage_dir("stage1"),
+                         profile.stage_dir("stage2"), show_progress=show_progress)
+
+
+def profile_fold_settings(profile, prop):
+    return fold_settings(stage2_values(profile), prop, int(profile["resolution"]))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -47,7 +71,7 @@ def make_stage1(root: Path, n=N_IMAGES, labelled=N_LABELLED, res=RES, seed=0) ->
     lat = pd.concat([pd.DataFrame({"img_no": np.arange(n), "img_name": [f"{i:06d}.png" for i in range(n)]}),
                      pd.DataFrame(z, columns=[f"z_{i}" for i in range(256)])], axis=1)
     atomic_write_csv(s1 / "latents.csv", lat)
-    write_hand_labels(s1, lat, world, labelled, 0.0, 0)
+    write_hand_labels(s1, lat, 0, labelled, 0.0, 0)
     return s1
 
 
@@ -56,6 +80,7 @@ def tiny_profile(root: Path, **kw) -> Profile:
           "width": 0.125, "padding": 1, "init": "kaiming", "lr": 5e-4, "threshold": 10.0, "max_attempts": 2,
           "seed": 0}
     st.update(kw)
+    st = {k: ({p: v for p in PROPERTIES} if k in PER_PROPERTY and not isinstance(v, dict) else v) for k, v in st.items()}
     return Profile({"name": "tinycnn", "data_root": str(root), "resolution": RES, "world_seed": 0,
                     "generator": {"z_dim": 256}, "stage2": st})
 
@@ -84,7 +109,7 @@ def trained(stage1_template, tmp_path_factory):
     """One full tiny run (all four CNNs), shared by the read-only checks below."""
     root = tmp_path_factory.mktemp("run") / "data"
     shutil.copytree(stage1_template, root)
-    m = run_stage2(tiny_profile(root), Stage2Settings(filter=dict(LOOSE)), show_progress=False)
+    m = run_stage2(tiny_profile(root), filter=dict(LOOSE), show_progress=False)
     return root, m
 
 
@@ -160,29 +185,29 @@ def test_metrics_at_cut_and_splits_are_seeded():
 
 def test_profiles_keep_the_spec_at_256_and_fit_128():
     c = load_profile("celeba256")
-    g = fold_settings(c, "gender")
+    g = profile_fold_settings(c, "gender")
     assert (g.lr, g.threshold, g.cut, g.width, g.padding, g.batch_size, g.valid_batch_size, g.patience,
             g.max_epochs, g.folds, g.init) == (5e-6, 0.35, 0.5, 1.0, 0, 16, 4, 20, None, 5, "pytorch")
-    assert [fold_settings(c, p).lr for p in ("quality", "age", "glass")] == [5e-6, 2.5e-5, 5e-5]
-    assert [fold_settings(c, p).threshold for p in ("quality", "age", "glass")] == [0.13, 0.23, 0.10]
-    assert [fold_settings(c, p).cut for p in ("quality", "age", "glass")] == [0.9, 0.1, 0.1]
+    assert [profile_fold_settings(c, p).lr for p in ("quality", "age", "glass")] == [5e-6, 2.5e-5, 5e-5]
+    assert [profile_fold_settings(c, p).threshold for p in ("quality", "age", "glass")] == [0.13, 0.23, 0.10]
+    assert [profile_fold_settings(c, p).cut for p in ("quality", "age", "glass")] == [0.9, 0.1, 0.1]
     sf = load_profile("synthface")
     for p in PROPERTIES:
-        s = fold_settings(sf, p)
-        assert s.resolution == 128 and s.folds == 5 and s.cut == fold_settings(c, p).cut and s.max_epochs == 8
-        assert fold_settings(c, p).threshold <= s.threshold <= 0.35            # relaxed for the 1 % label noise
+        s = profile_fold_settings(sf, p)
+        assert s.resolution == 128 and s.folds == 5 and s.cut == profile_fold_settings(c, p).cut and s.max_epochs == 8
+        assert profile_fold_settings(c, p).threshold <= s.threshold <= 0.35            # relaxed for the 1 % label noise
         FilterCNN(p, 128, s.width, s.padding)
 
 
-def test_filter_rules_flag_over_profile_over_spec():
-    from cnn.stage2 import DEFAULT_FILTER, filter_rules
-    assert filter_rules(load_profile("celeba256")) == DEFAULT_FILTER
-    sf = filter_rules(load_profile("synthface"))
+def test_filter_rules_flag_over_profile_over_script_constants():
+    spec = {"gender": (">=", 0.92), "quality": (">=", 0.9), "age": ("<=", 0.008), "glass": ("<=", 0.01)}
+    assert filter_rules(stage2_values(load_profile("celeba256"))) == spec
+    sf = filter_rules(stage2_values(load_profile("synthface")))
     assert sf["gender"] == (">=", 0.92) and sf["quality"] == (">=", 0.9)
     assert sf["age"] == ("<=", 0.02) and sf["glass"] == ("<=", 0.05)      # raised above the 1 % noise floor
-    assert filter_rules(load_profile("synthface"), age_max=0.008, glass_max=None)["age"] == ("<=", 0.008)
-    with pytest.raises(ValueError, match="unknown filter keys.*beard_max"):
-        filter_rules(Profile({"name": "t", "stage2": {"filter": {"beard_max": 0.1}}}))
+    assert filter_rules(stage2_values(load_profile("synthface"), age_max=0.008))["age"] == ("<=", 0.008)
+    with pytest.raises(ConfigError, match="unknown setting.*beard_max"):
+        stage2_values(Profile({"name": "t", "stage2": {"beard_max": 0.1}}))
 
 
 # ------------------------------------------------------------------------------------ label validation
@@ -208,7 +233,7 @@ def test_malformed_label_file_names_file_row_column_and_writes_nothing(fresh_roo
     else:
         qg.write_text(text)
     with pytest.raises(LabelFileError, match=pattern) as err:
-        run_stage2(tiny_profile(fresh_root), Stage2Settings(), show_progress=False)
+        run_stage2(tiny_profile(fresh_root), show_progress=False)
     assert str(qg) in str(err.value)
     assert not (fresh_root / "stage2").exists()
 
@@ -218,17 +243,17 @@ def test_label_files_must_agree_and_images_must_exist(fresh_root):
     full = ag.read_text()
     ag.write_text("\n".join(full.splitlines()[:-1]) + "\n")            # image 79 lost
     with pytest.raises(LabelFileError, match=r"synthesize_results_age_and_glass\.csv, column 'img_name': image 79 \(row 80 of"):
-        run_stage2(tiny_profile(fresh_root), Stage2Settings(), show_progress=False)
+        run_stage2(tiny_profile(fresh_root), show_progress=False)
     ag.write_text(full)
     (fresh_root / "stage1" / "images" / "000100.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(ImageError, match=r"image file .*000100\.png cannot be read"):
-        run_stage2(tiny_profile(fresh_root), Stage2Settings(), show_progress=False)
+        run_stage2(tiny_profile(fresh_root), show_progress=False)
     (fresh_root / "stage1" / "images" / "000100.png").unlink()
     with pytest.raises(ImageError, match=r"image file .*000100\.png is missing \(listed in .*latents\.csv\)"):
-        run_stage2(tiny_profile(fresh_root), Stage2Settings(), show_progress=False)
+        run_stage2(tiny_profile(fresh_root), show_progress=False)
     (fresh_root / "stage1" / "latents.csv").rename(fresh_root / "latents.bak")
     with pytest.raises(ImageError, match=r"stage 1 is not complete: .*latents\.csv not found"):
-        run_stage2(tiny_profile(fresh_root), Stage2Settings(), show_progress=False)
+        run_stage2(tiny_profile(fresh_root), show_progress=False)
     assert not (fresh_root / "stage2").exists()
     df = read_label_file(fresh_root / "stage1" / QG_FILE, ("quality", "gender"))
     assert len(df) == N_LABELLED and set(df["quality"]) == {0, 1} and df["img_name"].is_monotonic_increasing
@@ -298,7 +323,7 @@ def test_rerun_is_identical_resumes_missing_folds_and_refuses_changed_settings(t
     before = csv_bytes(s2)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (s2 / "cnn" / "models").glob("*.pt")}
     logs = {p.name: p.read_bytes() for p in (s2 / "cnn" / "log").glob("*.csv")}
-    m = run_stage2(tiny_profile(root), Stage2Settings(filter=dict(LOOSE)), show_progress=False)
+    m = run_stage2(tiny_profile(root), filter=dict(LOOSE), show_progress=False)
     assert all(v["trained_folds_this_run"] == [] for v in m["training"].values())
     assert csv_bytes(s2) == before
     assert {p.name: p.stat().st_mtime_ns for p in (s2 / "cnn" / "models").glob("*.pt")} == mtimes
@@ -307,7 +332,7 @@ def test_rerun_is_identical_resumes_missing_folds_and_refuses_changed_settings(t
     # an interrupted run: fold 1 of age never finished -> only it is retrained, with the same result
     old = torch.load(s2 / "cnn" / "models" / "age_model_1.pt", weights_only=True)
     (s2 / "cnn" / "models" / "age_model_1.pt").unlink()
-    m = run_stage2(tiny_profile(root), Stage2Settings(filter=dict(LOOSE)), show_progress=False)
+    m = run_stage2(tiny_profile(root), filter=dict(LOOSE), show_progress=False)
     assert m["training"]["age"]["trained_folds_this_run"] == [1]
     assert all(m["training"][p]["trained_folds_this_run"] == [] for p in ("gender", "quality", "glass"))
     new = torch.load(s2 / "cnn" / "models" / "age_model_1.pt", weights_only=True)
@@ -316,21 +341,21 @@ def test_rerun_is_identical_resumes_missing_folds_and_refuses_changed_settings(t
     assert pd.read_csv(s2 / "cnn" / "log" / "train_log_age.csv", index_col=0)["fold_no"].tolist() == [0, 1]
     # stricter thresholds: stale copies leave the filtered folder
     strict = dict(LOOSE, gender=(">=", 0.999))
-    m = run_stage2(tiny_profile(root), Stage2Settings(filter=strict), show_progress=False)
+    m = run_stage2(tiny_profile(root), filter=strict, show_progress=False)
     assert m["filtered_folder"]["removed_stale"] == first["funnel_scored"]["all"] - m["funnel_scored"]["all"]
     assert len(list((s2 / "filtered").glob("*.png"))) == m["funnel_scored"]["all"]
     # hand-labelled images are copied only on request (the v1 rule)
-    m = run_stage2(tiny_profile(root), Stage2Settings(filter=dict(LOOSE), copy_hand_labelled=True), show_progress=False)
+    m = run_stage2(tiny_profile(root), filter=dict(LOOSE), copy_hand_labelled=True, show_progress=False)
     assert m["counts"]["kept"] == first["funnel_scored"]["all"] + m["funnel_hand_labelled"]["all"]
     assert len(list((s2 / "filtered").glob("*.png"))) == m["counts"]["kept"]
     # changed training settings with models present are refused, naming the setting; nothing is written
     with pytest.raises(ValueError, match=r"settings: folder has .*'lr': 0\.0005.*this run .*'lr': 0\.001"):
-        run_stage2(tiny_profile(root, lr=1e-3), Stage2Settings(filter=dict(LOOSE)), show_progress=False)
+        run_stage2(tiny_profile(root, lr=1e-3), filter=dict(LOOSE), show_progress=False)
     assert csv_bytes(s2) == before
     # a damaged model file is an error naming it, not a silent retrain
     (s2 / "cnn" / "models" / "gender_model_0.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"gender_model_0\.pt"):
-        run_stage2(tiny_profile(root), Stage2Settings(filter=dict(LOOSE)), show_progress=False)
+        run_stage2(tiny_profile(root), filter=dict(LOOSE), show_progress=False)
 
 
 def test_retry_cap_names_property_and_fold(fresh_root):
@@ -338,7 +363,7 @@ def test_retry_cap_names_property_and_fold(fresh_root):
                         max_attempts=3, max_epochs=1)
     with pytest.raises(FoldFailedError, match=r"glass CNN, fold 0: the minimum validation BCE stayed above the "
                                               r"threshold 0\.0 in all 3 attempts"):
-        run_stage2(prof, Stage2Settings(properties=("glass",)), show_progress=False)
+        run_stage2(prof, properties=("glass",), show_progress=False)
     log = pd.read_csv(fresh_root / "stage2" / "cnn" / "log" / "train_log_glass.csv", index_col=0)
     assert log["fold_no"].tolist() == [0, 0, 0] and not log["success"].any()
     assert len(set(log["min_val_loss"])) == 3                           # three different initialisations

@@ -1,4 +1,5 @@
-"""Stage 1: sample N images (and their latents) from the profile's original generator.
+"""Sampling (stage 1, run_original_generator.py): N images and their latents from the profile's
+original generator.
 
 Work is split into fixed chunks of ``batch_size`` consecutive image numbers; a
 chunk's images depend only on the seed, the settings and the chunk's latents,
@@ -16,19 +17,21 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from pipeline.config import Resolved, resolve
 from pipeline.io import atomic_write_csv, atomic_write_png, read_png_rgb, remove_stale_tmp, sha256_file
 from pipeline.reports import contact_sheet_figure, markdown_table, write_metrics, write_report
+from pipeline.profiles import Profile, load_profile
 from pipeline.runtime import Shard, check_run_manifest, peak_rss_mb
-
-from .generator import postprocess
-from .sampling import build_generator, generate, latent_z, mixing_plan
+from stylegan.generator import postprocess
+from stylegan.sampling import build_generator, generate, latent_z, mixing_plan
+from synthface.hand_labels import write_labels_for_stage1
 
 IMAGE_DIR = "images"
 LATENTS_CSV = "latents.csv"
 
 
 @dataclass
-class Stage1Settings:
+class SamplingSettings:
     num_images: int = 10_000
     batch_size: int = 16
     seed: int = 0
@@ -56,8 +59,33 @@ def _chunk_done(image_dir: Path, idx: range) -> bool:
     return all((image_dir / image_name(n)).is_file() for n in idx)
 
 
-def run_stage1(profile, settings: Stage1Settings, out_dir: Path | None = None, shard: Shard = Shard(),
-               show_progress: bool = True) -> dict:
+def settings_from(cfg: Resolved) -> SamplingSettings:
+    return SamplingSettings(**{k: cfg[k] for k in SamplingSettings.__dataclass_fields__})
+
+
+def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: str | None = None,
+         show_progress: bool = True) -> dict:
+    """The script's entry: constants, then the profile's ``stage1`` preset, then flags; then run."""
+    profile = load_profile(profile_name)
+    cfg = resolve(consts, profile, "stage1", flags)
+    result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=Shard.parse(shard),
+                          show_progress=show_progress, sources=cfg.sources)
+    if result.get("complete") and "hand_labels" in profile:
+        hl = profile["hand_labels"]
+        result["hand_labels"] = write_labels_for_stage1(Path(out) if out else profile.stage_dir("stage1"),
+                                                        int(profile["world_seed"]), int(hl["count"]),
+                                                        float(hl["noise_rate"]), int(hl["seed"]))
+        print(f"emulated hand labels: {result['hand_labels']['count']} images, "
+              f"{result['hand_labels']['noise_rate']:.1%} label noise")
+    run = result.get("last_run", result)
+    state = "complete" if result.get("complete") else "partial (other shards pending)"
+    print(f"stage 1 {state}: generated {run['generated_this_run']}, skipped {run['skipped_existing']}, "
+          f"{run['images_per_s']} images/s, peak RSS {run['peak_rss_mb']} MiB")
+    return result
+
+
+def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | None = None, shard: Shard = Shard(),
+                 show_progress: bool = True, sources: dict | None = None) -> dict:
     settings.validate()
     out_dir = Path(out_dir) if out_dir else profile.stage_dir("stage1")
     image_dir = out_dir / IMAGE_DIR
@@ -70,7 +98,8 @@ def run_stage1(profile, settings: Stage1Settings, out_dir: Path | None = None, s
     check_run_manifest(out_dir / "run_config.json", {
         "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
         "generator_checkpoint_sha256": sha256_file(profile.path(ckpt)) if ckpt else None,
-        "random_init_seed": profile.get("random_init_seed"), **asdict(settings)})
+        "random_init_seed": profile.get("random_init_seed"), **asdict(settings)},
+        sources={k: v for k, v in (sources or {}).items() if v != "constant"})
 
     n_chunks = -(-settings.num_images // settings.batch_size)
     mine = [c for c in range(n_chunks) if shard.owns(c)]
@@ -98,12 +127,12 @@ def run_stage1(profile, settings: Stage1Settings, out_dir: Path | None = None, s
            "images_per_s": round(generated / gen_seconds, 3) if gen_seconds > 0 else None,
            "peak_rss_mb": round(peak_rss_mb(), 1)}
     if _chunk_done(image_dir, range(settings.num_images)):
-        return finalise_stage1(profile, settings, out_dir, cfg, run)
+        return finalise_sampling(profile, settings, out_dir, cfg, run)
     return {"complete": False, **run}
 
 
 @torch.inference_mode()
-def _render_chunk(g, idx: range, settings: Stage1Settings, cfg) -> np.ndarray:
+def _render_chunk(g, idx: range, settings: SamplingSettings, cfg) -> np.ndarray:
     z = latent_z(idx, cfg.z_dim, settings.seed)
     z2 = cutoff = None
     if settings.style_mixing_prob > 0:
@@ -113,7 +142,7 @@ def _render_chunk(g, idx: range, settings: Stage1Settings, cfg) -> np.ndarray:
     return postprocess(img)
 
 
-def latents_frame(settings: Stage1Settings, z_dim: int, num_layers: int) -> pd.DataFrame:
+def latents_frame(settings: SamplingSettings, z_dim: int, num_layers: int) -> pd.DataFrame:
     idx = range(settings.num_images)
     z = latent_z(idx, z_dim, settings.seed)
     cols = {"img_no": np.arange(settings.num_images), "img_name": [image_name(n) for n in idx]}
@@ -125,7 +154,7 @@ def latents_frame(settings: Stage1Settings, z_dim: int, num_layers: int) -> pd.D
     return df
 
 
-def finalise_stage1(profile, settings: Stage1Settings, out_dir: Path, cfg, run: dict) -> dict:
+def finalise_sampling(profile, settings: SamplingSettings, out_dir: Path, cfg, run: dict) -> dict:
     df = latents_frame(settings, cfg.z_dim, cfg.num_layers)
     atomic_write_csv(out_dir / LATENTS_CSV, df)
     n_show = min(32, settings.num_images)

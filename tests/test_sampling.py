@@ -1,4 +1,4 @@
-"""Stage 1 (run_original_generator.py): determinism, resume, kill-and-resume, sharding, outputs."""
+"""stages.sampling (stage 1, run_original_generator.py): determinism, resume, kill-and-resume, sharding, outputs."""
 import json
 import os
 import signal
@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.runtime import Shard
 from stylegan.sampling import latent_z
-from stylegan.stage1 import Stage1Settings, run_stage1
+from stages.sampling import SamplingSettings, run_sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def settings(**kw):
     base = dict(num_images=20, batch_size=4, seed=3)
     base.update(kw)
-    return Stage1Settings(**base)
+    return SamplingSettings(**base)
 
 
 def files(folder: Path) -> dict:
@@ -31,8 +31,8 @@ def files(folder: Path) -> dict:
 
 
 def test_outputs_and_same_seed_gives_byte_identical_files(tiny_profile, tmp_path):
-    m = run_stage1(tiny_profile, settings(), tmp_path / "a", show_progress=False)
-    run_stage1(tiny_profile, settings(), tmp_path / "b", show_progress=False)
+    m = run_sampling(tiny_profile, settings(), tmp_path / "a", show_progress=False)
+    run_sampling(tiny_profile, settings(), tmp_path / "b", show_progress=False)
     a, b = files(tmp_path / "a"), files(tmp_path / "b")
     assert len(a) == 21 and a == b
     assert m["complete"] and m["count"] == 20 and m["last_run"]["generated_this_run"] == 20
@@ -49,38 +49,38 @@ def test_outputs_and_same_seed_gives_byte_identical_files(tiny_profile, tmp_path
 
 
 def test_different_seed_gives_different_images(tiny_profile, tmp_path):
-    run_stage1(tiny_profile, settings(num_images=4), tmp_path / "a", show_progress=False)
-    run_stage1(tiny_profile, settings(num_images=4, seed=4), tmp_path / "b", show_progress=False)
+    run_sampling(tiny_profile, settings(num_images=4), tmp_path / "a", show_progress=False)
+    run_sampling(tiny_profile, settings(num_images=4, seed=4), tmp_path / "b", show_progress=False)
     assert files(tmp_path / "a")["000000.png"] != files(tmp_path / "b")["000000.png"]
 
 
 def test_rerun_skips_finished_work_and_resume_fills_gaps(tiny_profile, tmp_path):
-    run_stage1(tiny_profile, settings(), tmp_path / "full", show_progress=False)
+    run_sampling(tiny_profile, settings(), tmp_path / "full", show_progress=False)
     out = tmp_path / "part"
-    run_stage1(tiny_profile, settings(), out, show_progress=False)
-    again = run_stage1(tiny_profile, settings(), out, show_progress=False)
+    run_sampling(tiny_profile, settings(), out, show_progress=False)
+    again = run_sampling(tiny_profile, settings(), out, show_progress=False)
     assert again["last_run"]["generated_this_run"] == 0 and again["last_run"]["skipped_existing"] == 20
     for n in (1, 9, 10, 19):                        # an interrupted run leaves holes
         (out / "images" / f"{n:06d}.png").unlink()
     (out / "latents.csv").unlink()
-    res = run_stage1(tiny_profile, settings(), out, show_progress=False)
+    res = run_sampling(tiny_profile, settings(), out, show_progress=False)
     assert res["last_run"]["generated_this_run"] == 4
     assert files(out) == files(tmp_path / "full")
 
 
 def test_settings_change_in_existing_folder_is_refused(tiny_profile, tmp_path):
-    run_stage1(tiny_profile, settings(num_images=4), tmp_path / "a", show_progress=False)
+    run_sampling(tiny_profile, settings(num_images=4), tmp_path / "a", show_progress=False)
     with pytest.raises(ValueError, match=r"seed: folder has 3, this run 5"):
-        run_stage1(tiny_profile, settings(num_images=4, seed=5), tmp_path / "a", show_progress=False)
+        run_sampling(tiny_profile, settings(num_images=4, seed=5), tmp_path / "a", show_progress=False)
 
 
 def test_shards_merge_to_the_single_process_result(tiny_profile, tmp_path):
-    run_stage1(tiny_profile, settings(), tmp_path / "one", show_progress=False)
+    run_sampling(tiny_profile, settings(), tmp_path / "one", show_progress=False)
     out = tmp_path / "sharded"
-    r0 = run_stage1(tiny_profile, settings(), out, shard=Shard(0, 3), show_progress=False)
+    r0 = run_sampling(tiny_profile, settings(), out, shard=Shard(0, 3), show_progress=False)
     assert not r0["complete"]
-    run_stage1(tiny_profile, settings(), out, shard=Shard(2, 3), show_progress=False)
-    r1 = run_stage1(tiny_profile, settings(), out, shard=Shard(1, 3), show_progress=False)
+    run_sampling(tiny_profile, settings(), out, shard=Shard(2, 3), show_progress=False)
+    r1 = run_sampling(tiny_profile, settings(), out, shard=Shard(1, 3), show_progress=False)
     assert r1["complete"]
     assert files(out) == files(tmp_path / "one")
     assert Shard.parse("1/3") == Shard(1, 3)
@@ -89,9 +89,9 @@ def test_shards_merge_to_the_single_process_result(tiny_profile, tmp_path):
 
 
 def test_style_mixing_option_is_seeded_and_recorded(tiny_profile, tmp_path):
-    run_stage1(tiny_profile, settings(num_images=8), tmp_path / "plain", show_progress=False)
-    m = run_stage1(tiny_profile, settings(num_images=8, style_mixing_prob=1.0), tmp_path / "mix", show_progress=False)
-    run_stage1(tiny_profile, settings(num_images=8, style_mixing_prob=1.0), tmp_path / "mix2", show_progress=False)
+    run_sampling(tiny_profile, settings(num_images=8), tmp_path / "plain", show_progress=False)
+    m = run_sampling(tiny_profile, settings(num_images=8, style_mixing_prob=1.0), tmp_path / "mix", show_progress=False)
+    run_sampling(tiny_profile, settings(num_images=8, style_mixing_prob=1.0), tmp_path / "mix2", show_progress=False)
     df = pd.read_csv(tmp_path / "mix" / "latents.csv")
     assert df["mix_cutoff"].between(1, 7).all() and "z2_31" in df.columns and m["mixed_images"] == 8
     assert files(tmp_path / "mix") == files(tmp_path / "mix2")
@@ -156,8 +156,8 @@ def test_changed_checkpoint_content_is_refused(tiny_profile, tmp_path):
     save_checkpoint({"generator": StyleGANGenerator(cfg).state_dict()}, ck)
     prof = dict(tiny_profile, generator_checkpoint=str(ck), random_init_seed=None)
     from pipeline.profiles import Profile
-    run_stage1(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)
+    run_sampling(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)
     torch.manual_seed(1)
     save_checkpoint({"generator": StyleGANGenerator(cfg).state_dict()}, ck)
     with pytest.raises(ValueError, match="generator_checkpoint_sha256"):
-        run_stage1(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)
+        run_sampling(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)

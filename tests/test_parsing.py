@@ -10,8 +10,9 @@ import torch.nn as nn
 
 from pipeline.io import atomic_write_png, read_png_rgb
 from pipeline.profiles import Profile, load_profile
-from segmentation.stage3 import (DetectorBackend, Stage3InputError, Stage3Settings, build_backend, crop_true_mask,
-                                 overlay, run_stage3)
+from pipeline.io import InputError
+from segmentation.backends import DetectorBackend, crop_true_mask, overlay
+from stages.parsing import ParsingInputError, ParsingRun, ParsingSettings, build_backend, run_parsing
 from segmentation.synth_segmenter import normalise, resize_bicubic, resize_mask_nearest
 from stylegan.sampling import latent_z
 from synthface.renderer import render_batch
@@ -42,13 +43,24 @@ def synth(tmp_path):
     return prof, data
 
 
+def run_stage3(prof, settings=None, input_dir=None, out_dir=None, backend=None, show_progress=False):
+    """Stage 3 on the profile's paths and parser (``backend`` replaces it), as stages.parsing.main does."""
+    block = prof["segmentation"]
+    s = settings or ParsingSettings(batch_size=int(block.get("batch_size", 16)),
+                                    on_no_face=block.get("on_no_face", "whole_frame"))
+    run = ParsingRun(prof.name, int(prof["resolution"]), int(prof["generator"]["z_dim"]), prof.get("world_seed"))
+    return run_parsing(run, s, input_dir or prof.stage_dir("stage2") / "filtered",
+                       prof.stage_dir("stage1") / "latents.csv", out_dir or prof.stage_dir("stage3"),
+                       backend or build_backend(block, s.on_no_face, prof.path), show_progress=show_progress)
+
+
 def outputs(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted((folder / "segmentation_results").glob("*.png"))}
 
 
 def test_outputs_names_dtypes_values_and_truth(synth):
     prof, data = synth
-    m = run_stage3(prof, Stage3Settings(batch_size=4), show_progress=False)
+    m = run_stage3(prof, ParsingSettings(batch_size=4), show_progress=False)
     out = prof.stage_dir("stage3")
     files = outputs(out)
     kinds = ("face", "parsing", "parsing_visualization", "true_mask")
@@ -80,11 +92,11 @@ def test_outputs_names_dtypes_values_and_truth(synth):
 def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_path, monkeypatch):
     prof, _ = synth
     first = tmp_path / "first"
-    run_stage3(prof, Stage3Settings(batch_size=4), out_dir=first, show_progress=False)
+    run_stage3(prof, ParsingSettings(batch_size=4), out_dir=first, show_progress=False)
     ref = outputs(first)
 
     # an interrupted run: the writer dies after 19 files (chunk 1 done, image 10 of chunk 2 part-written)
-    import segmentation.stage3 as st
+    import stages.parsing as st
     real, calls = st.atomic_write_png, {"n": 0}
 
     def dying(path, arr):
@@ -95,34 +107,34 @@ def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_pat
     monkeypatch.setattr(st, "atomic_write_png", dying)
     second = tmp_path / "second"
     with pytest.raises(KeyboardInterrupt):
-        run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
+        run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     monkeypatch.setattr(st, "atomic_write_png", real)
     assert 0 < len(outputs(second)) < len(ref)
-    m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
+    m = run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     assert m["counts"]["already_complete"] == 4 and m["counts"]["written_this_run"] == 2
     assert outputs(second) == ref                                   # same bytes as the uninterrupted run
 
     # a re-run skips everything; a deleted file is rebuilt identically, nothing else is rewritten
     (second / "segmentation_results" / "parsing_000009.png").unlink()
     before = {p: p.stat().st_mtime_ns for p in (second / "segmentation_results").glob("*_000031.png")}
-    m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
+    m = run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     assert m["counts"]["written_this_run"] == 1 and m["counts"]["already_complete"] == 5
     assert outputs(second) == ref
     assert before == {p: p.stat().st_mtime_ns for p in before}
     # a fresh run into a third folder gives the same bytes
-    run_stage3(prof, Stage3Settings(batch_size=4), out_dir=tmp_path / "third", show_progress=False)
+    run_stage3(prof, ParsingSettings(batch_size=4), out_dir=tmp_path / "third", show_progress=False)
     assert outputs(tmp_path / "third") == ref
     # an input whose content changed under the same name (e.g. a new generator) is parsed again
     filtered = prof.stage_dir("stage2") / "filtered"
     (filtered / "000010.png").write_bytes((filtered / "000002.png").read_bytes())
-    m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
+    m = run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     assert m["counts"]["written_this_run"] == 1
     res = second / "segmentation_results"
     assert (res / "face_000010.png").read_bytes() == ref["face_000002.png"]
     assert (res / "true_mask_000010.png").read_bytes() == ref["true_mask_000010.png"]   # truth follows z_10
     # outputs of images that left the input folder are removed
     (prof.stage_dir("stage2") / "filtered" / "000031.png").unlink()
-    m = run_stage3(prof, Stage3Settings(batch_size=4), out_dir=second, show_progress=False)
+    m = run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     assert m["counts"]["removed_stale_files"] == 4 and m["counts"]["inputs"] == 5
     assert not list((second / "segmentation_results").glob("*_000031.png"))
 
@@ -134,15 +146,15 @@ def test_corrupt_or_missing_inputs_name_the_file_and_write_nothing(synth, tmp_pa
     good = bad.read_bytes()
     bad.write_bytes(good[: len(good) // 3])
     out = tmp_path / "o"
-    with pytest.raises(Stage3InputError, match="000009.png"):
+    with pytest.raises(ParsingInputError, match="000009.png"):
         run_stage3(prof, out_dir=out, show_progress=False)
     assert not out.exists()
     atomic_write_png(bad, np.zeros((64, 64, 3), np.uint8))
-    with pytest.raises(Stage3InputError, match=r"000009.png has shape \(64, 64, 3\)"):
+    with pytest.raises(ParsingInputError, match=r"000009.png has shape \(64, 64, 3\)"):
         run_stage3(prof, out_dir=out, show_progress=False)
     bad.write_bytes(good)
     atomic_write_png(filtered / "000077.png", np.zeros((128, 128, 3), np.uint8))      # no latent row for 77
-    with pytest.raises(Stage3InputError, match="no row for image 77"):
+    with pytest.raises(InputError, match="no row for image 000077"):
         run_stage3(prof, out_dir=out, show_progress=False)
     (filtered / "000077.png").unlink()
     lat = prof.stage_dir("stage1") / "latents.csv"
@@ -150,9 +162,9 @@ def test_corrupt_or_missing_inputs_name_the_file_and_write_nothing(synth, tmp_pa
     df["z_3"] = df["z_3"].astype(object)
     df.loc[5, "z_3"] = "oops"
     df.to_csv(lat, index=False)
-    with pytest.raises(Stage3InputError, match=r"line 7 \(img_no 5\), column z_3"):
+    with pytest.raises(InputError, match=r"row 6 \(image 000005\), column 'z_3'"):
         run_stage3(prof, out_dir=out, show_progress=False)
-    with pytest.raises(Stage3InputError, match="not found"):
+    with pytest.raises(ParsingInputError, match="not found"):
         run_stage3(prof, input_dir=tmp_path / "nowhere", out_dir=out, show_progress=False)
     assert not out.exists()
 
@@ -189,7 +201,7 @@ def fake_backend(on_no_face):
 def test_no_face_behaviours_with_a_fake_detector(tmp_path, on_no_face):
     prof = Profile({**load_profile("synthface"), "data_root": str(tmp_path / "runs")})
     data = make_data_root(prof.data_root, grey=(5, 31))
-    s = Stage3Settings(batch_size=4, on_no_face=on_no_face)
+    s = ParsingSettings(batch_size=4, on_no_face=on_no_face)
     m = run_stage3(prof, s, backend=fake_backend(on_no_face), show_progress=False)
     res = prof.stage_dir("stage3") / "segmentation_results"
     f = m["face_detect_failures"]
@@ -214,7 +226,7 @@ def test_no_face_behaviours_with_a_fake_detector(tmp_path, on_no_face):
     assert again["face_detect_failures"]["count"] == 2
     other = "whole_frame" if on_no_face == "skip" else "skip"
     with pytest.raises(ValueError, match="on_no_face"):
-        run_stage3(prof, Stage3Settings(batch_size=4, on_no_face=other), backend=fake_backend(other),
+        run_stage3(prof, ParsingSettings(batch_size=4, on_no_face=other), backend=fake_backend(other),
                    show_progress=False)
 
 
@@ -230,7 +242,7 @@ def test_facexformer_backend_missing_checkpoint_says_where(tmp_path):
     prof = Profile({**prof, "segmentation": {**prof["segmentation"],
                                              "facexformer_checkpoint": str(tmp_path / "facexformer.pt")}})
     with pytest.raises(FileNotFoundError) as e:
-        build_backend(prof, "whole_frame")
+        build_backend(prof["segmentation"], "whole_frame", prof.path)
     msg = str(e.value)
     assert str(tmp_path / "facexformer.pt") in msg and "checkpoints/celeba256/facexformer.pt" in msg
     assert "state_dict_backbone" in msg and "Nothing is downloaded" in msg
