@@ -12,7 +12,7 @@ from pipeline.io import atomic_write_text
 from pipeline.profiles import load_profile
 from tests.labeling_world import hand_label_settings, make_stage1
 from web.labels import LABEL_KEYS, LabelRequestError, LabelStateError, LabelStore
-from web.stage2_format import stage2_label_format
+from web.label_format import stage2_label_format
 
 N = 24
 QG, AG = "quality_and_gender", "age_and_glass"
@@ -63,7 +63,7 @@ def test_keys_cover_stage2_columns(fmt):
     assert not set(keys) & {"u", "j"}                 # undo and jump keep their keys
 
 
-def test_labels_written_in_stage2_format(data_root, fmt):
+def test_labels_written_in_label_format(data_root, fmt):
     store = new_store(data_root, fmt)
     files = files_of(data_root)
     label_all(store, 3, {"quality": 1, "gender": 0, "age": 1, "glass": 0})
