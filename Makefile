@@ -27,7 +27,7 @@ demo: setup
 	$(VPY) run_segmentation.py --profile $(PROFILE)
 	$(VPY) compute_property_scores_v2.py --profile $(PROFILE)
 	$(VPY) run_property_score_cnn.py --profile $(PROFILE)
-	$(VPY) -m synthface.oracle_test --profile $(PROFILE)
+	$(VPY) run_oracle.py --profile $(PROFILE)
 	$(VPY) run_stylegan_fine_tuning_v1.py --profile $(PROFILE)
 	$(VPY) run_stylegan_fine_tuning_v3.py --profile $(PROFILE)
 	$(VPY) run_fine_tuned_generator.py --profile $(PROFILE)

@@ -39,8 +39,7 @@ def main(argv=None):
     cfg = resolve(constants(globals()), None, None, args)
 
     # imported after parsing: --help answers without loading pandas, torch and the web stack
-    from web.app import labeling_app, serve
-    from web.emulated import compare
+    from web.app import compare, labeling_app, serve
 
     if not 0 <= cfg["port"] < 65536:
         ap.error(f"--port {cfg['port']} is not a TCP port (0..65535)")

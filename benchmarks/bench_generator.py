@@ -138,7 +138,8 @@ def kernel_ab(config: str, batch: int, repeats: int = 5) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from stylegan.layers import _UP_G, _WINO_G, SynthesisLayer, _transform_weight, conv3x3_winograd, upconv_relaxed
+    from stylegan.kernels import _UP_G, _WINO_G, _transform_weight, conv3x3_winograd, upconv_relaxed
+    from stylegan.layers import SynthesisLayer
 
     cl = torch.channels_last
     g = load_generator(config)

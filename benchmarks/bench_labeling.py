@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.io import atomic_write_text  # noqa: E402
 from web.labels import LabelStore  # noqa: E402
-from web.stage2_format import stage2_label_format  # noqa: E402
+from web.label_format import stage2_label_format  # noqa: E402
 
 
 def main(argv=None):

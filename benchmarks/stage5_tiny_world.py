@@ -26,7 +26,7 @@ try:                                        # after the restructuring
     from stages.finetune_gan import run_gan_stage
     from stages.finetune_v3 import run_v3_stage
     from stages.final_generation import run_final_generation
-    from stages.oracle import run_oracle_test
+    from stages.oracle import run_oracle
     from stages.property_cnn import run_property_stage
     from stages.settings import TEST_DEFAULTS
     from stages.settings import profile_section as section
@@ -43,7 +43,7 @@ except ImportError:                         # before it
     from stylegan_modified.stage5_data import stage5_settings as section
     from stylegan_modified.stage5_gan import pack_gan_run, run_gan_stage
     from stylegan_modified.stage5_v3 import pack_v3_run, run_v3_stage
-    from synthface.oracle_test import run_oracle_test
+    from synthface.oracle_test import run_oracle
     LAYOUT = "stylegan_modified"
 
 
@@ -56,9 +56,9 @@ def run_all(prof, pack: bool) -> None:
     test = section(prof, "generation_test", dict(TEST_DEFAULTS))
     run_property_stage(prof, show_progress=False)
     if LAYOUT == "stages":
-        run_oracle_test(prof, dict(test), progress=False)
+        run_oracle(prof, dict(test), progress=False)
     else:
-        run_oracle_test(prof, n_z=int(test["n_z"]), progress=False)
+        run_oracle(prof, n_z=int(test["n_z"]), progress=False)
     run_gan_stage(prof, settings(GanSettings, prof, "v1", version="v1"), dict(test), female_n=6, show_progress=False)
     run_v3_stage(prof, settings(V3Settings, prof, "v3"), dict(test), female_n=6, show_progress=False)
     root = prof.data_root / "stage5"

@@ -21,7 +21,7 @@ from stylegan.generator import postprocess
 from stylegan.sampling import latent_z
 from stylegan_modified.conditional import batch_ranges, synthesize
 
-ORACLE_METRICS = "stage5/oracle/metrics.json"      # under the data root (run_oracle_test.py)
+ORACLE_METRICS = "stage5/oracle/metrics.json"      # under the data root (run_oracle.py)
 
 
 def random_labels(n: int, label_names, seed: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def female_share(g, gender_cnn, evaluator, n: int = 300, seed: int = 0, z=None, 
 
 
 def oracle_reference(data_root: Path) -> dict | None:
-    """The generation test of the ideal generator (``run_oracle_test.py``), when it was run."""
+    """The generation test of the ideal generator (``run_oracle.py``), when it was run."""
     path = Path(data_root) / ORACLE_METRICS
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -75,7 +75,7 @@ def leak_identity_table(test: dict | None, oracle: dict | None) -> str:
         for k, v in sorted((j.get("identity_mean_within_std") or {}).items()):
             ov = (o.get("identity_mean_within_std") or {}).get(k)
             rows.append([name, f"identity {k} (within / across std)", f"{v:.3f}", "" if ov is None else f"{ov:.3f}"])
-    note = ("" if oracle else "\n\nRun `python run_oracle_test.py` for the oracle column (the renderer with "
+    note = ("" if oracle else "\n\nRun `python run_oracle.py` for the oracle column (the renderer with "
             "the label's eyes / mouth / pose and everything else z's: the least leak these judges can show).")
     return markdown_table(["judge", "figure", "this generator", "oracle"], rows) + note
 

@@ -1,12 +1,15 @@
 """Checkpoint I/O: strict loading with errors that name the offending keys."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import torch
 import torch.nn as nn
+
+from pipeline.io import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):
@@ -79,9 +82,6 @@ def select_entry(ckpt: dict, key: str, path: str | os.PathLike) -> dict:
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Atomic ``torch.save`` (temporary file in the same folder, then rename)."""
-    import io
-
-    from pipeline.io import atomic_write_bytes
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())

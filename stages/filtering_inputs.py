@@ -17,10 +17,10 @@ from tqdm import tqdm
 from pipeline.io import read_png_rgb, sha256_file
 from pipeline.vocabulary import FILTER_PROPERTIES as PROPERTIES
 
-QG_FILE = "synthesize_results_quality_and_gender.csv"
-AG_FILE = "synthesize_results_age_and_glass.csv"
+from synthface.hand_labels import AG_FILE, QG_FILE
+
 LABEL_GROUPS = {"quality_and_gender": ("quality", "gender"), "age_and_glass": ("age", "glass")}
-# where stage 1 writes the label files (relative to the data root; run_cnn.py's LABEL_FILES)
+# where the hand-label files live by default, relative to the data root (run_cnn.py's LABEL_FILES)
 DEFAULT_LABEL_FILES = {"quality_and_gender": f"stage1/{QG_FILE}", "age_and_glass": f"stage1/{AG_FILE}"}
 
 

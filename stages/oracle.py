@@ -1,4 +1,4 @@
-"""The generation test on the oracle (:mod:`evaluation.oracle`), the stage of ``run_oracle_test.py``.
+"""The generation test on the oracle (:mod:`evaluation.oracle`), the stage of ``run_oracle.py``.
 
 Writes ``<data root>/stage5/oracle/``: the generation test's files (``result_each_z.csv``,
 ``metrics.json``, ``report.md`` with the best z's grid) and ``fit.json`` (the label -> world
@@ -28,7 +28,7 @@ from .settings import profile_of, resolve_stage
 OUT_SUBDIR = "stage5/oracle"
 
 
-def run_oracle_test(profile, test_cfg: dict, out: Path | None = None, progress: bool = True,
+def run_oracle(profile, test_cfg: dict, out: Path | None = None, progress: bool = True,
                     force: bool = False) -> dict:
     """Run the test (or return the finished one's metrics: ``fit.json`` is written last, so it marks
     a finished run of the same ``n_z``; ``force`` re-runs)."""
@@ -56,7 +56,7 @@ def run_oracle_test(profile, test_cfg: dict, out: Path | None = None, progress: 
 
 
 def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> dict | None:
-    """The stage from ``run_oracle_test.py``: test settings = constants < profile
+    """The stage from ``run_oracle.py``: test settings = constants < profile
     ``stage5.generation_test`` < flags; prints pass counts, r and the largest leak per judge."""
     profile = profile_of(profile_name)
     cfg = resolve_stage(consts, profile, "stage5.oracle", args)
@@ -65,7 +65,7 @@ def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> 
     if "world_seed" not in profile:
         print(f"profile {profile.name!r} has no synthetic world: no oracle to test")
         return None
-    m = run_oracle_test(profile, dict(cfg.test.values), out, progress=bool(cfg.runtime.get("progress", True)),
+    m = run_oracle(profile, dict(cfg.test.values), out, progress=bool(cfg.runtime.get("progress", True)),
                         force=bool(cfg.settings.values.get("force", False)))
     for name, j in m["judges"].items():
         leak = j["leak_mean_abs_r"]

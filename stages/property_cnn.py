@@ -4,7 +4,7 @@ Inputs (joined by image number): the kept images ``stage2/filtered/NNNNNN.png`` 
 algorithm scores ``stage4/all_scores_v2.csv`` (targets, P7 order). On world-backed profiles
 also ``stage1/latents.csv`` (truth(z) of every image, for the report only).
 
-Training (:func:`cnn.property_score_cnn.train_property_cnn`): a seeded 90 / 10 split, MSE on
+Training (:func:`training.property_cnn.train_property_cnn`): a seeded 90 / 10 split, MSE on
 all seven scores, AdamW, cosine schedule, validation in eval mode after every epoch, the
 original's early-stopping rule (mean validation MSE without background_std; stop after
 ``patience`` epochs without a new best; keep the best epoch), optionally capped at
@@ -37,13 +37,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cnn.property_score_cnn import (P7, SCORE_COLUMNS, PropertyCNNSettings, count_parameters, load_property_cnn,
-                                    split_indices, score_images, train_property_cnn, to_signed_nchw)
+from cnn.property_score_cnn import (P7, PropertyCNNSettings, count_parameters, load_property_cnn, score_images,
+                                    to_signed_nchw)
 from pipeline.io import atomic_write_text, remove_stale_tmp
+from pipeline.vocabulary import SCORE_COLUMNS
 from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
 from pipeline.runtime import check_run_manifest, peak_rss_mb
 from pipeline.shipped import ids_digest, install_record, install_run, shipped_dir
 from synthface.truth import truth_for_images
+from training.property_cnn import split_indices, train_property_cnn
 
 from .bases import kept_set_of
 from .settings import profile_of, profile_section, resolve_stage

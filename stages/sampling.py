@@ -71,7 +71,10 @@ def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: 
     result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=Shard.parse(shard),
                           show_progress=show_progress, sources=cfg.sources)
     if result.get("complete") and "hand_labels" in profile:
-        result["hand_labels"] = write_labels_for_stage1(profile, out)
+        hl = profile["hand_labels"]
+        result["hand_labels"] = write_labels_for_stage1(Path(out) if out else profile.stage_dir("stage1"),
+                                                        int(profile["world_seed"]), int(hl["count"]),
+                                                        float(hl["noise_rate"]), int(hl["seed"]))
         print(f"emulated hand labels: {result['hand_labels']['count']} images, "
               f"{result['hand_labels']['noise_rate']:.1%} label noise")
     run = result.get("last_run", result)

@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.io import atomic_write_csv, atomic_write_json
 from pipeline.latents import read_latents
 
-from .truth import world
+from .truth import truth_of
 
 QG_FILE = "synthesize_results_quality_and_gender.csv"
 AG_FILE = "synthesize_results_age_and_glass.csv"
@@ -48,7 +48,7 @@ def emulate_hand_labels(truth: pd.DataFrame, img_nos, noise_rate: float, seed: i
     return df, stats
 
 
-def labels_for_stage1(latents: pd.DataFrame, world, count: int, noise_rate: float,
+def labels_for_stage1(latents: pd.DataFrame, world_seed: int, count: int, noise_rate: float,
                       seed: int) -> tuple[pd.DataFrame, dict]:
     """The emulated labeller's labels for images 0..count-1 of a finished stage 1 (z read from its
     latents table): ``img_name, quality, gender, age, glass`` sorted by image number, and statistics."""
@@ -56,37 +56,22 @@ def labels_for_stage1(latents: pd.DataFrame, world, count: int, noise_rate: floa
     if len(rows) < count:
         raise ValueError(f"stage 1 has {len(rows)} images, fewer than the {count} to label")
     zcols = [c for c in rows.columns if c.startswith("z_")]
-    truth = world.truth(rows[zcols].to_numpy(np.float32))
+    truth = truth_of(rows[zcols].to_numpy(np.float32), world_seed)
     return emulate_hand_labels(truth, rows["img_no"].to_numpy(), noise_rate, seed)
-
-
-def profile_label_count(profile, n_images: int) -> int:
-    """How many images the profile's emulated labeller labels in a stage 1 of ``n_images``."""
-    return min(int(profile["hand_labels"]["count"]), int(n_images))
 
 
 def write_hand_labels(stage1_dir: Path, latents: pd.DataFrame, world_seed: int, count: int, noise_rate: float,
                       seed: int) -> dict:
-    """Write the label files for images 0..count-1 of a finished stage 1 (the world of ``world_seed``)."""
-    z_dim = sum(1 for c in latents.columns if c.startswith("z_"))
-    df, stats = labels_for_stage1(latents, world(z_dim, world_seed), count, noise_rate, seed)
+    """Write the label files for images 0..count-1 of a finished stage 1."""
+    df, stats = labels_for_stage1(latents, world_seed, count, noise_rate, seed)
     atomic_write_csv(Path(stage1_dir) / QG_FILE, df[["img_name", "quality", "gender"]])
     atomic_write_csv(Path(stage1_dir) / AG_FILE, df[["img_name", "age", "glass"]])
     return stats
 
 
-def write_labels_for_stage1(profile, out_dir=None) -> dict:
-    """Stage-1 hook of a profile with a ``hand_labels`` block (read here, at the top): see
-    :func:`write_stage1_labels`."""
-    stage1 = Path(out_dir) if out_dir else profile.stage_dir("stage1")
-    cfg = profile["hand_labels"]
-    return write_stage1_labels(stage1, int(profile["world_seed"]), int(cfg["count"]), float(cfg["noise_rate"]),
-                               int(cfg["seed"]))
-
-
-def write_stage1_labels(stage1_dir: Path, world_seed: int, count: int, noise_rate: float, seed: int) -> dict:
-    """Write the label files of images 0..min(count, N)-1 next to stage 1's images and record their
-    statistics in stage 1's ``metrics.json``."""
+def write_labels_for_stage1(stage1_dir: Path, world_seed: int, count: int, noise_rate: float, seed: int) -> dict:
+    """Stage-1 hook of the synthface profile: write the label files next to the images and
+    record their statistics in stage 1's ``metrics.json``."""
     stage1 = Path(stage1_dir)
     nos, z = read_latents(stage1 / "latents.csv")
     latents = pd.concat([pd.DataFrame({"img_no": nos}),

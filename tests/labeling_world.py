@@ -29,3 +29,10 @@ def make_stage1(stage1: Path, n: int, res: int = 128, render: bool = True, seed:
                      pd.DataFrame(z, columns=[f"z_{i}" for i in range(Z_DIM)])], axis=1)
     atomic_write_csv(stage1 / "latents.csv", lat)
     return stage1
+
+
+def hand_label_settings(profile) -> dict:
+    """The profile's emulated-labeller settings as stage 1 passes them to write_labels_for_stage1."""
+    cfg = profile["hand_labels"]
+    return {"world_seed": int(profile["world_seed"]), "count": int(cfg["count"]),
+            "noise_rate": float(cfg["noise_rate"]), "seed": int(cfg["seed"])}

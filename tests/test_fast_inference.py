@@ -199,7 +199,7 @@ def test_plan_validation_and_signature():
 def test_relaxed_conv_kernels_match_the_direct_convolutions(flip):
     import torch.nn.functional as F
 
-    from stylegan.layers import _UP_G, _WINO_G, _transform_weight, conv3x3_winograd, upconv_relaxed
+    from stylegan.kernels import _UP_G, _WINO_G, _transform_weight, conv3x3_winograd, upconv_relaxed
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 12, 6, 8, generator=g).contiguous(memory_format=torch.channels_last)
     w = torch.randn(5, 12, 3, 3, generator=g)

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from tests.labeling_world import make_stage1
+from tests.labeling_world import hand_label_settings, make_stage1
 
 pytestmark = pytest.mark.browser
 
@@ -71,7 +71,7 @@ def template(tmp_path_factory):
     ref = tmp_path_factory.mktemp("labref") / "stage1"
     shutil.copytree(s1, ref)
     (ref / "metrics.json").write_text("{}")
-    write_labels_for_stage1(load_profile("synthface"), ref)
+    write_labels_for_stage1(ref, **hand_label_settings(load_profile("synthface")))
     qg = read_label_file(ref / QG_FILE, ("quality", "gender")).drop(columns="_row")
     ag = read_label_file(ref / AG_FILE, ("age", "glass")).drop(columns="_row")
     return root, qg.merge(ag, on="img_name", validate="1:1")
@@ -247,11 +247,9 @@ def test_100_labels_under_60_s_equal_the_emulated_labeller(page, server, data_ro
     df = written_labels(s1)
     same_as_reference(df, reference, range(100))
     # stage 2 takes the files as its training labels: 100 labelled images, the other 20 to score
-    from stages.filtering_inputs import load_inputs
-    profile = load_profile("synthface")
-    monkeypatch.setenv("OHLORA_DATA_ROOT", str(data_root))
-    inputs = load_inputs({"quality_and_gender": s1 / QG_FILE, "age_and_glass": s1 / AG_FILE},
-                         ("gender", "quality", "age", "glass"), int(profile["resolution"]), s1, show_progress=False)
+    from stages.filtering_inputs import DEFAULT_LABEL_FILES, load_inputs
+    files = {g: s1.parent / rel for g, rel in DEFAULT_LABEL_FILES.items()}
+    inputs = load_inputs(files, ("gender", "quality", "age", "glass"), 128, s1, show_progress=False)
     assert inputs.labelled.tolist() == list(range(100)) and inputs.unlabelled.tolist() == list(range(100, N_IMAGES))
     assert inputs.labels["glass"].tolist() == reference["glass"].tolist()[:100]
     # the page replays the emulated labeller by itself (?replay=1): ten more images, the same labels

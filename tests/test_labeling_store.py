@@ -10,9 +10,9 @@ import pytest
 
 from pipeline.io import atomic_write_text
 from pipeline.profiles import load_profile
-from tests.labeling_world import make_stage1
+from tests.labeling_world import hand_label_settings, make_stage1
 from web.labels import LABEL_KEYS, LabelRequestError, LabelStateError, LabelStore
-from web.stage2_format import stage2_label_format
+from web.label_format import stage2_label_format
 
 N = 24
 QG, AG = "quality_and_gender", "age_and_glass"
@@ -63,7 +63,7 @@ def test_keys_cover_stage2_columns(fmt):
     assert not set(keys) & {"u", "j"}                 # undo and jump keep their keys
 
 
-def test_labels_written_in_stage2_format(data_root, fmt):
+def test_labels_written_in_label_format(data_root, fmt):
     store = new_store(data_root, fmt)
     files = files_of(data_root)
     label_all(store, 3, {"quality": 1, "gender": 0, "age": 1, "glass": 0})
@@ -209,7 +209,7 @@ def test_imports_emulated_files_and_replay_matches(data_root, fmt):
     prof = load_profile("synthface")
     s1 = prof.stage_dir("stage1")
     (s1 / "metrics.json").write_text("{}")
-    write_labels_for_stage1(prof)                         # what stage 1 writes for stage 2 today
+    write_labels_for_stage1(s1, **hand_label_settings(prof))   # what stage 1 writes for stage 2 today
     before = {g: p.read_bytes() for g, p in files_of(data_root).items()}
     ref = emulated_labels(prof, s1)
     store = new_store(data_root, fmt)                     # starts from the existing files, unchanged
@@ -276,7 +276,7 @@ def test_script_binds_localhost_and_checks_emulated(data_root, capsys):
     from synthface.hand_labels import write_labels_for_stage1
     prof = load_profile("synthface")
     (prof.stage_dir("stage1") / "metrics.json").write_text("{}")
-    write_labels_for_stage1(prof)
+    write_labels_for_stage1(prof.stage_dir("stage1"), **hand_label_settings(prof))
     with pytest.raises(SystemExit) as e:
         run_labeling.main(["--check-emulated"])
     out = capsys.readouterr().out

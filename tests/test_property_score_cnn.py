@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from cnn.property_score_cnn import (P7, PropertyCNNSettings, PropertyScoreCNN, branch_crop, count_parameters,
-                                    load_property_cnn, score_images, split_indices, train_property_cnn)
+                                    load_property_cnn, score_images)
+from training.property_cnn import split_indices, train_property_cnn
 from pipeline.checkpoint import CheckpointError
 from tests.single_thread import one_thread  # noqa: F401  (autouse)
 

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cnn.property_score_cnn import P7, SCORE_COLUMNS, PropertyCNNSettings, train_property_cnn
+from cnn.property_score_cnn import P7, PropertyCNNSettings
+from pipeline.vocabulary import SCORE_COLUMNS
+from training.property_cnn import train_property_cnn
 from evaluation.networks import load_property_cnn_for
 from pipeline.io import InputError
 from pipeline.kept_set import KeptSetError as Stage5InputError

@@ -5,7 +5,7 @@ import torch
 
 from tests.single_thread import one_thread  # noqa: F401
 from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
-from vectorfind.case_test import run_case_test
+from vectorfind.cases import run_case_test
 from vectorfind.gradient import GradientNets
 from vectorfind.groups import Medians
 from vectorfind.methods import find_directions

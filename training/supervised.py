@@ -10,7 +10,7 @@ no float operation of its own, so a model trained through it is bit-identical to
 by the same steps written out inline.
 
 Users: the filter CNNs' K-fold attempts (:func:`training.filter_cnns.train_attempt`) and the property-score
-CNN (:func:`cnn.property_score_cnn.train_property_cnn`).
+CNN (:func:`training.property_cnn.train_property_cnn`).
 """
 from __future__ import annotations
 

@@ -7,6 +7,6 @@ protocols of :mod:`vectorfind.protocols`.
 
 Modules: ``protocols`` (words, MidGenerator, PropertyScorer) · ``sampling`` · ``groups`` ·
 ``svm`` · ``gradient`` · ``methods`` (svm / gradient / mixed end to end) · ``directions``
-(vector CSVs, DirectionSet, ``apply``) · ``case_test`` · ``files`` (the original's file names
+(vector CSVs, DirectionSet, ``apply``) · ``cases`` (the case test) · ``files`` (the original's file names
 and headers).
 """

@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.io import atomic_write_text
 
-from .case_test import CaseResult, check_method
+from .cases import CaseResult, check_method
 from .protocols import CONTROLLED
 
 CASE_COLUMNS = ["pm_idx", "eyes_pm", "mouth_pm", "pose_pm", "eyes_score", "mouth_score", "pose_score"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .case_test import check_method
+from .cases import check_method
 from .directions import DirectionSet
 from .gradient import GradientNets, train_gradient_nets
 from .groups import DEFAULT_RATIO, Medians

@@ -18,10 +18,10 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.latents import read_latents
 
-from .emulated import emulated_labels
+from .emulated import compare, emulated_labels  # compare: for run_labeling.py --check-emulated
 from .labeling import STATIC, labeling_router
 from .labels import LabelRequestError, LabelStateError, LabelStore
-from .stage2_format import stage2_label_format
+from .label_format import stage2_label_format
 
 LOCALHOST = "127.0.0.1"
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.latents import read_latents
-from synthface.hand_labels import labels_for_stage1, profile_label_count
-from synthface.truth import world
+from synthface.hand_labels import labels_for_stage1
 
 
 def emulated_labels(profile, stage1_dir: str | Path) -> pd.DataFrame | None:
@@ -22,8 +21,8 @@ def emulated_labels(profile, stage1_dir: str | Path) -> pd.DataFrame | None:
     latents = pd.concat([pd.DataFrame({"img_no": nos}),
                          pd.DataFrame(z, columns=[f"z_{i}" for i in range(z.shape[1])])], axis=1)
     cfg = profile["hand_labels"]
-    df, _ = labels_for_stage1(latents, world(z.shape[1], profile["world_seed"]),
-                              profile_label_count(profile, len(latents)), float(cfg["noise_rate"]), int(cfg["seed"]))
+    df, _ = labels_for_stage1(latents, int(profile["world_seed"]), min(int(cfg["count"]), len(latents)),
+                              float(cfg["noise_rate"]), int(cfg["seed"]))
     return df.reset_index(drop=True)
 
 

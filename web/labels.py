@@ -1,7 +1,7 @@
 """The hand-label store behind the labelling page.
 
 One :class:`LabelStore` owns the hand-label CSV files of a labelling session (stage 2's format,
-see :mod:`web.stage2_format`) and a sidecar JSON file beside them holding what the CSVs cannot:
+see :mod:`web.label_format`) and a sidecar JSON file beside them holding what the CSVs cannot:
 labels of images not finished yet (some properties given), skipped images, the position to
 resume at and the order images were finished in.
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 from pipeline.io import atomic_write_text, remove_stale_tmp
 
-from .stage2_format import LabelFormat
+from .label_format import LabelFormat
 
 # the label values of each property, the key that gives each, and what it means (label 1 is the
 # property being present, as in stage 2: quality 1 = good, gender 1 = female, age 1 = old,

@@ -1,7 +1,7 @@
 """Stage 5 reference: the generation test on an ideal conditional generator (the oracle).
 
-    python run_oracle_test.py                       # 30 z x 50 labels, both judges
-    python run_oracle_test.py --test-n-z 10 --out /tmp/oracle
+    python run_oracle.py                       # 30 z x 50 labels, both judges
+    python run_oracle.py --test-n-z 10 --out /tmp/oracle
 
 The oracle is the world's renderer with eyes / mouth / pose set by the label and everything else
 exactly z's (``evaluation/oracle.py``): the least leak the judges can show. Writes

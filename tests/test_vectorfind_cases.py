@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
-from vectorfind.case_test import (ALPHA_GRIDS, CaseResult, alpha_table, pass_gaps, passes, pearson, run_case,
+from vectorfind.cases import (ALPHA_GRIDS, CaseResult, alpha_table, pass_gaps, passes, pearson, run_case,
                                   run_case_test, visual_check_mids)
 from vectorfind.directions import DirectionSet, unit_float32
 from vectorfind.files import (aggregate_file_name, aggregate_row, append_aggregate, case_file_name, case_image_name,
