@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from cnn.kfold import FoldSettings, load_model, model_path
+from cnn.kfold import trained_fold_settings as kfold_trained_settings
 from cnn.property_score_cnn import PropertyCNNSettings, load_property_cnn
 from pipeline.io import InputError
 from synthface.evaluate_generator import load_or_train_evaluator
@@ -43,13 +44,10 @@ class GenderEnsemble(nn.Module):
 
 def trained_fold_settings(stage2_dir: Path, prop: str) -> FoldSettings:
     """The settings stage 2 trained the fold models of ``prop`` with (``cnn/models/run_config_{prop}.json``)."""
-    path = Path(stage2_dir) / "cnn" / "models" / f"run_config_{prop}.json"
-    if not path.is_file():
-        raise NetworkInputError(f"{path} not found; run run_cnn.py first (stage 2 trains the {prop} CNN)")
-    d = dict(json.loads(path.read_text())["settings"])
-    if isinstance(d.get("width"), list):
-        d["width"] = tuple(d["width"])
-    return FoldSettings(**d)
+    try:
+        return kfold_trained_settings(stage2_dir, prop)
+    except FileNotFoundError as exc:
+        raise NetworkInputError(str(exc)) from None
 
 
 def load_gender_cnn(stage2_dir: Path, folds: str = "mean") -> GenderEnsemble:

@@ -28,7 +28,7 @@ SCHEMA = {
     "generator_checkpoint": (_STR + (type(None),), True), "generator_checkpoint_key": (_STR + (type(None),), False),
     "random_init_seed": (_INT + (type(None),), False), "checkpoint_hint": (_STR, False),
     "stage1": (_OBJ, False), "hand_labels": (_OBJ, False), "stage2": (_OBJ, False), "segmentation": (_OBJ, False),
-    "stage5": (_OBJ, False), "stage6": (_OBJ, False), "stage7": (_OBJ, False),
+    "stage4": (_OBJ, False), "stage5": (_OBJ, False), "stage6": (_OBJ, False), "stage7": (_OBJ, False),
 }
 BLOCK_SCHEMA = {
     "generator": {"resolution": _INT, "z_dim": _INT, "w_dim": _INT, "mapping_layers": _INT, "mapping_fmaps": _INT,
