@@ -10,7 +10,6 @@ property-score CNN and, on world-backed profiles, the independent synthface eval
 """
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 
