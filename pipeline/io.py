@@ -120,3 +120,15 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 class InputError(ValueError):
     """An input file that is missing, malformed or does not belong; the message names file and place."""
+
+
+def read_checked_png(path: str | os.PathLike, resolution: int, error: type[Exception] = InputError) -> np.ndarray:
+    """One RGB image as uint8 [R, R, 3]; a missing, corrupt or wrongly sized file raises ``error`` naming it."""
+    try:
+        img = read_png_rgb(path)
+    except OSError as exc:
+        raise error(f"image file {path} cannot be read (missing or corrupt)") from exc
+    if img.dtype != np.uint8 or img.shape != (resolution, resolution, 3):
+        raise error(f"image file {path} has shape {img.shape} ({img.dtype}); expected "
+                    f"({resolution}, {resolution}, 3) uint8 RGB for this profile")
+    return img

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.io import InputError, numbered_pngs, read_png_rgb
+from pipeline.io import InputError, numbered_pngs, read_checked_png
 from pipeline.latents import read_latents
 
 
@@ -120,14 +120,7 @@ def load_images(paths, resolution: int, show_progress: bool = False) -> torch.Te
 
 def read_image(path: Path, resolution: int) -> np.ndarray:
     """One kept image as uint8 [R, R, 3]; a missing, corrupt or wrongly sized file is an error naming it."""
-    try:
-        img = read_png_rgb(path)
-    except OSError as exc:
-        raise KeptSetError(f"image file {path} cannot be read (missing or corrupt)") from exc
-    if img.dtype != np.uint8 or img.shape != (resolution, resolution, 3):
-        raise KeptSetError(f"image file {path} has shape {img.shape} ({img.dtype}); expected "
-                           f"({resolution}, {resolution}, 3) uint8 RGB for this profile")
-    return img
+    return read_checked_png(path, resolution, KeptSetError)
 
 
 def load_kept_set(stage2_dir: Path, label_file: Path, label_names, resolution: int,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.io import read_png_rgb, sha256_file
+from pipeline.io import read_checked_png, sha256_file
 from pipeline.vocabulary import FILTER_PROPERTIES as PROPERTIES
 
 from synthface.hand_labels import AG_FILE, QG_FILE
@@ -119,14 +119,7 @@ def discover_images(stage1_dir: Path) -> dict[int, Path]:
 
 
 def read_image(path: Path, resolution: int) -> np.ndarray:
-    try:
-        img = read_png_rgb(path)
-    except OSError as exc:
-        raise ImageError(f"image file {path} cannot be read (missing or corrupt)") from exc
-    if img.dtype != np.uint8 or img.shape != (resolution, resolution, 3):
-        raise ImageError(f"image file {path} has shape {img.shape} ({img.dtype}); expected "
-                         f"({resolution}, {resolution}, 3) uint8 RGB for this profile")
-    return img
+    return read_checked_png(path, resolution, ImageError)
 
 
 @dataclass
