@@ -13,6 +13,7 @@ The settings of the last run and their sources are written to <out>/run_config.j
 """
 import argparse
 
+from pipeline.entry import guarded  # first: a missing package says how to set up
 from pipeline.config import add_setting_flags, constants
 from pipeline import profiles
 from stages import scoring
@@ -47,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)   # user errors: one "error: ..." line, exit code 2

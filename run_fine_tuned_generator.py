@@ -14,6 +14,7 @@ flags override them by name (``--help``). Code: ``stages/final_generation.py``.
 """
 import argparse
 
+from pipeline.entry import guarded  # first: a missing package says how to set up
 from pipeline.config import add_setting_flags, constants
 from stages import final_generation
 
@@ -50,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)   # user errors: one "error: ..." line, exit code 2

@@ -13,6 +13,7 @@ overrides the TEST_* ones by name, flags override both (``--help``). Code: ``sta
 """
 import argparse
 
+from pipeline.entry import guarded  # first: a missing package says how to set up
 from pipeline.config import add_setting_flags, constants
 from stages import oracle
 
@@ -37,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)   # user errors: one "error: ..." line, exit code 2

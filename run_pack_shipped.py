@@ -9,6 +9,7 @@ Code: ``stages/shipping.py``.
 """
 import argparse
 
+from pipeline.entry import guarded  # first: a missing package says how to set up
 from stages import shipping
 
 PROFILE = "synthface"
@@ -28,4 +29,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)   # user errors: one "error: ..." line, exit code 2

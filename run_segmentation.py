@@ -15,6 +15,7 @@ recorded in <out>/run_config.json.
 """
 import argparse
 
+from pipeline.entry import guarded  # first: a missing package says how to set up
 from pipeline.config import add_setting_flags, constants
 from pipeline import profiles
 from stages import parsing
@@ -41,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)   # user errors: one "error: ..." line, exit code 2

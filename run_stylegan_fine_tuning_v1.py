@@ -18,6 +18,7 @@ overridden value is printed with its source. Code: ``stages/finetune_gan.py``.
 """
 import argparse
 
+from pipeline.entry import guarded  # first: a missing package says how to set up
 from pipeline.config import add_setting_flags, constants
 from stages import finetune_gan
 
@@ -75,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    guarded(main)   # user errors: one "error: ..." line, exit code 2

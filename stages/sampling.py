@@ -23,7 +23,7 @@ from pipeline.reports import contact_sheet_figure, markdown_table, write_metrics
 from pipeline.profiles import Profile, load_profile
 from pipeline.runtime import Shard, check_run_manifest, peak_rss_mb
 from stylegan.generator import postprocess
-from stylegan.sampling import build_generator, generate, latent_z, mixing_plan
+from stylegan.sampling import DETERMINISTIC, build_generator, generate, inference_signature, latent_z, mixing_plan
 from synthface.hand_labels import write_labels_for_stage1
 
 IMAGE_DIR = "images"
@@ -98,7 +98,8 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
     check_run_manifest(out_dir / "run_config.json", {
         "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
         "generator_checkpoint_sha256": sha256_file(profile.path(ckpt)) if ckpt else None,
-        "random_init_seed": profile.get("random_init_seed"), **asdict(settings)},
+        "random_init_seed": profile.get("random_init_seed"), **asdict(settings),
+        "inference": inference_signature(DETERMINISTIC)},
         sources={k: v for k, v in (sources or {}).items() if v != "constant"})
 
     n_chunks = -(-settings.num_images // settings.batch_size)
@@ -138,7 +139,8 @@ def _render_chunk(g, idx: range, settings: SamplingSettings, cfg) -> np.ndarray:
     if settings.style_mixing_prob > 0:
         z2, cutoff = mixing_plan(idx, cfg.z_dim, settings.seed, settings.style_mixing_prob, cfg.num_layers)
     img = generate(g, z, trunc_psi=settings.trunc_psi, trunc_layers=settings.trunc_layers, z2=z2, cutoff=cutoff,
-                   randomize_noise=settings.randomize_noise, noise_seed=settings.seed * 1_000_003 + idx.start)
+                   randomize_noise=settings.randomize_noise, noise_seed=settings.seed, noise_ids=idx,
+                   plan=DETERMINISTIC)     # fixed micro-batches, per-image noise: the batch size does not matter
     return postprocess(img)
 
 
