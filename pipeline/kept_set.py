@@ -49,13 +49,15 @@ class KeptSet:
         return x, torch.from_numpy(self.labels[idx])
 
 
-def list_filtered(stage2_dir: Path) -> tuple[np.ndarray, list]:
+def list_filtered(stage2_dir: Path, error: type[Exception] | None = None) -> tuple[np.ndarray, list]:
+    """Image numbers and paths of stage 2's filtered images; a missing or empty folder raises ``error``."""
+    error = error or KeptSetError
     filt = Path(stage2_dir) / "filtered"
     if not filt.is_dir():
-        raise KeptSetError(f"stage-2 folder {filt} not found; run run_cnn.py first (it writes the kept images)")
+        raise error(f"stage-2 folder {filt} not found; run run_cnn.py first (it writes the filtered images)")
     nos = numbered_pngs(filt)
     if not nos:
-        raise KeptSetError(f"{filt} holds no NNNNNN.png image")
+        raise error(f"{filt} holds no NNNNNN.png image")
     return np.array(nos, dtype=np.int64), [filt / f"{n:06d}.png" for n in nos]
 
 

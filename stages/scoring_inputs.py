@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.io import InputError, numbered_pngs
+from pipeline.io import InputError
+from pipeline.kept_set import list_filtered
 from segmentation import property_scores as ps
 
 SEG_SUBDIR = "segmentation_results"
@@ -69,21 +70,16 @@ class ImageInputs:
 
 def discover(stage2_dir: Path, stage3_dir: Path, kinds: tuple) -> list[ImageInputs]:
     """The image list (stage-2 filtered folder) and the files of every image; nothing is decoded here."""
-    filt = Path(stage2_dir) / "filtered"
-    if not filt.is_dir():
-        raise ScoringInputError(f"stage-2 folder {filt} not found; run run_cnn.py first (it writes the filtered images)")
-    nos = numbered_pngs(filt)
-    if not nos:
-        raise ScoringInputError(f"{filt} holds no NNNNNN.png image")
+    nos, filtered = list_filtered(stage2_dir, ScoringInputError)
     seg = Path(stage3_dir) / SEG_SUBDIR
     if not seg.is_dir():
         raise ScoringInputError(f"stage-3 folder {seg} not found; run run_segmentation.py first")
     out = []
-    for n in nos:
+    for i, n in enumerate(nos):
         paths = {}
         for k in kinds:
-            paths[k] = filt / f"{n:06d}.png" if k == "original" else seg / f"{k}_{n:06d}.png"
-        out.append(ImageInputs(n, paths, {}))
+            paths[k] = filtered[i] if k == "original" else seg / f"{k}_{n:06d}.png"
+        out.append(ImageInputs(int(n), paths, {}))
     return out
 
 
