@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -132,6 +133,68 @@ def _check_type(name: str, value: Any, reference: Any, source: str) -> Any:
     return value
 
 
+# Value checks by setting name, applied to every value a profile preset or a flag gives (the script's
+# constants are the developer's; 0 for ``threads`` / ``max_*`` there means "torch's default" / "no cap").
+# Name rules: the first matching (exact name, then suffix / prefix) applies; every float must be finite.
+_AT_LEAST_1 = (lambda v: v >= 1, "an integer >= 1")
+_AT_LEAST_0 = (lambda v: v >= 0, "an integer >= 0 (0: no limit)")
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_UNIT = (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+VALUE_CHECKS = {
+    "seed": (lambda v: 0 <= v < 2 ** 32, "an integer in 0 … 4294967295"),
+    "threads": (lambda v: v >= 1, "a thread count >= 1 (leave the flag out for torch's default)"),
+    "folds": (lambda v: v >= 2, "an integer >= 2"),
+    "num_images": _AT_LEAST_1, "epochs": _AT_LEAST_1, "patience": _AT_LEAST_1, "t_max": _AT_LEAST_1,
+    "max_attempts": _AT_LEAST_1, "examples": _AT_LEAST_0, "trunc_layers": _AT_LEAST_0,
+    "trunc_psi": _UNIT, "style_mixing_prob": _UNIT, "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "gender_min": _UNIT, "quality_min": _UNIT, "age_max": _UNIT, "glass_max": _UNIT, "cut": _UNIT,
+    "threshold": _POSITIVE, "lr": _POSITIVE, "width": _POSITIVE,
+}
+SUFFIX_CHECKS = (("batch_size", _AT_LEAST_1), ("_every", _AT_LEAST_1), ("_seed", VALUE_CHECKS["seed"]),
+                 ("_fraction", _UNIT), ("_lr", _POSITIVE))
+PREFIX_CHECKS = (("max_", _AT_LEAST_0), ("n_", _AT_LEAST_1))
+
+
+def _rule(name: str):
+    if name in VALUE_CHECKS:
+        return VALUE_CHECKS[name]
+    for suffix, rule in SUFFIX_CHECKS:
+        if name.endswith(suffix):
+            return rule
+    for prefix, rule in PREFIX_CHECKS:
+        if name.startswith(prefix):
+            return rule
+    return None
+
+
+def check_value(name: str, value: Any, source: str) -> None:
+    """Refuse a value out of its setting's range (:data:`VALUE_CHECKS`) or a float that is not finite,
+    naming the setting, where it came from and what is expected. Mappings are checked per entry."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            check_value(name, v, f"{source} [{k}]")
+        return
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            check_value(name, v, source)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {name} must be a finite number, got {value!r}")
+    rule = _rule(name)
+    if rule is not None and not rule[0](value):
+        raise ConfigError(f"{source}: {name} must be {rule[1]}, got {value!r}")
+
+
+def check_values(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """:func:`check_value` for every value whose source is not the script's constant."""
+    for name, value in values.items():
+        src = sources.get(name, "constant")
+        if src != "constant":
+            check_value(name, value, src)
+
+
 def resolve(consts: Mapping[str, Any], profile: Mapping[str, Any] | None, block: str | None,
             args: argparse.Namespace | Mapping[str, Any] | None = None, *,
             ignore: tuple[str, ...] = (), print_fn=print) -> Resolved:
@@ -161,6 +224,7 @@ def resolve(consts: Mapping[str, Any], profile: Mapping[str, Any] | None, block:
         if k in values:
             values[k] = _check_type(k, v, consts[k], f"flag {_flag(k)}")
             sources[k] = f"flag {_flag(k)}"
+    check_values(values, sources)            # before anything is written (callers write after resolve)
     out = Resolved(values, sources)
     lines = out.describe(consts)
     if print_fn is not None and lines:

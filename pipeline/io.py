@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -48,15 +50,54 @@ def atomic_write_csv(path: str | os.PathLike, df: pd.DataFrame, float_format: st
     atomic_write_text(path, df.to_csv(index=False, float_format=float_format, lineterminator="\n"))
 
 
-def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB (or single-channel) uint8 array as PNG (stored with normal colours)."""
+def encode_png(rgb: np.ndarray, path: str | os.PathLike = "") -> bytes:
+    """The PNG bytes of an RGB (or single-channel) uint8 array (stored with normal colours)."""
     arr = np.ascontiguousarray(rgb)
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", arr)
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
-    atomic_write_bytes(path, buf.tobytes())
+    return buf.tobytes()
+
+
+def atomic_write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an RGB (or single-channel) uint8 array as PNG (stored with normal colours)."""
+    atomic_write_bytes(path, encode_png(rgb, path))
+
+
+def write_if_different(path: str | os.PathLike, data: bytes) -> bool:
+    """Atomically (re)write ``path`` unless it already holds exactly ``data``; True when written."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_intact(path: str | os.PathLike) -> bool:
+    """Cheap check of a finished PNG without decoding: signature, every chunk's CRC, an IEND chunk."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    pos = 8
+    while pos + 12 <= len(data):
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        end = pos + 12 + length
+        if end > len(data):
+            return False
+        if zlib.crc32(data[pos + 4:pos + 8 + length]) & 0xFFFFFFFF != struct.unpack(">I", data[end - 4:end])[0]:
+            return False
+        if data[pos + 4:pos + 8] == b"IEND":
+            return True
+        pos = end
+    return False
 
 
 def read_png_rgb(path: str | os.PathLike) -> np.ndarray:

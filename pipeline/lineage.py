@@ -32,11 +32,13 @@ class LineageError(InputError):
 
 
 def begin(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping] | None = None,
-          restart_hint: str = "remove the folder to start again") -> None:
-    """Check earlier work's inputs, remove the completion mark, record the inputs of this run."""
+          restart_hint: str = "remove the folder to start again", check: bool = True) -> None:
+    """Check earlier work's inputs (unless ``check`` is False), remove the completion mark, record
+    the inputs of this run."""
     out_dir = Path(out_dir)
     consumed = dict(consumed or {})
-    check_consumed(out_dir, consumed, restart_hint)
+    if check:
+        check_consumed(out_dir, consumed, restart_hint)
     mark = out_dir / COMPLETION
     if mark.exists():
         mark.unlink()
@@ -125,3 +127,66 @@ def check_consumed(out_dir: str | os.PathLike, records: Mapping[str, Mapping], r
         if prev is not None and prev.get("outputs_digest") != rec.get("outputs_digest"):
             raise LineageError(f"{out_dir} was made from another {name} (its outputs changed since); "
                                f"{restart_hint}")
+
+
+# ------------------------------------------------------------------------------------ one call each
+
+def files_under(out_dir: str | os.PathLike, skip: Iterable[str] = ()) -> list[Path]:
+    """Every file under ``out_dir`` (relative paths, sorted) except the lineage record, the completion
+    mark, temporary files and the top-level entries named in ``skip`` (e.g. a cache folder)."""
+    out_dir = Path(out_dir)
+    skip = set(skip) | {LINEAGE, COMPLETION}
+    out = []
+    for p in sorted(out_dir.rglob("*")):
+        rel = p.relative_to(out_dir)
+        if p.is_file() and rel.parts[0] not in skip and ".tmp" not in p.name:
+            out.append(rel)
+    return out
+
+
+def open_stage(out_dir: str | os.PathLike, upstreams: Mapping[str, tuple] | None = None,
+               files: Mapping[str, str | os.PathLike] | None = None, restart_hint: str = "remove the folder to start again",
+               refuse_other_inputs: bool = True, deep: bool = True) -> dict:
+    """What a stage calls before it writes anything; returns the ``consumed`` records for :func:`close_stage`.
+
+    ``upstreams``: ``{name: (stage folder, command that finishes it)}``; each must be complete and
+    unchanged since it finished (``deep``: content hashes), and upstreams must agree with each other
+    (stage 4 refuses a stage 3 made from another stage 2 than the one there now).
+    ``files``: single input files (hand labels, checkpoints) recorded by content hash.
+    ``refuse_other_inputs``: work already in ``out_dir`` made from other inputs is refused; a stage
+    whose resume is keyed by content hashes (it recomputes what changed) passes False."""
+    consumed: dict[str, dict] = {}
+    recorded: dict[str, dict] = {}
+    for name, (stage_dir, hint) in (upstreams or {}).items():
+        consumed[name] = upstream(stage_dir, name, hint)
+        verify(stage_dir, hint, deep=deep)
+        recorded[name] = (_read(Path(stage_dir) / LINEAGE)["consumed"], stage_dir, hint)
+    for name, (their_inputs, stage_dir, hint) in recorded.items():
+        for other, rec in their_inputs.items():
+            if other in consumed and rec.get("outputs_digest") != consumed[other]["outputs_digest"]:
+                raise LineageError(f"{stage_dir} was made from another {other} than the one there now; run {hint}")
+    for name, path in (files or {}).items():
+        path = Path(path)
+        if not path.is_file():
+            raise LineageError(f"input file {path} ({name}) not found")
+        consumed[name] = {"file": str(path), "outputs_digest": sha256_file(path)}
+    begin(out_dir, consumed, restart_hint, check=refuse_other_inputs)
+    return consumed
+
+
+def close_stage(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping], metrics: Mapping,
+                skip: Iterable[str] = ()) -> dict:
+    """What a stage calls last: record every output (:func:`files_under`) and write ``metrics.json``."""
+    out_dir = Path(out_dir)
+    record = finish(out_dir, files_under(out_dir, skip), consumed)
+    atomic_write_json(out_dir / COMPLETION, dict(metrics))
+    return record
+
+
+def seal(stage_dir: str | os.PathLike, consumed: Mapping[str, Mapping] | None = None) -> dict:
+    """Record a folder made outside the stages (test worlds, imported data) as a finished stage."""
+    stage_dir = Path(stage_dir)
+    record = finish(stage_dir, files_under(stage_dir), consumed)
+    if not (stage_dir / COMPLETION).is_file():
+        atomic_write_json(stage_dir / COMPLETION, {"sealed": True})
+    return record

@@ -12,7 +12,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write_json
+from .io import InputError, atomic_write_json
+
+
+class SettingsMismatch(InputError):
+    """An output folder made with other settings than this run's (or with a corrupt manifest)."""
+
+
+def apply_threads(threads: int) -> int:
+    """Set torch's intra-op thread count (``threads`` >= 1; 0 leaves torch's default) and return the
+    count in use, which stages record: results can differ by one grey level between thread counts."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
@@ -39,9 +51,9 @@ class Shard:
         try:
             i, n = (int(t) for t in text.split("/"))
         except ValueError as exc:
-            raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from exc
+            raise SettingsMismatch(f"flag --shard must look like i/n (e.g. 0/4), got {text!r}") from exc
         if n < 1 or not 0 <= i < n:
-            raise ValueError(f"--shard {text}: need 0 <= i < n")
+            raise SettingsMismatch(f"flag --shard {text}: need 0 <= i < n")
         return cls(i, n)
 
     def owns(self, chunk: int) -> bool:
@@ -73,12 +85,12 @@ def check_run_manifest(path: Path, settings: dict, sources: dict | None = None) 
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"run manifest {path} is corrupt ({exc}); delete the output folder to start over") from exc
+            raise SettingsMismatch(f"run manifest {path} is corrupt ({exc}); delete the output folder to start over") from exc
         old.pop("sources", None)
         diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
         if diff:
             lines = ", ".join(f"{k}: folder has {a!r}, this run {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"{path.parent} holds outputs made with other settings ({lines}); "
+            raise SettingsMismatch(f"{path.parent} holds outputs made with other settings ({lines}); "
                              f"use another output folder or delete it to start over")
     else:
         atomic_write_json(path, {**settings, "sources": dict(sources)} if sources is not None else settings)

@@ -8,6 +8,7 @@ so skipping finished chunks (resume) and splitting chunks over processes
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,11 +18,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.config import Resolved, resolve
-from pipeline.io import atomic_write_csv, atomic_write_png, read_png_rgb, remove_stale_tmp, sha256_file
-from pipeline.reports import contact_sheet_figure, markdown_table, write_metrics, write_report
+from pipeline import lineage
+from pipeline.config import ConfigError, Resolved, resolve
+from pipeline.io import (atomic_write_csv, encode_png, png_intact, read_png_rgb, remove_stale_tmp, sha256_file,
+                         write_if_different)
+from pipeline.reports import contact_sheet_figure, markdown_table, write_report
 from pipeline.profiles import Profile, load_profile
-from pipeline.runtime import Shard, check_run_manifest, peak_rss_mb
+from pipeline.runtime import Shard, apply_threads, check_run_manifest, peak_rss_mb
 from stylegan.generator import postprocess
 from stylegan.sampling import DETERMINISTIC, build_generator, generate, inference_signature, latent_z, mixing_plan
 from synthface.hand_labels import write_labels_for_stage1
@@ -42,21 +45,43 @@ class SamplingSettings:
 
     def validate(self) -> None:
         if self.num_images < 1:
-            raise ValueError(f"NUM_IMAGES must be >= 1, got {self.num_images}")
+            raise ConfigError(f"NUM_IMAGES must be >= 1, got {self.num_images}")
         if self.batch_size < 1:
-            raise ValueError(f"BATCH_SIZE must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"BATCH_SIZE must be >= 1, got {self.batch_size}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise ConfigError(f"SEED must be in 0 … 4294967295, got {self.seed}")
         if not 0.0 <= self.style_mixing_prob <= 1.0:
-            raise ValueError(f"STYLE_MIXING_PROB must be in [0, 1], got {self.style_mixing_prob}")
+            raise ConfigError(f"STYLE_MIXING_PROB must be in [0, 1], got {self.style_mixing_prob}")
         if not 0.0 <= self.trunc_psi <= 1.0:
-            raise ValueError(f"TRUNC_PSI must be in [0, 1], got {self.trunc_psi}")
+            raise ConfigError(f"TRUNC_PSI must be in [0, 1], got {self.trunc_psi}")
 
 
 def image_name(n: int) -> str:
     return f"{n:06d}.png"
 
 
-def _chunk_done(image_dir: Path, idx: range) -> bool:
-    return all((image_dir / image_name(n)).is_file() for n in idx)
+def _chunk_done(image_dir: Path, idx: range, known: dict | None = None) -> bool:
+    """Every image of the chunk is there and intact: its size and hash as recorded when the folder last
+    finished (``known``: ``{name: [size, sha256]}``), or else a complete PNG (every chunk's CRC)."""
+    for n in idx:
+        p = image_dir / image_name(n)
+        if not p.is_file():
+            return False
+        rec = (known or {}).get(f"{IMAGE_DIR}/{image_name(n)}")
+        if rec is not None and p.stat().st_size == rec[0] and sha256_file(p) == rec[1]:
+            continue
+        if not png_intact(p):
+            return False
+    return True
+
+
+def _finished_outputs(out_dir: Path) -> dict:
+    """``{relative path: [size, sha256]}`` recorded when the folder last finished (empty if never)."""
+    try:
+        rec = json.loads((out_dir / lineage.LINEAGE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return rec.get("outputs", {}) if isinstance(rec, dict) else {}
 
 
 def settings_from(cfg: Resolved) -> SamplingSettings:
@@ -67,14 +92,12 @@ def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: 
          show_progress: bool = True) -> dict:
     """The script's entry: constants, then the profile's ``stage1`` preset, then flags; then run."""
     profile = load_profile(profile_name)
-    cfg = resolve(consts, profile, "stage1", flags)
-    result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=Shard.parse(shard),
+    cfg = resolve(consts, profile, "stage1", flags)            # every flag checked before anything is written
+    shard_ = Shard.parse(shard)
+    apply_threads(int(cfg["threads"]))
+    result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=shard_,
                           show_progress=show_progress, sources=cfg.sources)
-    if result.get("complete") and "hand_labels" in profile:
-        hl = profile["hand_labels"]
-        result["hand_labels"] = write_labels_for_stage1(Path(out) if out else profile.stage_dir("stage1"),
-                                                        int(profile["world_seed"]), int(hl["count"]),
-                                                        float(hl["noise_rate"]), int(hl["seed"]))
+    if result.get("hand_labels"):
         print(f"emulated hand labels: {result['hand_labels']['count']} images, "
               f"{result['hand_labels']['noise_rate']:.1%} label noise")
     run = result.get("last_run", result)
@@ -89,18 +112,22 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
     settings.validate()
     out_dir = Path(out_dir) if out_dir else profile.stage_dir("stage1")
     image_dir = out_dir / IMAGE_DIR
-    image_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(image_dir)
-    remove_stale_tmp(out_dir)
     g = build_generator(profile)
     cfg = g.cfg
     ckpt = profile.get("generator_checkpoint")
+    # the thread count is part of the folder's settings: 1 and 2 threads differ by one grey level
+    # in a few images (measured on synthface), so a resume under another count is refused
     check_run_manifest(out_dir / "run_config.json", {
         "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
         "generator_checkpoint_sha256": sha256_file(profile.path(ckpt)) if ckpt else None,
         "random_init_seed": profile.get("random_init_seed"), **asdict(settings),
-        "inference": inference_signature(DETERMINISTIC)},
+        "inference": inference_signature(DETERMINISTIC), "threads": torch.get_num_threads()},
         sources={k: v for k, v in (sources or {}).items() if v != "constant"})
+    known = _finished_outputs(out_dir)
+    consumed = lineage.open_stage(out_dir, restart_hint="use another --out folder or delete it to start over")
+    image_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(image_dir)
+    remove_stale_tmp(out_dir)
 
     n_chunks = -(-settings.num_images // settings.batch_size)
     mine = [c for c in range(n_chunks) if shard.owns(c)]
@@ -109,16 +136,14 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
     gen_seconds = 0.0
     for c in tqdm(mine, desc=f"stage 1 [{profile.name}] shard {shard}", unit="batch", disable=not show_progress):
         idx = range(c * settings.batch_size, min((c + 1) * settings.batch_size, settings.num_images))
-        if _chunk_done(image_dir, idx):
+        if _chunk_done(image_dir, idx, known):
             skipped += len(idx)
             continue
         t = time.perf_counter()
         images = _render_chunk(g, idx, settings, cfg)
         gen_seconds += time.perf_counter() - t
-        for n, img in zip(idx, images):
-            path = image_dir / image_name(n)
-            if not path.is_file():
-                atomic_write_png(path, img)
+        for n, img in zip(idx, images):      # a file that differs (broken, older) is replaced
+            if write_if_different(image_dir / image_name(n), encode_png(img)):
                 generated += 1
             else:
                 skipped += 1
@@ -127,8 +152,8 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
            "seconds": round(elapsed, 3), "generation_seconds": round(gen_seconds, 3),
            "images_per_s": round(generated / gen_seconds, 3) if gen_seconds > 0 else None,
            "peak_rss_mb": round(peak_rss_mb(), 1)}
-    if _chunk_done(image_dir, range(settings.num_images)):
-        return finalise_sampling(profile, settings, out_dir, cfg, run)
+    if all((image_dir / image_name(n)).is_file() for n in range(settings.num_images)):
+        return finalise_sampling(profile, settings, out_dir, cfg, run, consumed)
     return {"complete": False, **run}
 
 
@@ -156,7 +181,8 @@ def latents_frame(settings: SamplingSettings, z_dim: int, num_layers: int) -> pd
     return df
 
 
-def finalise_sampling(profile, settings: SamplingSettings, out_dir: Path, cfg, run: dict) -> dict:
+def finalise_sampling(profile, settings: SamplingSettings, out_dir: Path, cfg, run: dict,
+                      consumed: dict | None = None) -> dict:
     df = latents_frame(settings, cfg.z_dim, cfg.num_layers)
     atomic_write_csv(out_dir / LATENTS_CSV, df)
     n_show = min(32, settings.num_images)
@@ -170,9 +196,12 @@ def finalise_sampling(profile, settings: SamplingSettings, out_dir: Path, cfg, r
         "random_init_seed": profile.get("random_init_seed"),
         "mixed_images": int((df["mix_cutoff"] >= 0).sum()) if "mix_cutoff" in df else 0,
         "outputs": {"images": f"{IMAGE_DIR}/{{n:06d}}.png", "latents": LATENTS_CSV},
-        "last_run": run,
+        "last_run": run, "threads": torch.get_num_threads(),
     }
-    write_metrics(out_dir, metrics)
+    if "hand_labels" in profile:
+        hl = profile["hand_labels"]
+        metrics["hand_labels"] = write_labels_for_stage1(out_dir, int(profile["world_seed"]), int(hl["count"]),
+                                                         float(hl["noise_rate"]), int(hl["seed"]))
     origin = (f"checkpoint `{profile.get('generator_checkpoint')}`" if profile.get("generator_checkpoint")
               else f"fixed-seed random initialisation (seed {profile.get('random_init_seed')}); "
                    "no trained weights are configured for this profile yet")
@@ -190,4 +219,5 @@ def finalise_sampling(profile, settings: SamplingSettings, out_dir: Path, cfg, r
                   f"- `{LATENTS_CSV}`: `img_no, img_name, z_0 … z_{cfg.z_dim - 1}`"
                   + (", `mix_cutoff`, `z2_*`" if settings.style_mixing_prob > 0 else "")),
     ])
+    lineage.close_stage(out_dir, consumed or {}, metrics)      # lineage.json, then metrics.json (last)
     return metrics

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from pipeline.config import Resolved, resolve, write_run_config
+from pipeline.config import Resolved, check_value, resolve, write_run_config
 from pipeline.profiles import load_profile
 from stylegan_modified.distributed import init_distributed, shutdown
 
@@ -59,6 +59,9 @@ def resolve_stage(consts: Mapping[str, Any], profile, block: str, args=None) -> 
         test = resolve(test_c, profile, "stage5.generation_test",
                        {k[len(TEST_PREFIX):]: v for k, v in given.items() if k in test_names})
     runtime = {k: given.get(k, consts[k]) for k in RUNTIME if k in consts}
+    for k in RUNTIME:
+        if k in consts and k in given:
+            check_value(k, given[k], f"flag --{k.replace('_', '-')}")
     return StageConfig(settings, test, runtime)
 
 
