@@ -148,7 +148,7 @@ VALUE_CHECKS = {
     "max_attempts": _AT_LEAST_1, "examples": _AT_LEAST_0, "trunc_layers": _AT_LEAST_0,
     "trunc_psi": _UNIT, "style_mixing_prob": _UNIT, "weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "gender_min": _UNIT, "quality_min": _UNIT, "age_max": _UNIT, "glass_max": _UNIT, "cut": _UNIT,
-    "threshold": _POSITIVE, "lr": _POSITIVE, "width": _POSITIVE,
+    "threshold": (lambda v: v >= 0, "a number >= 0"), "lr": _POSITIVE, "width": _POSITIVE,
 }
 SUFFIX_CHECKS = (("batch_size", _AT_LEAST_1), ("_every", _AT_LEAST_1), ("_seed", VALUE_CHECKS["seed"]),
                  ("_fraction", _UNIT), ("_lr", _POSITIVE))

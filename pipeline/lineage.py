@@ -144,19 +144,16 @@ def files_under(out_dir: str | os.PathLike, skip: Iterable[str] = ()) -> list[Pa
     return out
 
 
-def open_stage(out_dir: str | os.PathLike, upstreams: Mapping[str, tuple] | None = None,
-               files: Mapping[str, str | os.PathLike] | None = None, restart_hint: str = "remove the folder to start again",
-               refuse_other_inputs: bool = True, deep: bool = True) -> dict:
-    """What a stage calls before it writes anything; returns the ``consumed`` records for :func:`close_stage`.
+def check_upstreams(upstreams: Mapping[str, tuple] | None = None,
+                    files: Mapping[str, str | os.PathLike] | None = None, deep: bool = True) -> dict:
+    """The ``consumed`` records of a stage's inputs; writes nothing, raises :class:`LineageError`.
 
     ``upstreams``: ``{name: (stage folder, command that finishes it)}``; each must be complete and
     unchanged since it finished (``deep``: content hashes), and upstreams must agree with each other
     (stage 4 refuses a stage 3 made from another stage 2 than the one there now).
-    ``files``: single input files (hand labels, checkpoints) recorded by content hash.
-    ``refuse_other_inputs``: work already in ``out_dir`` made from other inputs is refused; a stage
-    whose resume is keyed by content hashes (it recomputes what changed) passes False."""
+    ``files``: single input files (hand labels, checkpoints) recorded by content hash."""
     consumed: dict[str, dict] = {}
-    recorded: dict[str, dict] = {}
+    recorded: dict[str, tuple] = {}
     for name, (stage_dir, hint) in (upstreams or {}).items():
         consumed[name] = upstream(stage_dir, name, hint)
         verify(stage_dir, hint, deep=deep)
@@ -170,6 +167,19 @@ def open_stage(out_dir: str | os.PathLike, upstreams: Mapping[str, tuple] | None
         if not path.is_file():
             raise LineageError(f"input file {path} ({name}) not found")
         consumed[name] = {"file": str(path), "outputs_digest": sha256_file(path)}
+    return consumed
+
+
+def open_stage(out_dir: str | os.PathLike, upstreams: Mapping[str, tuple] | None = None,
+               files: Mapping[str, str | os.PathLike] | None = None,
+               restart_hint: str = "remove the folder to start again",
+               refuse_other_inputs: bool = True, deep: bool = True) -> dict:
+    """What a stage calls before it writes anything: :func:`check_upstreams`, then :func:`begin`;
+    returns the ``consumed`` records for :func:`close_stage`. ``refuse_other_inputs``: work already in
+    ``out_dir`` made from other inputs is refused; a stage whose resume is keyed by content hashes
+    (it recomputes what changed) passes False. A stage that must check its own settings between the
+    two steps (without removing a finished folder's mark for a refused flag) calls them itself."""
+    consumed = check_upstreams(upstreams, files, deep)
     begin(out_dir, consumed, restart_hint, check=refuse_other_inputs)
     return consumed
 

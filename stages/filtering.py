@@ -48,11 +48,11 @@ from tqdm import tqdm
 
 from cnn.filter_cnns import arch_info, count_parameters, to_unit_float
 from cnn.kfold import FoldSettings, load_model, model_path
-from pipeline.config import Resolved, resolve, write_run_config
+from pipeline import lineage
+from pipeline.config import ConfigError, Resolved, resolve, write_run_config
 from pipeline.io import NUMBERED_PNG_RE, atomic_write_bytes, atomic_write_text, remove_stale_tmp, remove_unlisted
 from pipeline.profiles import load_profile
-from pipeline.reports import write_metrics
-from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
+from pipeline.runtime import Timer, apply_threads, check_run_manifest, peak_rss_mb
 from pipeline.vocabulary import FILTER_PROPERTIES as PROPERTIES
 from synthface.truth import truth_for_images
 from training.filter_cnns import train_property
@@ -85,7 +85,7 @@ def filter_rules(values: dict) -> dict:
     for key, (prop, op) in FILTER_KEYS.items():
         thr = float(values[key])
         if not 0.0 <= thr <= 1.0:
-            raise ValueError(f"{key} must be in [0, 1], got {thr}")
+            raise ConfigError(f"{key} must be in [0, 1], got {thr}")
         rules[prop] = (op, thr)
     return rules
 
@@ -93,7 +93,7 @@ def filter_rules(values: dict) -> dict:
 def _pp(value, prop: str, key: str):
     if isinstance(value, dict):
         if prop not in value:
-            raise ValueError(f"stage-2 setting {key} has no entry for {prop!r} (it has {sorted(value)})")
+            raise ConfigError(f"stage-2 setting {key} has no entry for {prop!r} (it has {sorted(value)})")
         return value[prop]
     return value
 
@@ -106,7 +106,10 @@ def fold_settings(values: dict, prop: str, resolution: int) -> FoldSettings:
     kw["pretrained"] = kw["pretrained"] or None               # "" = train from the init
     kw["max_epochs"] = kw["max_epochs"] or None               # 0 = no cap (early stopping only)
     s = FoldSettings(prop=prop, resolution=int(resolution), folds=int(values["folds"]), seed=int(values["seed"]), **kw)
-    s.validate()
+    try:
+        s.validate()
+    except ValueError as exc:                                # a setting out of range: the user's to fix
+        raise ConfigError(f"stage-2 settings: {exc}") from exc
     arch_info(prop, s.resolution, s.width, s.padding)        # crop too small -> clear error now
     return s
 
@@ -117,8 +120,7 @@ def main(consts: dict, profile_name: str, flags, stage1: str | None = None, out:
     profile = load_profile(profile_name)
     cfg = resolve(consts, profile, "stage2", flags)
     values = dict(cfg.values)
-    if values["threads"]:
-        torch.set_num_threads(int(values["threads"]))
+    apply_threads(int(values["threads"]))
     values["pretrained"] = {p: (str(profile.path(v)) if v else "") for p, v in values["pretrained"].items()}
     run = FilteringRun(profile.name, int(profile["resolution"]), profile.data_root,
                        int(profile["world_seed"]) if "world_seed" in profile else None,
@@ -226,7 +228,7 @@ def truth_table(run: FilteringRun, stage1_dir: Path, img_nos: np.ndarray) -> pd.
 def check_properties(properties) -> tuple:
     props = tuple(properties)
     if not props or len(set(props)) != len(props) or any(p not in PROPERTIES for p in props):
-        raise ValueError(f"properties must be distinct names out of {', '.join(PROPERTIES)}, got {props}")
+        raise ConfigError(f"properties must be distinct names out of {', '.join(PROPERTIES)}, got {props}")
     return props
 
 
@@ -248,7 +250,7 @@ def run_filtering(run: FilteringRun, values: dict, stage1_dir: Path, out_dir: Pa
     fsets = {p: fold_settings(values, p, res) for p in props_run}
     score_bs = int(values["score_batch_size"])
     if score_bs < 1:
-        raise ValueError(f"score batch size must be >= 1, got {score_bs}")
+        raise ConfigError(f"score batch size must be >= 1, got {score_bs}")
     cnn_dir = out_dir / "cnn"
     model_dir, log_dir, inf_dir = cnn_dir / "models", cnn_dir / "log", cnn_dir / "inference_result"
     timings = {}
@@ -263,6 +265,11 @@ def run_filtering(run: FilteringRun, values: dict, stage1_dir: Path, out_dir: Pa
             man = model_dir / f"run_config_{p}.json"
             if man.is_file():
                 check_run_manifest(man, _manifest(run.profile_name, s, inputs, p))     # compares only; raises on change
+        # stage 1 complete and unchanged since it finished; work here made from another stage 1 is refused
+        consumed = lineage.open_stage(
+            out_dir, {"stage1": (stage1_dir, "run_original_generator.py (stage 1)")},
+            files={f"labels {g}": f for g, f in inputs.label_files.items()},
+            restart_hint="delete the stage-2 folder (or use another --out) and run run_cnn.py again")
     timings["validate_inputs_s"] = round(t.seconds, 3)
 
     # 2. train missing folds
@@ -365,9 +372,9 @@ def run_filtering(run: FilteringRun, values: dict, stage1_dir: Path, out_dir: Pa
                     "inference": "cnn/inference_result/{prop}.csv", "merged": f"cnn/{merged_name}",
                     "filtered": "filtered/NNNNNN.png"},
     }
-    write_metrics(out_dir, metrics)
     write_stage_report(out_dir, run.profile_name, run.note, metrics, props_run, props_col, log_dir, fsets, scored, rules,
-                  truth, merged_name)
+                       truth, merged_name)
+    lineage.close_stage(out_dir, consumed, metrics)          # lineage.json, then metrics.json (last)
     return metrics
 
 

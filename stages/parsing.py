@@ -30,7 +30,10 @@ of the input file they were made from; a chunk of finished images is skipped, an
 recomputed as a whole (same batch, same numbers) and its unfinished images are written, so a
 resumed run ends with the same bytes as an uninterrupted one, and an input that changed under the
 same name (a new stage 1 / stage 2 run) is parsed again. Images without a face are recorded in
-``face_detect_failures.json``. Outputs of images no longer in the input folder are removed.
+``face_detect_failures.json``. Outputs of images no longer in the input folder are removed;
+``max_images`` limits the work only (other images' finished outputs stay). An output that is not a
+complete PNG (its chunks' CRCs, an IEND chunk) is made again. The stage-2 (and stage-1) folders must
+be complete and unchanged since they finished (:mod:`pipeline.lineage`).
 ``metrics.json`` and ``report.md`` summarise every image in the folder (not only this run's).
 """
 from __future__ import annotations
@@ -48,12 +51,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.config import resolve
-from pipeline.io import InputError, atomic_write_json, atomic_write_png, remove_stale_tmp, remove_unlisted, sha256_file
+from pipeline import lineage
+from pipeline.config import ConfigError, resolve
+from pipeline.io import (InputError, atomic_write_json, atomic_write_png, png_intact, remove_stale_tmp, remove_unlisted,
+                         sha256_file)
 from pipeline.latents import read_latents
 from pipeline.profiles import load_profile
-from pipeline.reports import write_metrics
-from pipeline.runtime import Timer, check_run_manifest, peak_rss_mb
+from pipeline.runtime import Timer, apply_threads, check_run_manifest, peak_rss_mb
 from segmentation.backends import ON_NO_FACE, DetectorBackend, WholeFrameBackend, crop_true_mask, overlay
 from segmentation.synth_segmenter import CROP_SIZE, NUM_CLASSES, load_segmenter
 from synthface.renderer import render_batch
@@ -86,11 +90,11 @@ class ParsingSettings:
 
     def validate(self) -> "ParsingSettings":
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.on_no_face not in ON_NO_FACE:
-            raise ValueError(f"on_no_face must be one of {', '.join(ON_NO_FACE)}, got {self.on_no_face!r}")
+            raise ConfigError(f"on_no_face must be one of {', '.join(ON_NO_FACE)}, got {self.on_no_face!r}")
         if self.max_images < 0:
-            raise ValueError(f"max_images must be >= 0, got {self.max_images}")
+            raise ConfigError(f"max_images must be >= 0, got {self.max_images}")
         return self
 
 
@@ -112,14 +116,13 @@ def main(consts: dict, profile_name: str, flags, input_dir: str | None = None, l
     """The script's entry: constants, then the profile's ``segmentation`` preset, then flags; then plain values."""
     profile = load_profile(profile_name)
     cfg = resolve(consts, profile, "segmentation", flags, ignore=PARSER_KEYS)
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
+    apply_threads(int(cfg["threads"]))
     s = settings_of(cfg.values)
     run = ParsingRun(profile.name, int(profile["resolution"]), int(profile["generator"]["z_dim"]),
                      int(profile["world_seed"]) if "world_seed" in profile else None)
     block = profile.get("segmentation")
     if not block:
-        raise ValueError(f"profile {profile.name!r} has no 'segmentation' block (backend, checkpoint, ...)")
+        raise ConfigError(f"profile {profile.name!r} has no 'segmentation' block (backend, checkpoint, ...)")
     m = run_parsing(run, s, input_dir=Path(input_dir) if input_dir else profile.stage_dir("stage2") / "filtered",
                     latents_path=Path(latents) if latents else profile.stage_dir("stage1") / "latents.csv",
                     out_dir=Path(out) if out else profile.stage_dir("stage3"),
@@ -160,7 +163,7 @@ def build_backend(block: dict, on_no_face: str, path_of: Callable[[str], Path]):
         return DetectorBackend(cropper, model, parse_logits_to_map, on_no_face,
                                info={"checkpoint": rel, "checkpoint_sha256": sha256_file(path),
                                      "detector": "facenet-pytorch MTCNN (keep_all, select_largest)"})
-    raise ValueError(f"segmentation block: unknown backend {backend!r}; "
+    raise ConfigError(f"segmentation block: unknown backend {backend!r}; "
                      f"expected one of {', '.join(BACKENDS)}")
 
 
@@ -233,9 +236,8 @@ def run_parsing(run: ParsingRun, s: ParsingSettings, input_dir: Path, latents_pa
 
     # 1. validate every input before writing anything
     with Timer() as t:
-        inputs = discover_inputs(input_dir)
-        if s.max_images:
-            inputs = dict(list(inputs.items())[:s.max_images])
+        all_inputs = discover_inputs(input_dir)
+        inputs = dict(list(all_inputs.items())[:s.max_images]) if s.max_images else all_inputs
         nos = list(inputs)
         hashes = {}
         for n in tqdm(nos, desc="stage 3: checking inputs", unit="img", disable=not show_progress, leave=False):
@@ -245,17 +247,25 @@ def run_parsing(run: ParsingRun, s: ParsingSettings, input_dir: Path, latents_pa
     z_of = {n: z[i] for i, n in enumerate(nos)} if with_truth else {}
 
     if getattr(backend, "has_detector", False) and getattr(backend, "on_no_face", s.on_no_face) != s.on_no_face:
-        raise ValueError(f"backend on_no_face {backend.on_no_face!r} differs from the settings' {s.on_no_face!r}")
-    res_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(res_dir)
-    remove_stale_tmp(out_dir)
+        raise ConfigError(f"backend on_no_face {backend.on_no_face!r} differs from the settings' {s.on_no_face!r}")
+    # stage 2 (and stage 1 for the true masks) complete and unchanged; work here is keyed by the input
+    # files' hashes, so a new stage 2 is parsed again where it changed rather than refused
+    ups = {"stage2": (input_dir.parent, "run_cnn.py (stage 2)")}
+    if with_truth:
+        ups["stage1"] = (latents_path.parent, "run_original_generator.py (stage 1)")
+    consumed = lineage.check_upstreams(ups)
     check_run_manifest(out_dir / "run_config.json", {
         "profile": run.profile_name, "resolution": res, "crop_size": CROP_SIZE, **backend.info(),
         "on_no_face": s.on_no_face if backend.has_detector else None,
         "true_masks": with_truth, "world_seed": run.world_seed}, sources=sources or {})
+    lineage.begin(out_dir, consumed, check=False)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(res_dir)
+    remove_stale_tmp(out_dir)
 
-    # 2. drop outputs of images that are no longer inputs
-    keep = set(nos)
+    # 2. drop outputs of images that are no longer inputs (``max_images`` limits the work, never
+    #    what is kept: outputs of the other images in the input folder stay)
+    keep = set(all_inputs)
     removed = remove_unlisted(res_dir, OUTPUT_RE, keep, group=2)
     fail_path, record_path = out_dir / FAILURES_FILE, out_dir / INPUT_RECORD
     failures = {n: v for n, v in _load_record(fail_path).items() if n in keep}
@@ -266,7 +276,7 @@ def run_parsing(run: ParsingRun, s: ParsingSettings, input_dir: Path, latents_pa
     def done(n: int) -> bool:
         if record.get(n) != hashes[n]:
             return False
-        return failures.get(n) == "skip" or all((res_dir / f).is_file() for f in output_names(n, with_truth))
+        return failures.get(n) == "skip" or all(png_intact(res_dir / f) for f in output_names(n, with_truth))
 
     chunks = [nos[i:i + s.batch_size] for i in range(0, len(nos), s.batch_size)]
     written = existing = skipped_now = 0
@@ -339,7 +349,8 @@ def run_parsing(run: ParsingRun, s: ParsingSettings, input_dir: Path, latents_pa
         "backend": backend.info(), "on_no_face": s.on_no_face if backend.has_detector else None,
         "batch_size": s.batch_size, "threads": torch.get_num_threads(),
         "seeds": {"world_seed": run.world_seed, "note": "stage 3 makes no random choice"},
-        "counts": {"inputs": len(nos), "parsed": summary["parsed"], "written_this_run": written,
+        "counts": {"inputs": len(nos), "inputs_in_folder": len(all_inputs), "max_images": s.max_images,
+                   "parsed": summary["parsed"], "written_this_run": written,
                    "already_complete": existing, "skipped_no_face_this_run": skipped_now,
                    "removed_stale_files": removed},
         "face_detect_failures": {"count": len(failures), "skip": sorted(n for n, a in failures.items() if a == "skip"),
@@ -354,8 +365,8 @@ def run_parsing(run: ParsingRun, s: ParsingSettings, input_dir: Path, latents_pa
         "inputs": {"images": str(input_dir), "latents": str(latents_path) if with_truth else None},
         "outputs": {"folder": RESULTS_DIR, "files": output_names(0, with_truth)},
     }
-    write_metrics(out_dir, metrics)
     write_stage_report(out_dir, run.profile_name, metrics, summary, with_truth)
+    lineage.close_stage(out_dir, consumed, metrics)          # lineage.json, then metrics.json (last)
     return metrics
 
 

@@ -18,6 +18,7 @@ from pipeline.config import ConfigError, constants, resolve
 from pipeline.io import atomic_write_csv, atomic_write_png
 from pipeline.profiles import Profile, load_profile
 from pipeline.checkpoint import CheckpointError
+from pipeline import lineage
 from stages.filtering import FilteringRun, filter_rules, fold_settings, merged_csv_name, run_filtering
 from stages.filtering_inputs import AG_FILE, QG_FILE, ImageError, LabelFileError, read_label_file
 
@@ -72,6 +73,7 @@ def make_stage1(root: Path, n=N_IMAGES, labelled=N_LABELLED, res=RES, seed=0) ->
                      pd.DataFrame(z, columns=[f"z_{i}" for i in range(256)])], axis=1)
     atomic_write_csv(s1 / "latents.csv", lat)
     write_hand_labels(s1, lat, 0, labelled, 0.0, 0)
+    lineage.seal(s1)                       # a finished stage 1 as far as stage 2 can tell
     return s1
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from pipeline import lineage
 import torch
 import torch.nn as nn
 
@@ -33,6 +35,8 @@ def make_data_root(root: Path, nos=NOS, grey=()) -> dict:
         img = np.full_like(rgb[k], 128) if n in grey else rgb[k]
         atomic_write_png(root / "stage2" / "filtered" / f"{n:06d}.png", img)
     (root / "stage2" / "filtered" / "notes.txt").write_text("not an image")
+    lineage.seal(root / "stage1")                     # finished upstream stages as far as stage 3 can tell
+    lineage.seal(root / "stage2")
     return {"rgb": dict(zip(nos, rgb)), "mask": dict(zip(nos, mask))}
 
 
@@ -127,6 +131,7 @@ def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_pat
     # an input whose content changed under the same name (e.g. a new generator) is parsed again
     filtered = prof.stage_dir("stage2") / "filtered"
     (filtered / "000010.png").write_bytes((filtered / "000002.png").read_bytes())
+    lineage.seal(prof.stage_dir("stage2"))                          # as a new stage-2 run would
     m = run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     assert m["counts"]["written_this_run"] == 1
     res = second / "segmentation_results"
@@ -134,6 +139,7 @@ def test_resume_skips_finished_images_and_rerun_is_byte_identical(synth, tmp_pat
     assert (res / "true_mask_000010.png").read_bytes() == ref["true_mask_000010.png"]   # truth follows z_10
     # outputs of images that left the input folder are removed
     (prof.stage_dir("stage2") / "filtered" / "000031.png").unlink()
+    lineage.seal(prof.stage_dir("stage2"))
     m = run_stage3(prof, ParsingSettings(batch_size=4), out_dir=second, show_progress=False)
     assert m["counts"]["removed_stale_files"] == 4 and m["counts"]["inputs"] == 5
     assert not list((second / "segmentation_results").glob("*_000031.png"))
