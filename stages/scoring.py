@@ -46,10 +46,10 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from pipeline.config import Resolved, resolve, write_run_config
+from pipeline import lineage
+from pipeline.config import ConfigError, Resolved, resolve, write_run_config
 from pipeline.io import atomic_write_json, atomic_write_text, remove_stale_tmp
 from pipeline.profiles import load_profile
-from pipeline.reports import write_metrics
 from segmentation import property_scores as ps
 from synthface.truth import truth_for_images
 
@@ -75,7 +75,7 @@ class ScoringRun:
 
 def settings_of(values: dict) -> "ScoringSettings":
     if values["true_masks"] not in TRUE_MASKS:
-        raise ValueError(f"true_masks must be one of {', '.join(TRUE_MASKS)}, got {values['true_masks']!r}")
+        raise ConfigError(f"true_masks must be one of {', '.join(TRUE_MASKS)}, got {values['true_masks']!r}")
     return ScoringSettings(algorithms=tuple(values["algorithms"]), v1_image=values["v1_image"],
                            hairstyle_left_check=values["hairstyle_left_check"],
                            eye_components=values["eye_components"], batch_size=int(values["batch_size"]),
@@ -129,15 +129,15 @@ class ScoringSettings:
     def validate(self) -> None:
         algos = tuple(self.algorithms)
         if "v2" not in algos or any(a not in ALGORITHMS for a in algos) or len(set(algos)) != len(algos):
-            raise ValueError(f"algorithms must include 'v2' and be distinct names out of {ALGORITHMS}, got {algos}")
+            raise ConfigError(f"algorithms must include 'v2' and be distinct names out of {ALGORITHMS}, got {algos}")
         if self.v1_image not in ("face", "original"):
-            raise ValueError(f"v1_image must be 'face' or 'original', got {self.v1_image!r}")
+            raise ConfigError(f"v1_image must be 'face' or 'original', got {self.v1_image!r}")
         if self.hairstyle_left_check not in ("code", "block"):
-            raise ValueError(f"hairstyle_left_check must be 'code' or 'block', got {self.hairstyle_left_check!r}")
+            raise ConfigError(f"hairstyle_left_check must be 'code' or 'block', got {self.hairstyle_left_check!r}")
         if self.eye_components not in ("all", "largest"):
-            raise ValueError(f"eye_components must be 'all' or 'largest', got {self.eye_components!r}")
+            raise ConfigError(f"eye_components must be 'all' or 'largest', got {self.eye_components!r}")
         if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 # ------------------------------------------------------------------------------------ normalisation
@@ -308,6 +308,12 @@ def run_scoring(run: ScoringRun, settings: ScoringSettings, stage1_dir: Path, st
     size = validate_files(items, show_progress)
     img_nos = np.array([it.img_no for it in items], dtype=np.int64)
     truth = truth_table(run, stage1_dir, img_nos) if world else None
+    # stages 2 and 3 (and 1 for the truth) complete, unchanged, and stage 3 made from this stage 2;
+    # the cache is keyed by the input files' hashes, so a new stage 3 is scored again, not refused
+    ups = {"stage2": (stage2_dir, "run_cnn.py (stage 2)"), "stage3": (stage3_dir, "run_segmentation.py (stage 3)")}
+    if world:
+        ups["stage1"] = (stage1_dir, "run_original_generator.py (stage 1)")
+    consumed = lineage.open_stage(out_dir, ups, refuse_other_inputs=False)
     t_validate = time.perf_counter() - t0
     geom = ps.Geometry(size)
 
@@ -353,7 +359,7 @@ def run_scoring(run: ScoringRun, settings: ScoringSettings, stage1_dir: Path, st
     write_stage_report(out_dir, run.profile_name, settings, m, raws, scores, items, truth, size)
     m["timings"]["report_s"] = round(time.perf_counter() - t0, 3)
     m["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
-    write_metrics(out_dir, m)
+    lineage.close_stage(out_dir, consumed, m, skip=("cache",))     # lineage.json, then metrics.json (last)
     return m
 
 

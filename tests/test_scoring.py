@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import lineage
+
 from pipeline.io import atomic_write_png
 from pipeline.profiles import Profile
 from segmentation import property_scores as ps
@@ -52,6 +54,8 @@ def make_layout(root, n_images=N_IMAGES, seed=5):
         atomic_write_png(seg / f"true_mask_{n:06d}.png", true)
         vis = cv2.addWeighted(face, 0.5, colorize_mask(parsed), 0.5, 0)
         atomic_write_png(seg / f"parsing_visualization_{n:06d}.png", vis)
+    for stage in ("stage1", "stage2", "stage3"):     # finished upstream stages as far as stage 4 can tell
+        lineage.seal(root / stage)
     return keep
 
 
@@ -208,6 +212,7 @@ def test_a_changed_input_is_recomputed(layout, tmp_path):
     mp = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     mp[100:120, 20:60] = 8                                   # a big open mouth
     atomic_write_png(p, mp)
+    lineage.seal(root / "stage3")                            # as a new stage-3 run would
     m = run_stage4(prof, ScoringSettings(algorithms=("v2",), batch_size=16, examples=0), show_progress=False)
     assert m["counts"]["computed_this_run"] == 1
     raw = pd.read_csv(root / "stage4" / "all_scores_v2_raw.csv", keep_default_na=False).set_index("img_no")
@@ -272,6 +277,7 @@ def test_class_ids_out_of_range_are_an_error_and_no_csv_is_written(layout, tmp_p
     mp = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     mp[5, 7] = 13
     atomic_write_png(p, mp)
+    lineage.seal(root / "stage3")                            # a stage 3 that wrote a bad map and finished
     with pytest.raises(ScoringInputError, match=r"class id 13 at row 5, column 7"):
         run_stage4(profile_for(root), ScoringSettings(batch_size=8), show_progress=False)
     assert not list((root / "stage4").glob("*.csv")) and not (root / "stage4" / "metrics.json").exists()
@@ -318,6 +324,7 @@ def test_a_profile_without_a_world_needs_no_truth_or_true_masks(layout, tmp_path
     root = _copy_layout(root0, tmp_path)
     for p in (root / "stage3" / "segmentation_results").glob("true_mask_*.png"):
         p.unlink()
+    lineage.seal(root / "stage3")                            # a stage 3 without a world writes no true masks
     prof = Profile({"name": "real", "data_root": str(root), "resolution": 128})
     m = run_stage4(prof, ScoringSettings(batch_size=16, examples=2), show_progress=False)
     assert "truth" not in m and set(m["fallbacks"]) == {"parsed_v2", "parsed_v1"}
