@@ -184,10 +184,13 @@ def open_stage(out_dir: str | os.PathLike, upstreams: Mapping[str, tuple] | None
     return consumed
 
 
-def close_stage(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping], metrics: Mapping,
+def close_stage(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping] | None, metrics: Mapping,
                 skip: Iterable[str] = ()) -> dict:
-    """What a stage calls last: record every output (:func:`files_under`) and write ``metrics.json``."""
+    """What a stage calls last: record every output (:func:`files_under`) and write ``metrics.json``.
+    ``consumed`` None: the records :func:`begin` wrote for this run."""
     out_dir = Path(out_dir)
+    if consumed is None:
+        consumed = _read(out_dir / LINEAGE, finished=False)["consumed"]
     record = finish(out_dir, files_under(out_dir, skip), consumed)
     atomic_write_json(out_dir / COMPLETION, dict(metrics))
     return record

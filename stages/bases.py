@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import lineage
 from pipeline.checkpoint import CheckpointError, read_checkpoint, select_entry
 from pipeline.kept_set import KeptSet, kept_latents, load_kept_set
 from stylegan.discriminator import DiscriminatorConfig
@@ -63,3 +64,31 @@ def kept_set_of(profile, label_file: Path, label_names, show_progress: bool = Fa
 def latents_of(profile, img_nos):
     """Stage-1 latents of the given images (``stage1/latents.csv``)."""
     return kept_latents(profile.stage_dir("stage1") / "latents.csv", img_nos, int(profile["generator"]["z_dim"]))
+
+
+# ------------------------------------------------------------------------------------ lineage of stage 5
+
+UPSTREAM_HINTS = {"stage1": "run_original_generator.py (stage 1)", "stage2": "run_cnn.py (stage 2)",
+                  "stage4": "compute_property_scores_v2.py (stage 4)",
+                  "stage5/property_cnn": "run_property_score_cnn.py (stage 5a)"}
+
+
+def upstream_records(profile, label_file: Path) -> dict:
+    """The ``consumed`` records of a stage-5 run (:func:`pipeline.lineage.check_upstreams`; writes
+    nothing): stages 1 and 2 and the stage that made ``label_file`` (stage 4 or the property CNN) must
+    be complete, unchanged and agree with each other; a label file outside the data root's stages is
+    recorded by its hash."""
+    root = profile.data_root
+    ups = {k: (root / k, UPSTREAM_HINTS[k]) for k in ("stage1", "stage2")}
+    files = {}
+    folder = Path(label_file).parent
+    rel = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else None
+    if rel in UPSTREAM_HINTS:
+        ups[rel] = (folder, UPSTREAM_HINTS[rel])
+    else:
+        files["labels"] = Path(label_file)
+    return lineage.check_upstreams(ups, files)
+
+
+def restart_hint(out: Path) -> str:
+    return f"delete {out} (or give another output folder) to train again from the current inputs"

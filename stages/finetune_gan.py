@@ -37,7 +37,8 @@ from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluat
 from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
                                oracle_reference)
 from pipeline.io import InputError, atomic_write_csv, atomic_write_text, remove_stale_tmp
-from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
+from pipeline import lineage
+from pipeline.reports import markdown_table, plt, save_figure, write_report
 from pipeline.runtime import peak_rss_mb
 from pipeline.shipped import install_record, run_settings, shipped_dir
 from pipeline.vocabulary import CONTROLLED as P3
@@ -49,7 +50,8 @@ from stylegan_modified.loading import (init_discriminator_from, init_generator_f
 from training.gan import GanSettings, GanTrainer, log_rows
 from training.loop import FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .bases import base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
+from .bases import (base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases,
+                    restart_hint, upstream_records)
 from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
                        write_settings)
 
@@ -106,6 +108,7 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     cfg = resolve_stage(consts, profile, f"stage5.{version}", args)
     s = settings_of(GanSettings, cfg.settings.values, version=version)
     paths = dict(paths or {})
+    upstream_records(profile, Path(paths.get("labels") or default_paths(profile, version)["labels"]))  # before writing
     write_settings(Path(paths.get("out") or default_paths(profile, version)["out"]), cfg)
     test = dict(cfg.test.values)
     female_n = prepare_runtime(profile, s, test, cfg.runtime)
@@ -133,8 +136,9 @@ def run_gan_stage(profile, s: GanSettings, test_cfg: dict, out_dir: Path | None 
     out = Path(out_dir) if out_dir else paths["out"]
     label_file = Path(label_file) if label_file else paths["labels"]
     kept = kept_set_of(profile, label_file, LABEL_NAMES[s.version], show_progress=show_progress and ctx.is_main)
+    consumed = upstream_records(profile, label_file)        # upstream stages complete and unchanged
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        lineage.begin(out, consumed, restart_hint(out))      # a run trained on other inputs is refused
         remove_stale_tmp(out)
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept)}
@@ -215,7 +219,7 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
         "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
     }
     _report(out, profile, s, m, history, test)
-    write_metrics(out, m)
+    lineage.close_stage(out, None, m)                # lineage.json, then metrics.json (last)
     return m
 
 

@@ -34,7 +34,8 @@ from evaluation.tables import (female_share, female_table, generation_test_table
                                oracle_reference)
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint
 from pipeline.io import InputError, atomic_write_text, remove_stale_tmp
-from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
+from pipeline import lineage
+from pipeline.reports import markdown_table, plt, save_figure, write_report
 from pipeline.runtime import peak_rss_mb
 from pipeline.shipped import install_record, run_settings, shipped_dir
 from pipeline.vocabulary import CONTROLLED as P3
@@ -47,7 +48,8 @@ from stylegan_modified.loading import init_generator_from, load_generator, regre
 from training.cvae import LOG_COLUMNS, V3Settings, V3Trainer
 from training.loop import Evaluation, FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .bases import base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases
+from .bases import (base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases,
+                    restart_hint, upstream_records)
 from .finetune_gan import CNN_LABELS, PROPERTY_CNN
 from .settings import (distributed, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
                        write_settings)
@@ -130,6 +132,7 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     cfg = resolve_stage(consts, profile, "stage5.v3", args)
     s = settings_of(V3Settings, cfg.settings.values)
     paths = dict(paths or {})
+    upstream_records(profile, Path(paths.get("labels") or default_paths(profile)["labels"]))   # before writing
     write_settings(Path(paths.get("out") or default_paths(profile)["out"]), cfg)
     test = dict(cfg.test.values)
     female_n = prepare_runtime(profile, s, test, cfg.runtime)
@@ -158,8 +161,9 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
     kept = kept_set_of(profile, label_file, P7, show_progress=show_progress and ctx.is_main)
     cnn = load_property_cnn_for(profile, cnn_path).to(ctx.device)
     gender = load_gender_cnn(profile.stage_dir("stage2"), s.gender_folds).to(ctx.device)
+    consumed = upstream_records(profile, label_file)        # upstream stages complete and unchanged
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        lineage.begin(out, consumed, restart_hint(out))      # a run trained on other inputs is refused
         remove_stale_tmp(out)
     ctx.barrier()
     key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
@@ -277,7 +281,7 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
         "notes": notes, "peak_rss_mb": round(peak_rss_mb(), 1), **install_record(out),
     }
     _report(out, profile, s, m, hist, final)
-    write_metrics(out, m)
+    lineage.close_stage(out, None, m)                # lineage.json, then metrics.json (last)
     return m
 
 

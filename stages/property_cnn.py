@@ -41,13 +41,15 @@ from cnn.property_score_cnn import (P7, PropertyCNNSettings, count_parameters, l
                                     to_signed_nchw)
 from pipeline.io import atomic_write_text, remove_stale_tmp
 from pipeline.vocabulary import SCORE_COLUMNS
-from pipeline.reports import markdown_table, plt, save_figure, write_metrics, write_report
-from pipeline.runtime import check_run_manifest, peak_rss_mb
+from pipeline import lineage
+from pipeline.config import ConfigError
+from pipeline.reports import markdown_table, plt, save_figure, write_report
+from pipeline.runtime import apply_threads, check_run_manifest, peak_rss_mb
 from pipeline.shipped import ids_digest, install_record, install_run, shipped_dir
 from synthface.truth import truth_for_images
 from training.property_cnn import split_indices, train_property_cnn
 
-from .bases import kept_set_of
+from .bases import kept_set_of, restart_hint, upstream_records
 from .settings import profile_of, profile_section, resolve_stage
 
 OUT_SUBDIR = "stage5/property_cnn"
@@ -100,7 +102,7 @@ def truth_comparison(values: np.ndarray, truth: pd.DataFrame) -> dict:
 def relabel(model, images, mode: str, batch_size: int, seed: int) -> np.ndarray:
     """Scores [N, 7] of ``images``: eval mode (default) or the original's dropout-on pass (seeded)."""
     if mode not in RELABEL_MODES:
-        raise ValueError(f"relabel_mode must be one of {RELABEL_MODES}, got {mode!r}")
+        raise ConfigError(f"relabel_mode must be one of {RELABEL_MODES}, got {mode!r}")
     if mode == "eval":
         return score_images(model, images, batch_size)
     was = model.training
@@ -137,12 +139,11 @@ def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> 
     profile = profile_of(profile_name)
     rc = resolve_stage(consts, profile, "stage5.property_cnn", args)
     rt = rc.runtime
-    cfg = {**rc.settings.values, "resolution": int(profile["resolution"]), "threads": rt.get("threads") or None}
+    cfg = {**rc.settings.values, "resolution": int(profile["resolution"]), "threads": int(rt.get("threads", 0))}
     cfg["selection_exclude"] = tuple(cfg["selection_exclude"])
     if rt.get("quick"):
         cfg["max_epochs"] = 2
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
+    apply_threads(cfg["threads"])
     if not rt.get("shipped", True):
         profile.setdefault("stage5", {})["use_shipped"] = False
     m = run_property_stage(profile, cfg, out_dir=out, show_progress=bool(rt.get("progress", True)))
@@ -161,15 +162,16 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
     settings = settings_from(cfg)
     settings.validate()
     if cfg["relabel_mode"] not in RELABEL_MODES:
-        raise ValueError(f"relabel_mode must be one of {RELABEL_MODES}, got {cfg['relabel_mode']!r}")
+        raise ConfigError(f"relabel_mode must be one of {RELABEL_MODES}, got {cfg['relabel_mode']!r}")
     out = Path(out_dir) if out_dir else profile.data_root / OUT_SUBDIR
     target_csv = profile.data_root / TARGET_CSV
     kept = kept_set_of(profile, target_csv, P7, show_progress=show_progress)
     n = len(kept)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(out)
+    consumed = upstream_records(profile, target_csv)        # stages 1, 2, 4 complete and unchanged
     manifest = run_manifest(cfg)
     check_run_manifest(out / "run_config.json", {**manifest, "images": n})
+    lineage.begin(out, consumed, restart_hint(out))          # a model trained on other inputs is refused
+    remove_stale_tmp(out)
     ckpt = out / CHECKPOINT
     shipped = None
     if not ckpt.is_file() and not (out / "train_state.pth").is_file():
@@ -234,7 +236,7 @@ def run_property_stage(profile, cfg: dict | None = None, out_dir: Path | None = 
     _report(out, profile, m, log, eval_valid, kept.labels[valid_idx], truth.iloc[valid_idx] if truth is not None
             else None)
     m["timings"]["total_s"] = round(time.perf_counter() - t_start, 1)
-    write_metrics(out, m)
+    lineage.close_stage(out, consumed, m)                    # lineage.json, then metrics.json (last)
     return m
 
 

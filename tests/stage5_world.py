@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import lineage
 from pipeline.io import atomic_write_csv, atomic_write_png
 from pipeline.profiles import Profile
 from pipeline.checkpoint import save_checkpoint
@@ -83,6 +84,8 @@ def make_root(tmp_path: Path, n: int = 40) -> Profile:
             save_checkpoint(m.state_dict(), root / "stage2" / "cnn" / "models" / f"gender_model_{k}.pt")
     fs = FoldSettings(prop="gender", lr=1e-3, threshold=0.7, cut=0.5, resolution=RES, width=0.125, padding=1, folds=2)
     (root / "stage2" / "cnn" / "models" / "run_config_gender.json").write_text(json.dumps({"settings": fs.to_dict()}))
+    for stage in ("stage1", "stage2", "stage4"):     # finished upstream stages as far as stage 5 can tell
+        lineage.seal(root / stage)
     return prof
 
 
