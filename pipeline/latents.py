@@ -81,11 +81,17 @@ def write_z_csv(path: Path, z: np.ndarray) -> None:
 def read_z_csv(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"latent file {path} not found")
-    df = pd.read_csv(path)
+        raise InputError(f"latent file {path} not found")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"latent file {path}: not a readable CSV ({exc})") from exc
     df = df[[c for c in df.columns if c != "z_idx"]]
-    vals = df.to_numpy(np.float64)
+    if df.empty or df.shape[1] == 0:
+        raise InputError(f"latent file {path} holds no latent (expected one row per z, columns 0 … d-1)")
+    vals = df.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     if not np.isfinite(vals).all():
         r, c = np.argwhere(~np.isfinite(vals))[0]
-        raise ValueError(f"latent file {path}, row {r + 1}, column {df.columns[c]!r} is not a finite number")
+        raise InputError(f"latent file {path}, row {r + 1}, column {df.columns[c]!r}: not a finite number "
+                         f"({df.iat[r, c]!r})")
     return vals.astype(np.float32)

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from evaluation.generation_report import mosaic_figure
 from evaluation.generation import run_generation_test
 from evaluation.generation import settings_from as test_settings_from
 from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
-from pipeline.io import atomic_write_png
+from pipeline.io import NUMBERED_PNG_RE, InputError, atomic_write_png, remove_unlisted
 from pipeline.latents import read_z_csv
-from pipeline.reports import markdown_table, write_metrics, write_report
+from pipeline import lineage
+from pipeline.reports import markdown_table, write_report
+from pipeline.runtime import apply_threads
 from pipeline.vocabulary import CONTROLLED as P3
 from pipeline.vocabulary import PROPERTIES as P7
 from stylegan.generator import postprocess
@@ -75,12 +76,16 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
     g = load_generator(checkpoint, gcfg, version).to(device)
     zs = read_z_csv(z_file)
     if not 0 <= z_index < len(zs):
-        raise ValueError(f"--z-index {z_index} is out of range: {z_file} holds {len(zs)} latents")
+        raise InputError(f"--z-index {z_index} is out of range: {z_file} holds {len(zs)} latents")
     if zs.shape[1] != gcfg.z_dim:
-        raise ValueError(f"{z_file} holds {zs.shape[1]}-d latents; the generator takes {gcfg.z_dim}")
+        raise InputError(f"{z_file} holds {zs.shape[1]}-d latents; the generator takes {gcfg.z_dim}")
     z = noised_latents(zs[z_index], copies, noise_scale, seed)
     label = parse_label(label_text, spec.label_names)
     imgs = postprocess(synthesize(g, z, np.repeat(label[None], len(z), 0), batch_size=4))
+    # inputs recorded; the completion mark of an earlier choice goes; its extra images too
+    consumed = lineage.open_stage(out, files={"checkpoint": checkpoint, "z_file": z_file}, refuse_other_inputs=False)
+    if (out / "images").is_dir():
+        remove_unlisted(out / "images", NUMBERED_PNG_RE, range(len(imgs)))
     for i, im in enumerate(imgs):
         atomic_write_png(out / "images" / f"{i:06d}.png", im)
     cells = [list(imgs[i:i + 10]) for i in range(0, len(imgs), 10)]
@@ -130,7 +135,7 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
                    f"(seed {seed}); one label for all.\n\n![final](final_images.png)"),
         ("Generation test of this choice (50 labels per latent)",
          markdown_table(header, body) if body else "No judge available.")])
-    write_metrics(out, m)
+    lineage.close_stage(out, consumed, m)                     # lineage.json, then metrics.json (last)
     return m
 
 
@@ -140,8 +145,7 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     profile = profile_of(profile_name)
     cfg = resolve_stage(consts, profile, "stage5.final", args)
     v, rt, paths = cfg.settings.values, cfg.runtime, dict(paths or {})
-    if rt.get("threads"):
-        torch.set_num_threads(int(rt["threads"]))
+    apply_threads(int(rt.get("threads", 0)))
     root = profile.data_root
     version = v["version"]
     p = {"checkpoint": root / "stage5" / version / "generator.pth",

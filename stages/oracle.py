@@ -18,6 +18,7 @@ from evaluation.judges import evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.oracle import CONTROLLED, OracleGenerator
 from pipeline.io import InputError, atomic_write_json
+from pipeline.runtime import apply_threads
 from pipeline.vocabulary import PROPERTIES as P7
 from synthface.truth import world
 
@@ -60,8 +61,7 @@ def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> 
     ``stage5.generation_test`` < flags; prints pass counts, r and the largest leak per judge."""
     profile = profile_of(profile_name)
     cfg = resolve_stage(consts, profile, "stage5.oracle", args)
-    if cfg.runtime.get("threads"):
-        torch.set_num_threads(int(cfg.runtime["threads"]))
+    apply_threads(int(cfg.runtime.get("threads", 0)))
     if "world_seed" not in profile:
         print(f"profile {profile.name!r} has no synthetic world: no oracle to test")
         return None

@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 
 from pipeline.config import Resolved, check_value, resolve, write_run_config
 from pipeline.profiles import load_profile
+from pipeline.runtime import apply_threads
 from stylegan_modified.distributed import init_distributed, shutdown
 
 RUNTIME = ("device", "threads", "progress", "quick", "female_n", "shipped", "v4")
@@ -106,8 +106,7 @@ def prepare_runtime(profile, s, test: dict, runtime: Mapping) -> int:
         s.epochs, s.checkpoint_every, s.max_steps_per_epoch = 1, 2, 4
         test.update(n_z=3)
         female_n = 20
-    if runtime.get("threads"):
-        torch.set_num_threads(int(runtime["threads"]))
+    apply_threads(int(runtime.get("threads", 0)))
     if not runtime.get("shipped", True):
         profile.setdefault("stage5", {})["use_shipped"] = False
     return female_n
