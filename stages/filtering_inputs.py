@@ -15,6 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import read_checked_png, sha256_file
+from pipeline.latents import read_latents
 from pipeline.vocabulary import FILTER_PROPERTIES as PROPERTIES
 
 from synthface.hand_labels import AG_FILE, QG_FILE
@@ -103,10 +104,7 @@ def discover_images(stage1_dir: Path) -> dict[int, Path]:
     if not latents.is_file():
         raise ImageError(f"stage 1 is not complete: {latents} not found; run run_original_generator.py "
                          f"(it writes latents.csv when every image exists)")
-    try:
-        nos = pd.read_csv(latents, usecols=["img_no"])["img_no"].to_numpy()
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise ImageError(f"{latents} has no readable img_no column ({exc})") from exc
+    nos, _ = read_latents(latents)     # the one checked reader: columns, numbers, finiteness, duplicates
     found = {}
     for n in sorted(int(v) for v in nos):
         path = image_dir / f"{n:06d}.png"
