@@ -71,7 +71,10 @@ def read_checkpoint(path: str | os.PathLike, missing_hint: str = "") -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "Weights only load failed" in first or "Unsupported global" in str(exc):
+            first = "it holds code or objects other than tensors, which are refused (weights_only load)"
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.io import read_checked_png, sha256_file
+from pipeline.io import InputError, read_checked_png, sha256_file
 from pipeline.latents import read_latents
 from pipeline.vocabulary import FILTER_PROPERTIES as PROPERTIES
 
@@ -25,11 +25,11 @@ LABEL_GROUPS = {"quality_and_gender": ("quality", "gender"), "age_and_glass": ("
 DEFAULT_LABEL_FILES = {"quality_and_gender": f"stage1/{QG_FILE}", "age_and_glass": f"stage1/{AG_FILE}"}
 
 
-class LabelFileError(ValueError):
+class LabelFileError(InputError):
     """A hand-label file is missing or malformed (the message names file, row and column)."""
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """A stage-1 image is missing, unreadable or has the wrong size (the message names the file)."""
 
 
