@@ -193,9 +193,12 @@ def read_input_image(path: Path, resolution: int, with_hash: bool = False):
     """The uint8 RGB image (and, with ``with_hash``, the SHA-256 of the file's bytes)."""
     try:
         data = Path(path).read_bytes()
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except OSError as exc:
         raise ParsingInputError(f"input image {path} cannot be read (missing or unreadable: {exc})") from exc
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:                       # OpenCV asserts on some malformed buffers
+        img = None
     if img is None:
         raise ParsingInputError(f"input image {path} cannot be decoded (corrupt or not an image)")
     if img.ndim == 3 and img.shape[2] == 3:

@@ -27,11 +27,11 @@ def refused(case, code: int, err: str, pattern: str, out: Path | None, before: l
     left = partial_outputs(out) if out is not None else []
     if before is not None:
         left = sorted(set(left) - set(before))
-    case["observed"] = f"exit {code}; {err.splitlines()[-1][:200] if err else '(no message)'}" + \
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ") or ": error: " in ln]   # guarded's or argparse's
+    case["observed"] = f"exit {code}; {(lines or err.splitlines() or ['(no message)'])[0][:200]}" + \
         (f"; left {left[:3]}" if left else "; no partial output")
     assert code == 2, err
-    last = err.splitlines()[-1]
-    assert last.startswith("error: ") or ": error: " in last, err        # guarded's line, or argparse's
+    assert lines, err
     assert re.search(pattern, err), f"{pattern!r} not in {err!r}"
     assert not left, left
 
