@@ -6,7 +6,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= synthface
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup demo test reliability bench clean-runs
 
 $(STAMP): requirements.txt Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: setup
 
 test: setup
 	$(VPY) -m pytest -q tests
+
+# The fault suite with its slow kill -9 cases; writes the table of cases to docs/reliability_table.md.
+reliability: setup
+	OHLORA_RELIABILITY_SLOW=1 OHLORA_RELIABILITY_TABLE=docs/reliability_table.md $(VPY) -m pytest -q tests/reliability
 
 bench: setup
 	$(VPY) benchmarks/bench_generator.py
