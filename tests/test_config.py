@@ -88,3 +88,16 @@ def test_misspelt_and_wrongly_typed_keys_are_named(tmp_path):
     msg = str(e.value)
     assert "unknown key generator.'z_dimm'" in msg
     assert "'resolution' must be int, got '128'" in msg and "unknown key 'stage9'" in msg
+
+
+def test_every_flag_and_preset_value_is_range_checked_before_use():
+    from pipeline.config import ConfigError, resolve
+    consts = {"seed": 0, "batch_size": 8, "threads": 0, "lr": 1e-3, "valid_fraction": 0.1, "max_epochs": 0}
+    assert resolve(consts, None, None, {}, print_fn=None)["threads"] == 0          # the constant's 0: default
+    for flags, msg in (({"seed": -1}, "flag --seed: seed must be"), ({"batch_size": 0}, "batch_size must be"),
+                       ({"threads": 0}, "threads must be a thread count >= 1"), ({"lr": float("nan")}, "finite"),
+                       ({"valid_fraction": 1.5}, r"\[0, 1\]"), ({"max_epochs": -1}, "max_epochs must be")):
+        with pytest.raises(ConfigError, match=msg):
+            resolve(consts, None, None, flags, print_fn=None)
+    with pytest.raises(ConfigError, match=r"profile p:s: seed must be"):
+        resolve(consts, {"name": "p", "s": {"seed": -3}}, "s", {}, print_fn=None)

@@ -62,3 +62,35 @@ def test_digest_depends_on_content_and_names(tmp_path):
     a = {"x.png": [3, "aa"], "y.png": [3, "bb"]}
     assert lineage.digest(a) == lineage.digest(dict(reversed(list(a.items()))))
     assert lineage.digest(a) != lineage.digest({"x.png": [3, "bb"], "y.png": [3, "aa"]})
+
+
+def test_open_and_close_stage_record_inputs_and_write_the_mark_last(tmp_path):
+    up, _ = _stage(tmp_path, "up")
+    down = tmp_path / "down"
+    consumed = lineage.open_stage(down, {"up": (up, "make up")}, files={"labels": up / "b.csv"})
+    assert not (down / "metrics.json").exists() and set(consumed) == {"up", "labels"}
+    (down / "out.csv").write_text("1\n")
+    (down / "cache").mkdir()
+    (down / "cache" / "x.json").write_text("{}")
+    rec = lineage.close_stage(down, None, {"done": 1}, skip=("cache",))     # None: the records begin wrote
+    assert set(rec["outputs"]) == {"out.csv"} and rec["consumed"] == consumed
+    assert json.loads((down / "metrics.json").read_text()) == {"done": 1}
+
+
+def test_upstreams_must_agree_with_each_other(tmp_path):
+    s2, _ = _stage(tmp_path, "stage2", b"old")
+    r2 = lineage.upstream(s2, "stage2", "h")
+    s3, _ = _stage(tmp_path, "stage3", b"maps", consumed={"stage2": r2})
+    lineage.check_upstreams({"stage2": (s2, "run 2"), "stage3": (s3, "run 3")})
+    _stage(tmp_path, "stage2", b"new")                 # stage 2 made again; stage 3 not
+    with pytest.raises(LineageError, match=r"stage3 was made from another stage2 than the one there now; run run 3"):
+        lineage.check_upstreams({"stage2": (s2, "run 2"), "stage3": (s3, "run 3")})
+
+
+def test_seal_marks_a_hand_made_folder_finished(tmp_path):
+    d = tmp_path / "made"
+    d.mkdir()
+    (d / "x.png").write_bytes(b"1234")
+    lineage.seal(d)
+    assert lineage.upstream(d, "made", "h")["outputs_digest"]
+    lineage.verify(d, "h", deep=True)
