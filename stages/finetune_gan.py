@@ -50,8 +50,8 @@ from stylegan_modified.loading import (init_discriminator_from, init_generator_f
 from training.gan import GanSettings, GanTrainer, log_rows
 from training.loop import FineTuneLoop, LoopSettings, ShippedRun, settings_key
 
-from .bases import (base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of, shipped_bases,
-                    restart_hint, upstream_records)
+from .bases import (base_discriminator_state, base_generator_state, build_configs, kept_set_of, latents_of,
+                    restart_hint, shipped_bases, upstream_records)
 from .settings import (distributed, given_flags, prepare_runtime, profile_of, resolve_stage, settings_of, summary_text,
                        write_settings)
 

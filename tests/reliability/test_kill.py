@@ -98,7 +98,8 @@ def test_kill_stage3(world34, tmp_path, case):
     _, prof = world34.copy(tmp_path)
     kill_and_rerun(case, lambda n: ["run_segmentation.py", "--profile", str(prof), "--out", str(tmp_path / n),
                                     "--batch-size", "2", "--threads", "1", "--no-progress"],
-                   lambda n: tmp_path / n, ["segmentation_results/*.png", "input_sha256.json", "face_detect_failures.json"], seed=3)
+                   lambda n: tmp_path / n,
+                   ["segmentation_results/*.png", "input_sha256.json", "face_detect_failures.json"], seed=3)
 
 
 @pytest.mark.reliability_slow
