@@ -197,10 +197,11 @@ def check_values(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
 
 def resolve(consts: Mapping[str, Any], profile: Mapping[str, Any] | None, block: str | None,
             args: argparse.Namespace | Mapping[str, Any] | None = None, *,
-            ignore: tuple[str, ...] = (), print_fn=print) -> Resolved:
+            ignore: tuple[str, ...] = (), print_fn=print, flag_prefix: str = "") -> Resolved:
     """Constants, then the profile's ``block`` (unknown keys are an error), then given flags.
 
-    ``ignore`` names keys of the block that are read elsewhere (model sizes shared by stages)."""
+    ``ignore`` names keys of the block that are read elsewhere (model sizes shared by stages);
+    ``flag_prefix`` is the flags' prefix for messages (``test_`` for ``--test-n-z``)."""
     values = dict(consts)
     sources = {n: "constant" for n in values}
     preset = _block(profile, block)
@@ -222,8 +223,8 @@ def resolve(consts: Mapping[str, Any], profile: Mapping[str, Any] | None, block:
     given = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     for k, v in given.items():
         if k in values:
-            values[k] = _check_type(k, v, consts[k], f"flag {_flag(k)}")
-            sources[k] = f"flag {_flag(k)}"
+            values[k] = _check_type(k, v, consts[k], f"flag {_flag(flag_prefix + k)}")
+            sources[k] = f"flag {_flag(flag_prefix + k)}"
     check_values(values, sources)            # before anything is written (callers write after resolve)
     out = Resolved(values, sources)
     lines = out.describe(consts)

@@ -57,7 +57,7 @@ def resolve_stage(consts: Mapping[str, Any], profile, block: str, args=None) -> 
     test = Resolved({}, {})          # a stage without a generation test (the property CNN)
     if test_c:
         test = resolve(test_c, profile, "stage5.generation_test",
-                       {k[len(TEST_PREFIX):]: v for k, v in given.items() if k in test_names})
+                       {k[len(TEST_PREFIX):]: v for k, v in given.items() if k in test_names}, flag_prefix=TEST_PREFIX)
     runtime = {k: given.get(k, consts[k]) for k in RUNTIME if k in consts}
     for k in RUNTIME:
         if k in consts and k in given:

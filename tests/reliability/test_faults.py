@@ -488,9 +488,66 @@ def test_stage5_property_cnn_bad_input(world5, tmp_path, capsys, case, name):
     assert not out.exists() or not (out / "metrics.json").exists()
 
 
+def _base(root: Path) -> Path:
+    return root.parent / "base.pth"          # the world's base generator / discriminator checkpoint
+
+
+def _base_edit(fn):
+    """Change the base checkpoint's generator state dict with ``fn``."""
+    def apply(root: Path):
+        D.state_edit(_base(root), lambda ck: {**ck, "generator": fn(dict(ck["generator"]))})
+    return apply
+
+
+S5V1_CASES = {
+    # a stage 4 that wrote bad labels and finished (resealed): the label reader names the place
+    "labels_nan": (lambda r: (D.csv_edit(r / "stage4/all_scores.csv", D.cell("eyes_score", 2, "nan")),
+                              _reseal(r, "stage4")), r"all_scores\.csv, row 3, column 'eyes_score'"),
+    "labels_changed_since": (lambda r: D.csv_edit(r / "stage4/all_scores.csv", D.cell("eyes_score", 2, "0.5")),
+                             r"all_scores\.csv changed since stage4 finished"),
+    "labels_missing_column": (lambda r: (D.csv_edit(r / "stage4/all_scores.csv", D.drop_col("pose_score")),
+                                         _reseal(r, "stage4")),
+                              r"all_scores\.csv, row 0 \(header\): missing column\(s\) pose_score"),
+    "stage4_incomplete": (lambda r: (r / "stage4/metrics.json").unlink(), r"stage4 is incomplete"),
+    "stage2_incomplete": (lambda r: (r / "stage2/metrics.json").unlink(), r"stage2 is incomplete"),
+    "base_checkpoint_garbage": (lambda r: _base(r).write_bytes(b"not a checkpoint"), r"cannot read checkpoint .*base\.pth"),
+    "base_checkpoint_no_generator_entry": (lambda r: D.state_edit(_base(r), lambda ck: {"discriminator": ck["discriminator"]}),
+                                           r"base\.pth has no 'generator' entry"),
+    "base_generator_wrong_shape": (_base_edit(lambda s: {**s, D.first_key(s): s[D.first_key(s)][:1]}), r"mis-shaped keys"),
+    "base_generator_missing_key": (_base_edit(lambda s: {k: v for k, v in s.items() if k != D.first_key(s)}),
+                                   r"missing keys"),
+    "base_generator_nan": (_base_edit(lambda s: {**s, D.first_key(s): s[D.first_key(s)] * float("nan")}),
+                           r"non-finite values"),
+}
+S5V1_FLAGS = {
+    "epochs_0": (["--epochs", "0"], r"flag --epochs: epochs must be an integer >= 1"),
+    "batch_size_0": (["--batch-size", "0"], r"flag --batch-size: batch_size must be an integer >= 1"),
+    "threads_0": (["--threads", "0"], r"flag --threads: threads must be a thread count >= 1"),
+    "lr_generator_nan": (["--lr-generator", "nan"], r"flag --lr-generator: lr_generator must be a finite number"),
+    "test_n_z_0": (["--test-n-z", "0"], r"flag --test-n-z: n_z must be an integer >= 1"),
+}
+
+
+@pytest.mark.parametrize("name", list(S5V1_CASES) + [f"flag_{k}" for k in S5V1_FLAGS])
+def test_stage5_finetune_v1_bad_input(world5, tmp_path, capsys, case, name):
+    root, prof = world5.copy(tmp_path)
+    out = root / "stage5" / "v1"
+    argv = ["--profile", str(prof), "--no-progress", "--no-shipped", "--quick"]
+    if name.startswith("flag_"):
+        extra, pattern = S5V1_FLAGS[name[5:]]
+        argv += extra
+    else:
+        fn, pattern = S5V1_CASES[name]
+        fn(root)
+    case["expected"] = f"exit 2, error naming file and place ({pattern}), no FineTune-v1 output"
+    code, err = run_script("run_stylegan_fine_tuning_v1", argv, capsys)
+    refused(case, code, err, pattern, out)
+    assert not (out / "metrics.json").exists()
+
+
 def test_case_count():
     """The matrix holds at least 100 bad-input and fault cases."""
     n = (len(S1_FLAGS) + len(S1_PROFILES) + len(S1_RESUME) + len(S1_REFUSED_RESUME) + len(S2_CASES) + len(S2_FLAGS)
          + len(S2_CHECKPOINTS) + len(S3_CASES) + len(S3_FLAGS) + len(S3_PROFILES) + len(S4_CASES) + len(S4_FLAGS)
-         + len(S5_CASES) + len(S5_FLAGS))
+         + len(S5_CASES) + len(S5_FLAGS) + len(S5V1_CASES) + len(S5V1_FLAGS))
     assert n >= 100, n
