@@ -28,7 +28,8 @@ def refused(case, code: int, err: str, pattern: str, out: Path | None, before: l
     if before is not None:
         left = sorted(set(left) - set(before))
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ") or ": error: " in ln]   # guarded's or argparse's
-    case["observed"] = f"exit {code}; {(lines or err.splitlines() or ['(no message)'])[0][:200]}" + \
+    shown = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/]+/", "<case>/", (lines or err.splitlines() or ["(none)"])[0])
+    case["observed"] = f"exit {code}; {shown[:240]}" + \
         (f"; left {left[:3]}" if left else "; no partial output")
     assert code == 2, err
     assert lines, err
