@@ -18,7 +18,7 @@ from stylegan.generator import GeneratorConfig
 from stylegan_modified.conditional import build_discriminator, build_generator
 from training.v9 import LOG_COLUMNS, V9Trainer
 
-from stage5_world import RES, make_root
+from tests.stage5_world import RES, make_root
 
 
 def _world(tmp_path: Path):
