@@ -84,34 +84,46 @@ def _same(a, b) -> bool:
 
 
 def _quantise(delta: torch.Tensor, levels: int) -> dict:
+    """Per-row symmetric quantisation to ``levels`` steps (int8 up to 127, else int16), lzma-compressed."""
     rows = delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta.reshape(1, -1)
     scale = (rows.abs().amax(dim=1) / float(levels)).to(torch.float32)
     q = torch.where(scale[:, None] > 0, torch.round(rows / scale.clamp_min(1e-30)[:, None]), torch.zeros_like(rows))
-    packed = lzma.compress(q.to(torch.int8).numpy().tobytes(), preset=9)
+    dtype = torch.int8 if levels <= 127 else torch.int16
+    packed = lzma.compress(q.to(dtype).numpy().tobytes(), preset=9)
     return {"q_lzma": torch.frombuffer(bytearray(packed), dtype=torch.uint8), "scale": scale,
-            "shape": list(delta.shape)}
+            "shape": list(delta.shape), "bits": 8 if dtype == torch.int8 else 16}
 
 
-def _dequantise(entry: Mapping, base: torch.Tensor) -> torch.Tensor:
-    q = torch.frombuffer(bytearray(lzma.decompress(entry["q_lzma"].numpy().tobytes())), dtype=torch.int8)
+def _dequantise(entry: Mapping, base: torch.Tensor | None) -> torch.Tensor:
+    dtype = torch.int8 if int(entry.get("bits", 8)) == 8 else torch.int16
+    q = torch.frombuffer(bytearray(lzma.decompress(entry["q_lzma"].numpy().tobytes())), dtype=dtype)
     scale = entry["scale"]
-    rows = q.reshape(len(scale), -1).to(torch.float32) * scale[:, None]
-    return base + rows.reshape(base.shape)
+    rows = (q.reshape(len(scale), -1).to(torch.float32) * scale[:, None]).reshape(entry["shape"])
+    return rows if base is None else base + rows
+
+
+NEW_TENSOR_LEVELS = 32767       # tensors the base lacks: their values (not a difference), int16
 
 
 def partial_state(full: Mapping, base: Mapping, quantize_levels: int | None = None) -> dict:
     """The entries of ``full`` that are not exactly the base's, plus ``full``'s key order; with
-    ``quantize_levels`` the changed float tensors the base holds go in ``deltas`` (module docstring)."""
+    ``quantize_levels`` the changed float tensors go in ``deltas`` (module docstring): those the
+    base holds as their difference from it, new ones (e.g. v9's new branch) as their values in int16."""
     changed = OrderedDict((k, v) for k, v in full.items() if k not in base or not _same(v, base[k]))
     out = {"format": FORMAT, "keys": list(full), "tensors": changed}
     if quantize_levels:
         deltas = OrderedDict()
         for k in list(changed):
             v = changed[k]
-            if (k in base and v.is_floating_point() and v.dtype == base[k].dtype and v.shape == base[k].shape
-                    and v.numel() >= 1024):
+            if not v.is_floating_point() or v.numel() < 1024:
+                continue
+            if k in base and v.dtype == base[k].dtype and v.shape == base[k].shape:
                 deltas[k] = _quantise(v.to(torch.float32) - base[k].to(torch.float32), int(quantize_levels))
-                del changed[k]
+            elif k not in base and v.dtype == torch.float32:
+                deltas[k] = {**_quantise(v, NEW_TENSOR_LEVELS), "absolute": True}
+            else:
+                continue
+            del changed[k]
         out.update(deltas=deltas, quantize_levels=int(quantize_levels))
     return out
 
@@ -121,11 +133,13 @@ def full_state(partial: Mapping, base: Mapping, what: str) -> OrderedDict:
     if partial.get("format") != FORMAT or "keys" not in partial or "tensors" not in partial:
         raise ShippedRunError(f"{what}: not a partial checkpoint of format {FORMAT}")
     deltas = partial.get("deltas", {})
-    missing = [k for k in partial["keys"] if k not in partial["tensors"] and k not in base]
+    missing = [k for k in partial["keys"] if k not in partial["tensors"] and k not in base
+               and not (k in deltas and deltas[k].get("absolute"))]
     if missing:
         raise ShippedRunError(f"{what}: keys neither in the partial checkpoint nor in its base: {', '.join(missing)}")
     return OrderedDict((k, partial["tensors"][k] if k in partial["tensors"] else
-                        _dequantise(deltas[k], base[k]) if k in deltas else base[k]) for k in partial["keys"])
+                        _dequantise(deltas[k], None if deltas[k].get("absolute") else base[k]) if k in deltas
+                        else base[k]) for k in partial["keys"])
 
 
 def _copies(src: Path, patterns) -> list[str]:

@@ -55,7 +55,7 @@ from .settings import distributed, given_flags, profile_of, resolve_stage, setti
 OUT = "stage6/v9"
 V1_DIR = "stage5/v1"
 SHIPPED_MODELS = ("generator.pth", "discriminator.pth")
-SHIPPED_COPY = ("train_log.csv", "concept_log.csv", "train_steps.csv", "grids/epoch_*.png")
+SHIPPED_COPY = ("train_log.csv", "concept_log.csv", "train_steps.csv")    # grids stay out: the size budget
 SPEC_FILTER = {"gender": (">=", 0.92), "quality": (">=", 0.9), "age": ("<=", 0.008), "glass": ("<=", 0.01)}
 FILTER_KEYS = {"gender": "gender_min", "quality": "quality_min", "age": "age_max", "glass": "glass_max"}
 RUNTIME_KEYS = ("device", "threads", "progress", "quick", "shipped", "acceptance_n")
@@ -291,7 +291,7 @@ def finish_v9_stage(profile, s, g, g1, kept, out, res, cnns, ev, consumed, accep
 
 def pack_v9_run(profile, out: Path | None = None, dest: Path | None = None, levels: int = 127) -> dict:
     """Pack the finished run into the profile's shipped folder: G and D as int8-quantised deltas
-    against the local v1 (``pipeline.shipped``, ``quantize``), the logs and the last grid."""
+    against the local v1 (``pipeline.shipped``, ``quantize_levels``; the new branch in int16) and the logs."""
     p = paths_of(profile, out)
     dest = Path(dest) if dest else shipped_folder(profile)
     if dest is None:
@@ -302,8 +302,6 @@ def pack_v9_run(profile, out: Path | None = None, dest: Path | None = None, leve
         raise ValueError(f"{p['out']} is not finished: epoch {state['epoch']} of {s.epochs}")
     key = json.loads(state["settings_json"])
     nos, _ = list_filtered(p["stage2"])
-    last = f"grids/epoch_{s.epochs - 1:04d}.png"
     return pack_run(p["out"], dest, "FineTune-v9", run_settings(profile.data_root, key, s.epochs, nos),
                     {k: state[k] for k in ("log_json", "epoch", "step", "phase")}, v1_bases(p["v1"]),
-                    [c for c in SHIPPED_COPY if not c.startswith("grids")] + [last], img_nos=nos,
-                    quantize_levels=levels)
+                    SHIPPED_COPY, img_nos=nos, quantize_levels=levels)
