@@ -18,9 +18,10 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
-# Stages 1-5 of the default profile. Each stage skips finished work, so a second `make demo`
+# Stages 1-6 of the default profile. Each stage skips finished work, so a second `make demo`
 # only re-checks. Stage 5 installs the shipped runs (synthface/weights/stage5/: property CNN,
-# FineTune-v1, FineTune-v3) when their settings and inputs match, and then only tests and reports.
+# FineTune-v1, FineTune-v3) and stage 6 the shipped FineTune-v9 (synthface/weights/stage6/v9/)
+# when their settings and inputs match, and then only tests and reports.
 demo: setup
 	$(VPY) run_original_generator.py --profile $(PROFILE)
 	$(VPY) run_cnn.py --profile $(PROFILE)
@@ -31,6 +32,7 @@ demo: setup
 	$(VPY) run_stylegan_fine_tuning_v1.py --profile $(PROFILE)
 	$(VPY) run_stylegan_fine_tuning_v3.py --profile $(PROFILE)
 	$(VPY) run_fine_tuned_generator.py --profile $(PROFILE)
+	$(VPY) run_stylegan_finetune_v9.py --profile $(PROFILE)
 
 test: setup
 	$(VPY) -m pytest -q tests

@@ -1,7 +1,9 @@
-"""Pack finished stage-5 runs into the profile's shipped folder (``synthface/weights/stage5/``).
+"""Pack finished stage-5 runs into the profile's shipped folder (``synthface/weights/stage5/``),
+and the stage-6 FineTune-v9 run into ``stage6.shipped`` (``synthface/weights/stage6/v9/``).
 
     python run_pack_shipped.py                          # property_cnn, v1 and v3 of the default profile
     python run_pack_shipped.py v3 --profile synthface
+    python run_pack_shipped.py v9                       # int8 deltas against the local FineTune-v1
 
 Each run must be finished by its script at the settings it is to be shipped with; a fresh
 checkout then installs it instead of retraining (the stage only repeats its test and report).

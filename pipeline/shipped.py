@@ -13,6 +13,12 @@ A shipped run is a folder (synthface: ``synthface/weights/stage5/<stage>/``, the
   exact float32 state dict, and the stage then loads it strictly;
 * every other file verbatim (logs, grids, the CVAE encoder, test latents).
 
+With ``quantize_levels`` (FineTune-v9, whose trained synthesis and D blocks would not fit the size
+budget in float32) a changed tensor that the base also holds is stored as its difference from the
+base, quantised per row to ``levels`` steps (int8) and lzma-compressed; the rebuilt tensor is
+``base + q · scale`` in float32, the same on every CPU. The shipped model is then the rebuilt one,
+not bit for bit the trained one: pack, then re-install and re-test (``run_pack_shipped.py``).
+
 :func:`install_run` writes the full files into an empty run folder when the settings match
 and the bases are the committed ones; the stage then treats the run as finished and only
 repeats its test and report. Settings or a base that differ mean the shipped run does not
@@ -32,6 +38,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import lzma
 import os
 import shutil
 from collections import OrderedDict
@@ -76,20 +83,63 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def partial_state(full: Mapping, base: Mapping) -> dict:
-    """The entries of ``full`` that are not exactly the base's, plus ``full``'s key order."""
+def _quantise(delta: torch.Tensor, levels: int) -> dict:
+    """Per-row symmetric quantisation to ``levels`` steps (int8 up to 127, else int16), lzma-compressed."""
+    rows = delta.reshape(delta.shape[0], -1) if delta.ndim > 1 else delta.reshape(1, -1)
+    scale = (rows.abs().amax(dim=1) / float(levels)).to(torch.float32)
+    q = torch.where(scale[:, None] > 0, torch.round(rows / scale.clamp_min(1e-30)[:, None]), torch.zeros_like(rows))
+    dtype = torch.int8 if levels <= 127 else torch.int16
+    packed = lzma.compress(q.to(dtype).numpy().tobytes(), preset=9)
+    return {"q_lzma": torch.frombuffer(bytearray(packed), dtype=torch.uint8), "scale": scale,
+            "shape": list(delta.shape), "bits": 8 if dtype == torch.int8 else 16}
+
+
+def _dequantise(entry: Mapping, base: torch.Tensor | None) -> torch.Tensor:
+    dtype = torch.int8 if int(entry.get("bits", 8)) == 8 else torch.int16
+    q = torch.frombuffer(bytearray(lzma.decompress(entry["q_lzma"].numpy().tobytes())), dtype=dtype)
+    scale = entry["scale"]
+    rows = (q.reshape(len(scale), -1).to(torch.float32) * scale[:, None]).reshape(entry["shape"])
+    return rows if base is None else base + rows
+
+
+NEW_TENSOR_LEVELS = 32767       # tensors the base lacks: their values (not a difference), int16
+
+
+def partial_state(full: Mapping, base: Mapping, quantize_levels: int | None = None) -> dict:
+    """The entries of ``full`` that are not exactly the base's, plus ``full``'s key order; with
+    ``quantize_levels`` the changed float tensors go in ``deltas`` (module docstring): those the
+    base holds as their difference from it, new ones (e.g. v9's new branch) as their values in int16."""
     changed = OrderedDict((k, v) for k, v in full.items() if k not in base or not _same(v, base[k]))
-    return {"format": FORMAT, "keys": list(full), "tensors": changed}
+    out = {"format": FORMAT, "keys": list(full), "tensors": changed}
+    if quantize_levels:
+        deltas = OrderedDict()
+        for k in list(changed):
+            v = changed[k]
+            if not v.is_floating_point() or v.numel() < 1024:
+                continue
+            if k in base and v.dtype == base[k].dtype and v.shape == base[k].shape:
+                deltas[k] = _quantise(v.to(torch.float32) - base[k].to(torch.float32), int(quantize_levels))
+            elif k not in base and v.dtype == torch.float32:
+                deltas[k] = {**_quantise(v, NEW_TENSOR_LEVELS), "absolute": True}
+            else:
+                continue
+            del changed[k]
+        out.update(deltas=deltas, quantize_levels=int(quantize_levels))
+    return out
 
 
 def full_state(partial: Mapping, base: Mapping, what: str) -> OrderedDict:
     """Rebuild the full state dict from a partial checkpoint and its base."""
     if partial.get("format") != FORMAT or "keys" not in partial or "tensors" not in partial:
         raise ShippedRunError(f"{what}: not a partial checkpoint of format {FORMAT}")
-    missing = [k for k in partial["keys"] if k not in partial["tensors"] and k not in base]
+    deltas = partial.get("deltas", {})
+    missing = [k for k in partial["keys"] if k not in partial["tensors"] and k not in base
+               and not (k in deltas and deltas[k].get("absolute"))]
     if missing:
         raise ShippedRunError(f"{what}: keys neither in the partial checkpoint nor in its base: {', '.join(missing)}")
-    return OrderedDict((k, partial["tensors"][k] if k in partial["tensors"] else base[k]) for k in partial["keys"])
+    return OrderedDict((k, partial["tensors"][k] if k in partial["tensors"] else
+                        _dequantise(deltas[k], None if deltas[k].get("absolute") else base[k]) if k in deltas
+                        else base[k]) for k in partial["keys"])
 
 
 def _copies(src: Path, patterns) -> list[str]:
@@ -98,7 +148,8 @@ def _copies(src: Path, patterns) -> list[str]:
 
 
 def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: Mapping,
-             partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns, img_nos=None) -> dict:
+             partial_models: Mapping[str, tuple[Mapping, Path]], copy_patterns, img_nos=None,
+             quantize_levels: int | None = None) -> dict:
     """Pack the finished ``run_dir`` into ``dest`` (replaced whole). ``partial_models``: file name ->
     (base state dict, base file); ``copy_patterns``: glob patterns of files copied verbatim;
     ``img_nos``: the kept image numbers the run trained on (stored in the manifest)."""
@@ -108,11 +159,12 @@ def pack_run(run_dir: Path, dest: Path, stage: str, settings: Mapping, record: M
     tmp.mkdir(parents=True)
     files, models = {}, {}
     for name, (base, base_path) in partial_models.items():
-        part = partial_state(read_checkpoint(run_dir / name), base)
+        part = partial_state(read_checkpoint(run_dir / name), base, quantize_levels)
         save_checkpoint(part, tmp / (name + PARTIAL_SUFFIX))
         files[name + PARTIAL_SUFFIX] = sha256_file(tmp / (name + PARTIAL_SUFFIX))
         models[name] = {"base": Path(base_path).name, "base_sha256": sha256_file(base_path),
-                        "changed_keys": list(part["tensors"]), "keys": len(part["keys"])}
+                        "changed_keys": list(part["tensors"]) + list(part.get("deltas", {})), "keys": len(part["keys"]),
+                        **({"quantize_levels": int(quantize_levels)} if quantize_levels else {})}
     for rel in _copies(run_dir, copy_patterns):
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / rel, tmp / rel)

@@ -22,9 +22,10 @@ from .finetune_gan import GAN_SHIPPED_COPY, GAN_SHIPPED_MODELS, LABEL_NAMES
 from .finetune_gan import default_paths as gan_paths
 from .finetune_v3 import V3_SHIPPED_COPY, V3_SHIPPED_MODELS
 from .finetune_v3 import default_paths as v3_paths
+from .finetune_v9 import pack_v9_run, shipped_folder
 from .property_cnn import CHECKPOINT, OUT_SUBDIR, TARGET_CSV, shipped_settings
 
-STAGES = ("property_cnn", "v1", "v4", "v3")
+STAGES = ("property_cnn", "v1", "v4", "v3", "v9")
 DEFAULT_STAGES = ("property_cnn", "v1", "v3")
 RECORD = ("log_json", "epoch", "step", "phase")      # the loop's state without tensors: the training record
 
@@ -84,6 +85,8 @@ def pack(profile, stage: str) -> dict:
         return pack_gan_run(profile, stage)
     if stage == "v3":
         return pack_v3_run(profile)
+    if stage == "v9":
+        return pack_v9_run(profile)
     raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
 
 
@@ -96,7 +99,8 @@ def main(profile_name: str, stages) -> list[str]:
     lines = []
     for stage in stages or DEFAULT_STAGES:
         m = pack(profile, stage)
-        size = sum((shipped_dir(profile, stage) / f).stat().st_size for f in m["files"])
-        lines.append(f"{stage}: {len(m['files'])} files, {size / 2**20:.2f} MiB -> {shipped_dir(profile, stage)}")
+        folder = shipped_folder(profile) if stage == "v9" else shipped_dir(profile, stage)
+        size = sum((folder / f).stat().st_size for f in m["files"])
+        lines.append(f"{stage}: {len(m['files'])} files, {size / 2**20:.2f} MiB -> {folder}")
         print(lines[-1])
     return lines

@@ -129,8 +129,10 @@ def test_ship_cli_packs_the_default_stages_and_refuses_unknown_ones(monkeypatch)
     monkeypatch.setattr(shipping, "pack", lambda profile, stage: done.append(stage) or {"files": {}})
     run_pack_shipped.main([])
     assert done == ["property_cnn", "v1", "v3"]
+    run_pack_shipped.main(["v9"])                     # stage 6 (stage6.shipped)
+    assert done[-1] == "v9"
     with pytest.raises(SystemExit):
-        run_pack_shipped.main(["v9"])
+        run_pack_shipped.main(["v10"])
 
 
 def _edit_kept_set(src, dest, stage, images):

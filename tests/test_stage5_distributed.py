@@ -3,14 +3,11 @@ same global batch. Tiny models, one thread per process, a few steps of the v3 an
 
 Tolerance: parameters after 3 steps agree to atol 1e-5 (float32 sums in another order; Adam's
 normalised steps keep such differences at that level for a few steps)."""
-import os
-import socket
-
 import numpy as np
 import torch
-import torch.multiprocessing as mp
 
-from stylegan_modified.distributed import DistContext, epoch_batches, init_distributed, shard_indices, shutdown
+from tests.distributed_harness import single_and_gloo
+from stylegan_modified.distributed import DistContext, epoch_batches, shard_indices
 
 STEPS = 3
 GLOBAL_BATCH = 8
@@ -83,24 +80,6 @@ def _run(ctx: DistContext) -> dict:
     return out
 
 
-def _worker(rank, world, port, path):
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
-                       "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"})
-    ctx = init_distributed("cpu")
-    try:
-        res = _run(ctx)
-        if rank == 0:
-            torch.save(res, path)
-    finally:
-        shutdown(ctx)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sharded_batches_are_the_single_process_batches():
     one = DistContext()
     two = [DistContext(rank=r, world=2) for r in range(2)]
@@ -115,10 +94,7 @@ def test_sharded_batches_are_the_single_process_batches():
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    single = _run(DistContext())
-    path = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(path)), nprocs=2, join=True)
-    double = torch.load(path, weights_only=False)
+    single, double = single_and_gloo(_run, tmp_path)
     assert np.allclose(single["v3_loss"], double["v3_loss"], atol=1e-5)
     for key in ("v3", "v3_enc", "v1_g", "v1_d"):
         for k, v in single[key].items():

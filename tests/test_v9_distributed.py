@@ -8,14 +8,11 @@ update counts and AUROCs exactly; parameters agree to atol 1e-5 / rtol 1e-4
 before LReLU + instance norm on a channel of one sign: mathematically zero gradient): Adam's normalised
 step turns that noise into ±lr steps. Such entries must stay below 1 % of a model and within
 2 · steps · lr."""
-import os
-import socket
-
 import numpy as np
 import torch
-import torch.multiprocessing as mp
 
-from stylegan_modified.distributed import DistContext, epoch_batches, init_distributed, shutdown
+from tests.distributed_harness import single_and_gloo
+from stylegan_modified.distributed import DistContext, epoch_batches
 
 STEPS = 3
 GLOBAL_BATCH = 8
@@ -42,29 +39,8 @@ def _run(ctx: DistContext) -> dict:
             "d": {k: v.detach().clone() for k, v in d.state_dict().items()}, "rows": rows}
 
 
-def _worker(rank, world, port, path):
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
-                       "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"})
-    ctx = init_distributed("cpu")
-    try:
-        res = _run(ctx)
-        if rank == 0:
-            torch.save(res, path)
-    finally:
-        shutdown(ctx)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_match_one_process(tmp_path):
-    single = _run(DistContext())
-    path = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(path)), nprocs=2, join=True)
-    double = torch.load(path, weights_only=False)
+    single, double = single_and_gloo(_run, tmp_path)
     for key in ("g", "d"):
         bad, total = 0, 0
         for k, v in single[key].items():

@@ -1,0 +1,73 @@
+"""The regressed start of FineTune-v9's new branch (docs/notes/v9_regress_start.md), as one function.
+
+The original starts ``dense_new0`` / ``dense_new1`` at N(0, 0.15²) on the stored parameters, so v9
+begins exactly as v1 and only GAN training moves w; on two CPU cores that takes far longer than the
+budget. The regressed start (a documented deviation, off with ``start="original"``) fits the new
+branch before training so that w moves each sample onto the concept side of the stage-2 CNNs:
+
+1. ``judged`` random (z, label ~ N(0, I)) outputs of v1 are scored by ``score_fn`` (the stage-2 fold
+   models); a sample is *on the concept side* of property p when it passes stage 2's filter for p;
+2. class-mean directions of v1's w for the four concepts (:func:`concept_directions`);
+3. ``samples`` fresh (z, label) pairs (mapping forwards only): the per-sample Δw that puts w on the
+   concept side of each hyperplane with a margin of ``margin`` projection stds (:func:`concept_shift`);
+4. least-squares fit of the new branch to Δw (:func:`regress_new_branch`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from stylegan.generator import postprocess
+from stylegan_modified.conditional import ConditionalGenerator, map_to_w, synthesize
+from stylegan_modified.v9 import V9Generator, branch_stats, concept_directions, concept_shift, regress_new_branch
+
+MIN_CLASS_SHARE = 0.01      # a concept with fewer samples on one side is skipped (no direction to learn)
+
+
+def concept_positive(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, tuple[str, float]]) -> dict:
+    """Per property: True where the score passes stage 2's filter (``(">=", 0.92)`` or ``("<=", 0.02)``)."""
+    out = {}
+    for p, (op, cut) in thresholds.items():
+        s = np.asarray(scores[p], np.float64)
+        out[p] = s >= cut if op == ">=" else s <= cut
+    return out
+
+
+def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callable[[np.ndarray], dict],
+                    thresholds: Mapping[str, tuple[str, float]], *, judged: int = 1000, samples: int = 20000,
+                    margin: float = 1.0, seed: int = 0, batch_size: int = 50) -> dict:
+    """Fit ``g9``'s new branch in place (module docstring); ``score_fn(uint8 NHWC) -> {property: scores}``.
+    Returns what was done: the judged shares, the concepts used, the fit's figures and branch stats."""
+    rng = np.random.default_rng([int(seed), 61])
+    z = rng.normal(size=(judged, g1.cfg.z_dim)).astype(np.float32)
+    y = rng.normal(size=(judged, g1.spec.label_dim)).astype(np.float32)
+    scores: dict[str, list] = {}
+    for a in range(0, judged, batch_size):
+        imgs = postprocess(synthesize(g1, z[a:a + batch_size], y[a:a + batch_size]))
+        for k, v in score_fn(imgs).items():
+            scores.setdefault(k, []).append(np.asarray(v))
+    scores = {k: np.concatenate(v) for k, v in scores.items()}
+    pos = concept_positive(scores, thresholds)
+    used = [p for p in thresholds if MIN_CLASS_SHARE <= pos[p].mean() <= 1 - MIN_CLASS_SHARE]
+    done = {"method": "regressed new branch (docs/notes/v9_regress_start.md)", "judged": int(judged),
+            "samples": int(samples), "margin_std": float(margin), "seed": int(seed),
+            "v1_concept_share": {p: float(pos[p].mean()) for p in thresholds},
+            "v1_all_concepts_share": float(np.all([pos[p] for p in thresholds], axis=0).mean()),
+            "concepts": used, "skipped": [p for p in thresholds if p not in used]}
+    if not used:
+        return {**done, "fit": None}
+    w = map_to_w(g1, z, y).numpy()
+    dirs, offs = concept_directions(w, np.stack([pos[p] for p in used], 1))
+    sd = (w @ dirs.T).std(0)
+    zr = rng.normal(size=(samples, g1.cfg.z_dim)).astype(np.float32)
+    yr = rng.normal(size=(samples, g1.spec.label_dim)).astype(np.float32)
+    dw = concept_shift(map_to_w(g1, zr, yr).numpy(), dirs, offs + margin * sd, margin=0.0)
+    fit = regress_new_branch(g9, zr, dw, label=yr, method="lstsq", seed=seed)
+    zt = torch.as_tensor(zr[:1000])
+    return {**done, "mean_shift_norm": float(np.linalg.norm(dw, axis=1).mean()), "fit": fit,
+            "branch": branch_stats(g9, zt, torch.as_tensor(yr[:1000]))}
+
+
+__all__ = ["concept_positive", "regressed_start"]
