@@ -140,22 +140,11 @@ def kept_images(stage2_dir: Path, resolution: int, show_progress: bool) -> KeptS
                    Path(stage2_dir) / "filtered")
 
 
-def consumed_records(p: dict, kept: KeptSet) -> dict:
-    """What the stage consumes (pipeline.lineage): an upstream's own record when it has one, else the
-    digest of the files read (the kept images' names and sizes, v1's G and D)."""
-    out = {}
-    for name, folder, files in (("stage2 kept set", p["stage2"], None),
-                                ("stage5 FineTune-v1", p["v1"], ["generator.pth", "discriminator.pth"])):
-        if (folder / lineage.LINEAGE).is_file() and (folder / lineage.COMPLETION).is_file():
-            out[name] = lineage.upstream(folder, name, "its script")
-            continue
-        if files is None:
-            desc = {Path(q).name: [Path(q).stat().st_size, ""] for q in kept.paths}
-        else:
-            desc = lineage.describe_files(folder, files)
-        out[name] = {"stage": name, "outputs_digest": lineage.digest(desc), "folder": str(folder),
-                     "files": len(desc)}
-    return out
+def consumed_records(p: dict) -> dict:
+    """What the stage consumes (pipeline.lineage.check_upstreams; writes nothing): the stage-2 kept set
+    and the FineTune-v1 run must be complete, unchanged since they finished, and agree with each other."""
+    return lineage.check_upstreams({"stage2": (p["stage2"], "run_cnn.py"),
+                                    "stage5/v1": (p["v1"], "run_stylegan_fine_tuning_v1.py")})
 
 
 def start_models(profile, s: V9StageSettings, v1_dir: Path):
@@ -195,6 +184,7 @@ def main(profile_name, consts: dict, args=None, paths: dict | None = None) -> di
     if not runtime.get("shipped", True):
         profile.setdefault("stage6", {})["use_shipped"] = False
     p = paths_of(profile, (paths or {}).get("out"), (paths or {}).get("v1_dir"))
+    consumed_records(p)                                  # upstreams complete and unchanged, before writing
     write_settings(p["out"], cfg, {"runtime": runtime})
     with distributed(runtime) as ctx:
         m = run_v9_stage(profile, s, p, ctx, evaluator=(paths or {}).get("evaluator"),
@@ -214,7 +204,7 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
     ctx = ctx or init_distributed()
     out = p["out"]
     kept = kept_images(p["stage2"], int(profile["resolution"]), show_progress and ctx.is_main)
-    consumed = consumed_records(p, kept)
+    consumed = consumed_records(p)
     if ctx.is_main:
         lineage.begin(out, consumed, f"remove {out} (or pass --out) to start again")
         remove_stale_tmp(out)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import run_stylegan_finetune_v9 as script
+from pipeline import lineage
 from pipeline.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.config import constants
 from pipeline.shipped import full_state, partial_state
@@ -40,6 +41,7 @@ def _world(tmp_path: Path):
     v1 = prof.data_root / "stage5" / "v1"
     save_checkpoint(build_generator(gcfg, "v1", seed=1).state_dict(), v1 / "generator.pth")
     save_checkpoint(build_discriminator(dcfg, "v1", seed=2, mbstd_group_size=4).state_dict(), v1 / "discriminator.pth")
+    lineage.seal(v1)                                   # a finished FineTune-v1 run, as stage 6 requires
     # random fold models score about 0.5: filter cuts there, so both sides of each concept have samples
     prof["stage2"].update(gender_min=0.5, quality_min=0.5, age_max=0.5, glass_max=0.5)
     prof["stage6"] = {"v9": {"epochs": 1, "max_steps_per_epoch": 3, "checkpoint_every": 2, "grid_z": 2,
@@ -82,7 +84,7 @@ def test_outputs_metrics_and_log(world):
                                "mapping.dense_new1.bias"]
     assert "regressed_start" in init and init["branch_original_init"]["norm_ratio_w2_w1"] < 0.01
     lin = json.loads((out / "lineage.json").read_text())
-    assert lin["state"] == "finished" and set(lin["consumed"]) == {"stage2 kept set", "stage5 FineTune-v1"}
+    assert lin["state"] == "finished" and set(lin["consumed"]) == {"stage2", "stage5/v1"}
 
 
 def test_rerun_only_tests_and_reports(world):
@@ -104,10 +106,14 @@ def test_other_v1_refused_by_lineage(world, tmp_path):
     try:
         gcfg = GeneratorConfig.from_dict(prof["generator"])
         save_checkpoint(build_generator(gcfg, "v1", seed=9).state_dict(), v1 / "generator.pth")
-        with pytest.raises(Exception, match="another stage5 FineTune-v1"):
+        with pytest.raises(Exception, match="generator.pth changed since v1 finished"):
+            _run(prof, out=out)                        # an edited upstream file is refused
+        lineage.seal(v1)                               # another finished v1 run: its outputs differ
+        with pytest.raises(Exception, match="made from another stage5/v1"):
             _run(prof, out=out)
     finally:
         (v1 / "generator.pth").write_bytes(saved)
+        lineage.seal(v1)
 
 
 def test_interrupted_run_resumes_to_the_same_models(world, tmp_path, monkeypatch):
