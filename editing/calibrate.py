@@ -6,7 +6,9 @@ of the two edits, so the case's own value cancels), with a probe α first (defau
 the cases' vectors along the direction) and then again at the α the first slope predicts; the
 scale makes ``alpha_max`` (calibrated units) move the property by ``target``. The scorer is the
 truth (the independent evaluator or the world's truth); the measured moves are recorded in
-``meta["calibration"]``.
+``meta["calibration"]``. A direction the truth sees lowering its property gets a negative scale;
+the raw α is capped at :data:`MAX_PROBES` probe steps (``capped`` is recorded), so a direction
+that hardly moves its property is not pushed off the generator's range.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .edit import edit, mid_of, styles_of, w_of
 from .picking import as_scores
 
 ROUNDS = 2
+MAX_PROBES = 8.0        # the raw α never exceeds this many probe steps (a dead direction is not blown up)
 
 
 def _probe(g, ds: EditDirections, prop: str, z, label) -> float:
@@ -48,16 +51,18 @@ def calibrate(g, ds: EditDirections, scorer, z, label, *, target: float, alpha_m
     """Set ``ds.scales[p]`` for each property; returns {property: {"scale", "moves"}}."""
     out = {}
     for p in properties or ds.properties:
-        a = float((probe or {}).get(p) or _probe(g, ds, p, z, label))
-        moves = []
+        step = float((probe or {}).get(p) or _probe(g, ds, p, z, label))
+        a, moves, capped = step, [], False
         for _ in range(ROUNDS):
-            move = measure_move(g, ds, p, a, z, label, scorer, **edit_kw)
-            moves.append({"raw_alpha": a, "move": move})
+            move = measure_move(g, ds, p, abs(a), z, label, scorer, **edit_kw)
+            moves.append({"raw_alpha": abs(a), "move": move})
             if abs(move) < 1e-12:
                 break
-            a = a * target / abs(move)                 # the raw α the slope predicts for the target
+            a = abs(a) * target / move                 # the raw α the slope predicts (negative: the truth says
+            if abs(a) > MAX_PROBES * step:             # the direction lowers the property, so the scale flips it)
+                a, capped = float(np.sign(a)) * MAX_PROBES * step, True
         scale = a / alpha_max
         ds.scales[p] = scale
-        out[p] = {"scale": scale, "target": target, "alpha_max": alpha_max, "moves": moves}
+        out[p] = {"scale": scale, "target": target, "alpha_max": alpha_max, "moves": moves, "capped": capped}
     ds.meta.setdefault("calibration", {}).update(out)
     return out
