@@ -97,6 +97,14 @@ def _style_hook(delta):
     return hook
 
 
+@torch.inference_mode()
+def render(g, z, label) -> torch.Tensor:
+    """The unedited images of (z, label) (ψ = 1, stored noise)."""
+    z = torch.as_tensor(np.asarray(z), dtype=torch.float32)
+    label = None if label is None else torch.as_tensor(np.asarray(label), dtype=torch.float32)
+    return synthesize(g, g.truncation(w_of(g, mid_of(g, z, label, "w"), "w")))
+
+
 # ----------------------------------------------------------------------------- the edit
 
 def _groups(group, n: int) -> list[str]:

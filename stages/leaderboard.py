@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from editing.calibrate import calibrate
 from editing.directions import EditDirections
-from editing.edit import edit
+from editing.edit import edit, render
 from editing.ganspace import fit_ganspace
 from editing.interfacegan import fit_interfacegan
 from editing.label import label_directions
@@ -164,7 +164,8 @@ def fit_method(name: str, models: dict, s: BoardSettings, sample: ScoredSample, 
         return EditDirections.load(folder)
     g = models["g9"]
     pick = ScoredSample(sample.z[:s.n_pick], sample.label[:s.n_pick], sample.w[:s.n_pick],
-                        {k: v[:s.n_pick] for k, v in sample.scores.items()}, sample.seconds, dict(sample.meta))
+                        {k: v[:s.n_pick] for k, v in sample.scores.items()},
+                        sample.seconds * min(s.n_pick, len(sample)) / len(sample), dict(sample.meta))
     if name == "interfacegan":
         ds = fit_interfacegan(g, sample=sample, seed=s.seed)
     elif name == "sefa":
@@ -190,12 +191,16 @@ def groups_for(ds: EditDirections, g, z, label, scorer):
     """The 16-group name per case for group-wise sets (read from the unedited image), else None."""
     if ds.groups == ("all",):
         return None
-    with torch.inference_mode():
-        images = edit(g, z, label, {ds.properties[0]: 0.0}, ds, calibrated=False).images
-    return case_groups(scorer(images), Medians(**ds.meta["medians"]))
+    return case_groups(scorer(render(g, z, label)), Medians(**ds.meta["medians"]))
 
 
 # ----------------------------------------------------------------------------- scoring
+
+def slope_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of each row of y [n, k] on x [k]."""
+    xc = x - x.mean()
+    return (y - y.mean(axis=1, keepdims=True)) @ xc / (xc ** 2).sum()
+
 
 def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """r of x [k] with each row of y [n, k] (NaN for a constant row)."""
@@ -231,6 +236,11 @@ def score_method(name: str, ds: EditDirections, g, models: dict, s: BoardSetting
     return summarise(name, ds, scores, alphas, small, edit_s / (3 * n * k) * 1000, models, n)
 
 
+def _mean(leak: dict, targets) -> float:
+    vals = [v for key, v in leak.items() if key.split("->")[1] in targets]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
     judges = {}
     for jn in models["judges"]:
@@ -242,10 +252,20 @@ def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
             ok &= np.nan_to_num(r[p], nan=-1.0) >= PASS_THRESHOLDS[p]
         leak = {f"{p}->{q}": float(np.nanmean(np.abs(pearson_rows(alphas, scores[f"{jn}|{p}|{q}"]))))
                 for p in CONTROLLED for q in CONTROLLED + LEAK_OTHER if q != p and f"{jn}|{p}|{q}" in scores}
+        # leak size: how far q moves (in its spread over the unedited cases) per spread p moves
+        mid = len(alphas) // 2
+        spread = {q: float(np.std(scores[f"{jn}|{CONTROLLED[0]}|{q}"][:, mid])) or 1.0 for q in CONTROLLED + LEAK_OTHER
+                  if f"{jn}|{CONTROLLED[0]}|{q}" in scores}
+        size = {}
+        for p in CONTROLLED:
+            own = np.abs(slope_rows(alphas, scores[f"{jn}|{p}|{p}"])).mean() / spread[p]
+            for q in spread:
+                if q != p:
+                    size[f"{p}->{q}"] = float(np.abs(slope_rows(alphas, scores[f"{jn}|{p}|{q}"])).mean() / spread[q] / own)
         judges[jn] = {"passes": int(ok.sum()), "mean_r": {p: float(np.nanmean(r[p])) for p in CONTROLLED},
-                      "leak": leak,
-                      "leak_controlled": float(np.mean([v for key, v in leak.items() if key.split("->")[1] in CONTROLLED])),
-                      "leak_other": float(np.mean([v for key, v in leak.items() if key.split("->")[1] in LEAK_OTHER]))}
+                      "leak": leak, "leak_size": size,
+                      "leak_controlled": _mean(leak, CONTROLLED), "leak_other": _mean(leak, LEAK_OTHER),
+                      "leak_size_controlled": _mean(size, CONTROLLED), "leak_size_other": _mean(size, LEAK_OTHER)}
     within = np.mean([np.linalg.norm(small[p] - small[p][:, len(alphas) // 2:len(alphas) // 2 + 1], axis=2).mean()
                       for p in CONTROLLED])
     base = small[CONTROLLED[0]][:, len(alphas) // 2]

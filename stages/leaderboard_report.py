@@ -26,6 +26,9 @@ def table(metrics: dict) -> pd.DataFrame:
             row[f"leak_controlled_{jn}"] = round(j["leak_controlled"], 3)
             row[f"leak_other_{jn}"] = round(j["leak_other"], 3)
             row[f"leak_eyes_to_mouth_{jn}"] = round(j["leak"].get("eyes->mouth", float("nan")), 3)
+            row[f"leak_size_controlled_{jn}"] = round(j["leak_size_controlled"], 3)
+            row[f"leak_size_other_{jn}"] = round(j["leak_size_other"], 3)
+            row[f"leak_size_eyes_to_mouth_{jn}"] = round(j["leak_size"].get("eyes->mouth", float("nan")), 3)
         row.update({"identity_spread": round(r["identity_spread"], 3), "samples_needed": r["samples_needed"],
                     "fit_seconds": round(r["fit_seconds"], 2), "edit_ms_per_image": round(r["edit_ms_per_image"], 2)})
         row.update({f"scale_{p}": float(f"{r['scales'][p]:.4g}") if p in r["scales"] else None for p in CONTROLLED})
@@ -74,7 +77,9 @@ def write_outputs(out: Path, metrics: dict) -> None:
              f"Run time {metrics['seconds']:.0f} s.", "", "![passes](passes.png)", "",
              markdown(df) if len(df) else "(no method finished)", "",
              "Leak: mean |r| of α with the other controlled properties (controlled) or hair colour / length / "
-             "background (other); not yet net of the oracle's.", "", "## Case 0, α = −1 … +1 (rows eyes, mouth, pose)", ""]
+             "background (other); over a 5-point α grid any steady drift gives |r| near 1, so leak_size is the "
+             "readable one: the other property's move per move of the edited one, both in their spread over the "
+             "unedited cases. Not yet net of the oracle's leak.", "", "## Case 0, α = −1 … +1 (rows eyes, mouth, pose)", ""]
     for name in df["method"] if len(df) else []:
         lines += [f"**{name}**", "", f"![{name}](methods/{name}/strip.png)", ""]
     atomic_write_json(out / "metrics.json", metrics)
