@@ -236,6 +236,11 @@ def score_method(name: str, ds: EditDirections, g, models: dict, s: BoardSetting
     return summarise(name, ds, scores, alphas, small, edit_s / (3 * n * k) * 1000, models, n)
 
 
+def _finite_mean(a) -> float:
+    a = np.asarray(a, np.float64)
+    return float(a[np.isfinite(a)].mean()) if np.isfinite(a).any() else float("nan")
+
+
 def _mean(leak: dict, targets) -> float:
     vals = [v for key, v in leak.items() if key.split("->")[1] in targets]
     return float(np.mean(vals)) if vals else float("nan")
@@ -250,7 +255,7 @@ def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
         ok = np.ones(n, bool)
         for p in CONTROLLED:
             ok &= np.nan_to_num(r[p], nan=-1.0) >= PASS_THRESHOLDS[p]
-        leak = {f"{p}->{q}": float(np.nanmean(np.abs(pearson_rows(alphas, scores[f"{jn}|{p}|{q}"]))))
+        leak = {f"{p}->{q}": _finite_mean(np.abs(pearson_rows(alphas, scores[f"{jn}|{p}|{q}"])))
                 for p in CONTROLLED for q in CONTROLLED + LEAK_OTHER if q != p and f"{jn}|{p}|{q}" in scores}
         # leak size: how far q moves (in its spread over the unedited cases) per spread p moves
         mid = len(alphas) // 2
