@@ -173,6 +173,8 @@ def edit(generator, z, label, alphas: dict, method: EditDirections, *, layers=No
         return EditResult(*(torch.cat([getattr(r, k) for r in parts]) for k in ("images", "mid", "wp")))
     a = _alphas(ds, alphas, calibrated)
     props = [p for p in CONTROLLED if p in a]
+    if layers is not None and not is_w_space(ds):
+        raise ValueError(f"layer-wise edits need a w-space set; {ds.method} edits in {ds.space!r}")
     g = generator
     num_layers = g.synthesis.num_layers
 

@@ -178,6 +178,8 @@ def test_label_reference_edits_the_label(g, cases):
     assert torch.allclose(res.mid[:, i], label[:, i] + 0.5)
     others = [j for j in range(label.shape[1]) if j != i]
     assert torch.equal(res.mid[:, others], label[:, others])
+    with pytest.raises(ValueError, match="w-space"):
+        edit(g, z, label, {"mouth": 0.5}, ds, layers=(0, 2))
 
 
 def test_calibration_equalises_truth_moves(g, sample, ifg, cases):
