@@ -14,12 +14,13 @@ spread = mean pixel distance (32 px) of a case's edits to its unedited image / m
 between different cases' unedited images.
 
 Outputs under ``<data root>/leaderboard/`` (or ``--out``): ``methods/<name>/`` (the direction set,
-``scores.npz``, ``result.json``, ``strip.png``; a method with ``result.json`` is not redone, so an
-interrupted run resumes), ``leaderboard.csv``, ``metrics.json``, ``report.md`` with a bar chart.
+``scores.npz``, ``result.json``, ``strip.png``; a method whose ``result.json`` holds the same settings
+is not redone, so an interrupted run resumes; other settings redo it), ``leaderboard.csv``, ``metrics.json``, ``report.md`` with a bar chart.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -293,10 +294,16 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
     g9 = models["g9"]
     scorer = fit_scorer(models, s)
     truth = (lambda images: measure(models["judges"]["evaluator"], images))
-    sample = draw_sample(g9, scorer, max(s.n_fit, s.n_pick), seed=s.seed)
-    # the truth spread of each property (the evaluator on the fit sample, or on a pick-size sample)
-    truth_scores = sample.scores if s.fit_judge == "evaluator" else draw_sample(g9, truth, s.n_pick, seed=s.seed).scores
-    spread = {p: float(np.std(truth_scores[p])) for p in CONTROLLED}
+    cache: dict = {}
+
+    def fit_sample() -> ScoredSample:          # drawn once, and only when a method is (re)fitted
+        if "sample" not in cache:
+            cache["sample"] = draw_sample(g9, scorer, max(s.n_fit, s.n_pick), seed=s.seed)
+            # the truth spread of each property (the evaluator on the fit sample, or on a pick-size sample)
+            truth_scores = cache["sample"].scores if s.fit_judge == "evaluator" else \
+                draw_sample(g9, truth, s.n_pick, seed=s.seed).scores
+            cache["spread"] = {p: float(np.std(truth_scores[p])) for p in CONTROLLED}
+        return cache["sample"]
     z_dim, l_dim = g9.cfg.z_dim, g9.spec.label_dim
     cases = draw_latents(s.n_cases, z_dim, l_dim, s.seed, "seeded", CASE_STREAM)
     cal = draw_latents(s.n_calibrate, z_dim, l_dim, s.seed, "seeded", CALIBRATION_STREAM)
@@ -304,23 +311,29 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
     for name in s.methods:
         mdir = out / "methods" / name
         done = mdir / "result.json"
+        key = {f.name: getattr(s, f.name) for f in fields(s) if f.name not in ("methods", "batch_size")}
         if done.is_file() and not force:
-            results[name] = json.loads(done.read_text())
-            continue
+            prev = json.loads(done.read_text())
+            if prev.get("settings", key) == json.loads(json.dumps(key)):
+                results[name] = prev
+                continue
+            print(f"{name}: finished with other settings; redone")
+            shutil.rmtree(mdir)
         if name == "v3_label" and models["g3"] is None:
             print(f"{name}: skipped (no shipped FineTune-v3)")
             continue
         mdir.mkdir(parents=True, exist_ok=True)
         g = models["g3"] if name == "v3_label" else g9
         base = CONDITIONAL.get(name, name)
-        ds = fit_method(base, models, s, sample, scorer, out)
+        ds = fit_method(base, models, s, fit_sample(), scorer, out)
+        spread = cache["spread"]
         kw = {"conditional": name in CONDITIONAL}
         cal_groups = groups_for(ds, g, *cal, scorer)
         if cal_groups is not None:
             kw["group"] = cal_groups
         for p in CONTROLLED:
             calibrate(g, ds, truth, *cal, target=s.target_stds * spread[p], properties=(p,), **kw)
-        results[name] = score_method(name, ds, g, models, s, cases, scorer, mdir)
+        results[name] = {**score_method(name, ds, g, models, s, cases, scorer, mdir), "settings": key}
         atomic_write_json(done, results[name])
         if progress:
             ev = results[name]["judges"].get("evaluator", {})
@@ -328,7 +341,7 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
                   f"fit {results[name]['fit_seconds']:.1f}s, {time.perf_counter() - t0:.0f}s so far", flush=True)
     metrics = {"generator": models["source"], "settings": {f.name: getattr(s, f.name) for f in fields(s)},
                "judges": sorted(models["judges"]), "judge_notes": models["judge_notes"],
-               "truth_spread": spread, "methods": results, "seconds": time.perf_counter() - t0}
+               "truth_spread": cache.get("spread", "(all methods resumed)"), "methods": results, "seconds": time.perf_counter() - t0}
     write_outputs(out, metrics)
     return metrics
 
