@@ -54,13 +54,18 @@ from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED
 from vectorfind.sampling import draw_latents
 
+from synthface.renderer import render_batch
+from synthface.truth import world as world_of
+
 from .bases import build_configs, shipped_bases
 from .leaderboard_report import write_outputs
 from .settings import profile_of
 
 OUT_SUBDIR = "leaderboard"
 ALL_METHODS = ("vectorfind_svm", "vectorfind_svm_conditional", "vectorfind_gradient", "interfacegan",
-               "interfacegan_conditional", "sefa", "ganspace", "stylespace", "v3_label")
+               "interfacegan_conditional", "sefa", "ganspace", "stylespace", "v3_label", "oracle")
+REFERENCES = ("v3_label", "oracle")
+WORLD_COLUMNS = {"eyes": "eyes_open", "mouth": "mouth_open", "pose": "pose"}
 CONDITIONAL = {"vectorfind_svm_conditional": "vectorfind_svm", "interfacegan_conditional": "interfacegan"}
 LEAK_OTHER = ("hair_color", "hair_length", "background_mean")
 # parsing classes (pipeline.vocabulary.CLASS_NAMES ids) of each property's region, for StyleSpace
@@ -237,6 +242,35 @@ def score_method(name: str, ds: EditDirections, g, models: dict, s: BoardSetting
     return summarise(name, ds, scores, alphas, small, edit_s / (3 * n * k) * 1000, models, n)
 
 
+def score_oracle(world, models: dict, s: BoardSettings, cases, res: int, out: Path) -> dict:
+    """The oracle row: the world's render of each case's person with one controlled parameter moved
+    by α · target_stds · its world std (clipped to the world's range), everything else unchanged; the
+    judges' leak here is their own cross-talk, the floor for every method."""
+    z = cases[0][:, :world.z_dim]
+    t = world.truth(z)
+    ref = world.truth(draw_latents(2000, world.z_dim, 0, s.seed, "seeded", CALIBRATION_STREAM + 1)[0])
+    n, k = len(z), s.alpha_steps
+    alphas = np.linspace(-1.0, 1.0, k)
+    scores, small = {}, {}
+    for p, col in WORLD_COLUMNS.items():
+        rows = t.loc[t.index.repeat(k)].reset_index(drop=True)
+        step = s.target_stds * float(ref[col].std())
+        rows[col] = np.clip(rows[col].to_numpy() + np.tile(alphas, n) * step, ref[col].min(), ref[col].max())
+        rgb, _ = render_batch(rows, res)
+        images = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        for jn, judge in models["judges"].items():
+            m = measure(judge, images)
+            for q in CONTROLLED + LEAK_OTHER:
+                if q in m:
+                    scores[f"{jn}|{p}|{q}"] = m[q].reshape(n, k)
+        small[p] = F.interpolate(images, size=(32, 32), mode="area").reshape(n, k, -1).numpy()
+        small[p + "_strip"] = np.concatenate(list(rgb[:k]), axis=1)
+    atomic_write_png(out / "strip.png", np.concatenate([small[p + "_strip"] for p in CONTROLLED], axis=0))
+    np.savez_compressed(out / "scores.npz", alphas=alphas, **scores)
+    ds = EditDirections("oracle", "label", meta={"samples_needed": 0, "fit_seconds": 0.0})
+    return summarise("oracle", ds, scores, alphas, small, float("nan"), models, n)
+
+
 def _finite_mean(a) -> float:
     a = np.asarray(a, np.float64)
     return float(a[np.isfinite(a)].mean()) if np.isfinite(a).any() else float("nan")
@@ -323,6 +357,14 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
             print(f"{name}: skipped (no shipped FineTune-v3)")
             continue
         mdir.mkdir(parents=True, exist_ok=True)
+        if name == "oracle":
+            if "world_seed" not in profile:
+                print("oracle: skipped (the profile has no synthetic world)")
+                continue
+            w = world_of(int(profile["generator"]["z_dim"]), int(profile["world_seed"]))
+            results[name] = {**score_oracle(w, models, s, cases, int(profile["resolution"]), mdir), "settings": key}
+            atomic_write_json(done, results[name])
+            continue
         g = models["g3"] if name == "v3_label" else g9
         base = CONDITIONAL.get(name, name)
         ds = fit_method(base, models, s, fit_sample(), scorer, out)

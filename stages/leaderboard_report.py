@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 def table(metrics: dict) -> pd.DataFrame:
     rows = []
+    oracle = metrics["methods"].get("oracle", {}).get("judges", {})
     for name, r in metrics["methods"].items():
         row = {"method": name, "space": r["space"]}
         for jn, j in r["judges"].items():
@@ -29,6 +30,9 @@ def table(metrics: dict) -> pd.DataFrame:
             row[f"leak_size_controlled_{jn}"] = round(j["leak_size_controlled"], 3)
             row[f"leak_size_other_{jn}"] = round(j["leak_size_other"], 3)
             row[f"leak_size_eyes_to_mouth_{jn}"] = round(j["leak_size"].get("eyes->mouth", float("nan")), 3)
+            if jn in oracle:            # the excess over the oracle's (the judges' own cross-talk)
+                for part in ("controlled", "other"):
+                    row[f"excess_leak_size_{part}_{jn}"] = round(j[f"leak_size_{part}"] - oracle[jn][f"leak_size_{part}"], 3)
         row.update({"identity_spread": round(r["identity_spread"], 3), "samples_needed": r["samples_needed"],
                     "fit_seconds": round(r["fit_seconds"], 2), "edit_ms_per_image": round(r["edit_ms_per_image"], 2)})
         row.update({f"scale_{p}": float(f"{r['scales'][p]:.4g}") if p in r["scales"] else None for p in CONTROLLED})
@@ -79,7 +83,8 @@ def write_outputs(out: Path, metrics: dict) -> None:
              "Leak: mean |r| of α with the other controlled properties (controlled) or hair colour / length / "
              "background (other); over a 5-point α grid any steady drift gives |r| near 1, so leak_size is the "
              "readable one: the other property's move per move of the edited one, both in their spread over the "
-             "unedited cases. Not yet net of the oracle's leak.", "", "## Case 0, α = −1 … +1 (rows eyes, mouth, pose)", ""]
+             "unedited cases. excess_leak_size_* is a method's leak size minus the oracle's (the world's render "
+             "with only the edited parameter moved: the judges' own cross-talk).", "", "## Case 0, α = −1 … +1 (rows eyes, mouth, pose)", ""]
     for name in df["method"] if len(df) else []:
         lines += [f"**{name}**", "", f"![{name}](methods/{name}/strip.png)", ""]
     atomic_write_json(out / "metrics.json", metrics)
