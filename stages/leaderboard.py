@@ -348,7 +348,8 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
         key = {f.name: getattr(s, f.name) for f in fields(s) if f.name not in ("methods", "batch_size")}
         if done.is_file() and not force:
             prev = json.loads(done.read_text())
-            if prev.get("settings", key) == json.loads(json.dumps(key)):
+            same = json.loads(json.dumps(key))          # as JSON holds it (tuples -> lists)
+            if prev.get("settings", same) == same:
                 results[name] = prev
                 continue
             print(f"{name}: finished with other settings; redone")
