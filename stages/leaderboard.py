@@ -271,6 +271,13 @@ def score_oracle(world, models: dict, s: BoardSettings, cases, res: int, out: Pa
     return summarise("oracle", ds, scores, alphas, small, float("nan"), models, n)
 
 
+def same_settings(prev: dict, key: dict) -> bool:
+    """Whether a finished method's ``result.json`` was made with ``key``; compared as JSON holds them
+    (tuples come back as lists); a result without settings (older runs) counts as the same."""
+    same = json.loads(json.dumps(key))
+    return prev.get("settings", same) == same
+
+
 def _finite_mean(a) -> float:
     a = np.asarray(a, np.float64)
     return float(a[np.isfinite(a)].mean()) if np.isfinite(a).any() else float("nan")
@@ -348,8 +355,7 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
         key = {f.name: getattr(s, f.name) for f in fields(s) if f.name not in ("methods", "batch_size")}
         if done.is_file() and not force:
             prev = json.loads(done.read_text())
-            same = json.loads(json.dumps(key))          # as JSON holds it (tuples -> lists)
-            if prev.get("settings", same) == same:
+            if same_settings(prev, key):
                 results[name] = prev
                 continue
             print(f"{name}: finished with other settings; redone")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from editing.directions import EditDirections
-from stages.leaderboard import LEAK_OTHER, pearson_rows, slope_rows, summarise
+from stages.leaderboard import LEAK_OTHER, pearson_rows, same_settings, slope_rows, summarise
 from stages.leaderboard_report import write_outputs
 from vectorfind.protocols import CONTROLLED
 
@@ -56,3 +56,11 @@ def test_summary_pass_rule_and_leak_size(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["methods"]["x"]["judges"]["evaluator"]["passes"] == n
     text = (tmp_path / "report.md").read_text()
     assert "passes.png" in text and "methods/x/strip.png" in text and (tmp_path / "passes.png").is_file()
+
+
+def test_resume_compares_settings_as_json():
+    key = {"sefa_layers": (0, 4), "n_cases": 100}
+    stored = json.loads(json.dumps({"settings": key}))
+    assert same_settings(stored, key)
+    assert not same_settings(stored, {**key, "n_cases": 10})
+    assert same_settings({}, key)                   # an older result without settings
