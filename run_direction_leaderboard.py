@@ -5,7 +5,8 @@
     python run_direction_leaderboard.py --generator-checkpoint runs/synthface/stage6/generator.pth
 
 Methods (``editing/``): VectorFind SVM (16 groups, plain and conditional) and gradient,
-InterFaceGAN (plain and conditional), SeFa, GANSpace, StyleSpace and the v3 label as reference.
+InterFaceGAN (plain and conditional), SeFa, GANSpace, StyleSpace; references: the v3 label and the
+oracle (the world's render with only the edited parameter moved: the judges' own cross-talk).
 Each is fitted, its α calibrated in truth units (the independent evaluator) and edited on the
 same seeded cases; the evaluator, the property CNN and stages 3–4 (when their files exist) judge.
 Writes ``<data root>/leaderboard/`` (``leaderboard.csv``, ``metrics.json``, ``report.md``,
@@ -21,7 +22,7 @@ from stages import leaderboard
 
 PROFILE = "synthface"
 METHODS = ("vectorfind_svm", "vectorfind_svm_conditional", "vectorfind_gradient", "interfacegan",
-           "interfacegan_conditional", "sefa", "ganspace", "stylespace", "v3_label")
+           "interfacegan_conditional", "sefa", "ganspace", "stylespace", "v3_label", "oracle")
 N_CASES = 100                # seeded cases every method edits
 N_CALIBRATE = 8              # cases of the α calibration
 N_FIT = 1000                 # scored samples for InterFaceGAN / VectorFind
