@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # below it, never a floor above. Declared once, here.
 FLOORS = (
     ("pipeline",),
-    ("stylegan", "cnn", "segmentation", "synthface", "stylegan_modified", "vectorfind", "legacy"),
+    ("stylegan", "cnn", "segmentation", "synthface", "stylegan_modified", "vectorfind", "editing", "legacy"),
     ("training", "evaluation"),
     ("stages", "web"),
     ("scripts",),

@@ -1,0 +1,79 @@
+"""VectorFind's SVM and gradient methods as edit sets (adapters over :mod:`vectorfind`, no copy).
+
+* SVM: vectorfind's per-(property, group) directions point toward *smaller* property values
+  (:mod:`vectorfind.svm`); the adapter negates them (exact in float32 / float64) so that +α
+  raises the property like every method here. Edits take the case's group (``edit(group=…)``,
+  :func:`case_groups`).
+* gradient: the trained MLPs travel as they are (space ``gradient``); the direction of a case is
+  the MLP gradient at its unedited mid vector (+α raises the property already).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from vectorfind.directions import DirectionSet
+from vectorfind.gradient import GradientNets, train_gradient_nets
+from vectorfind.groups import Medians, group_names
+from vectorfind.sampling import sample
+from vectorfind.svm import fit_svm_from_samples
+
+from .directions import EditDirections
+
+
+def from_direction_set(ds: DirectionSet, meta: dict | None = None) -> EditDirections:
+    out = EditDirections("vectorfind_svm", ds.point, meta=dict(meta or {}))
+    for key, v in ds.vectors.items():
+        out.vectors[key] = -np.asarray(v, dtype=np.float64)
+    return out
+
+
+def from_nets(nets: GradientNets, meta: dict | None = None) -> EditDirections:
+    return EditDirections("vectorfind_gradient", "gradient", nets=nets, meta=dict(meta or {}))
+
+
+class MidView:
+    """A generator seen through vectorfind's :class:`~vectorfind.protocols.MidGenerator` protocol
+    (``label_dim`` from the conditional spec; the rest delegated)."""
+
+    def __init__(self, g):
+        self.g = g
+        self.z_dim = g.cfg.z_dim
+        self.label_dim = g.spec.label_dim
+
+    def mid_dim(self, point):
+        return self.g.mid_dim(point)
+
+    def mid_vectors(self, z, label, point):
+        return self.g.mid_vectors(z, label, point)
+
+    def image_from_mid(self, mid, point):
+        return self.g.image_from_mid(mid, point)
+
+
+def fit_vectorfind(method: str, g, scorer, *, point: str = "w", n: int = 2000, medians: Medians | None = None,
+                   seed: int = 0, gradient_kw: dict | None = None) -> EditDirections:
+    """Sample once (vectorfind's seeded sampling; ``g`` needs the v9 extraction points) and fit
+    vectorfind's ``svm`` or ``gradient`` option on it. ``medians`` default to the sample's own
+    (the original's rule, :meth:`Medians.from_scores`)."""
+    t0 = time.perf_counter()
+    s = sample(g if hasattr(g, "label_dim") else MidView(g), scorer, point, n, seed=seed)
+    medians = medians or Medians.from_scores(s.scores)
+    t1 = time.perf_counter()
+    if method == "svm":
+        r = fit_svm_from_samples(s, medians, seed=seed)
+        quality = dict(r.accuracy)
+    elif method == "gradient":
+        nets = train_gradient_nets(s, point, seed=seed, **dict(gradient_kw or {}))
+        quality = dict(nets.test_mse)
+    else:
+        raise ValueError(f"unknown vectorfind method {method!r}; expected svm or gradient")
+    meta = {"n": len(s), "quality": quality, "medians": medians.as_dict(), "samples_needed": len(s),
+            "sample_seconds": t1 - t0, "fit_seconds": time.perf_counter() - t1}
+    return from_direction_set(r.directions, meta) if method == "svm" else from_nets(nets, meta)
+
+
+def case_groups(scores: dict, medians: Medians) -> np.ndarray:
+    """The 16-group name of each case (for ``edit(group=...)`` with SVM sets)."""
+    return group_names(scores, medians)
