@@ -184,12 +184,15 @@ def sample_all_points(generator, scorers: dict, z: np.ndarray, label: np.ndarray
     """One sampling for several points and judges: an image depends only on (z, label), so each
     image is made once (from the first point's mid vectors) and scored by every scorer.
 
-    ``generator`` needs ``all_mids(z, label, points)`` (:class:`vectorfind.v9_adapter.V9MidGenerator`).
+    ``generator.all_mids(z, label, points)`` (:class:`vectorfind.v9_adapter.V9MidGenerator`) is used
+    when present (one mapping forward), else ``mid_vectors`` per point.
     Returns (point -> float32 [n, dim], judge -> property -> float32 [n])."""
     mids = {p: [] for p in points}
     scores = {name: [] for name in scorers}
     for s in range(0, len(z), batch_size):
-        m = generator.all_mids(z[s:s + batch_size], label[s:s + batch_size], points)
+        zb, lb = z[s:s + batch_size], label[s:s + batch_size]
+        m = generator.all_mids(zb, lb, points) if hasattr(generator, "all_mids") else \
+            {p: generator.mid_vectors(torch.from_numpy(zb), torch.from_numpy(lb), p) for p in points}
         x = scorer_input(generator.image_from_mid(m[points[0]], points[0]), jpeg)
         for name, scorer in scorers.items():
             scores[name].append(scores_as_dict(scorer(x), n=len(x)))
