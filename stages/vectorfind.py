@@ -47,6 +47,7 @@ from vectorfind.svm import fit_svm_from_samples
 from . import vectorfind_report as report
 from . import vectorfind_sweep
 from .vectorfind_inputs import build_scorers, load_generator
+from .vectorfind_oracle import oracle_leak
 from .vectorfind_samples import ensure_samples, load_samples
 
 RUNTIME = ("threads", "progress", "sweep")
@@ -139,19 +140,10 @@ def judge_corr(res, judges: list, primary: str) -> dict:
 
 
 def leak_rows(res, judge: str, primary: str) -> dict:
-    """Per case, through ``judge``: r(α_p, q) for the other properties q, and per-image side scores."""
+    """``report.leak_of`` for one case through ``judge`` (its scores under their plain names)."""
     pre = "" if judge == primary else f"{judge}/"
-    side = {}
-    for q in ("hair_color", "hair_length", "background_mean", "old", "glasses", "eyes", "mouth", "pose"):
-        if pre + q in res.other_scores:
-            side[q] = res.other_scores[pre + q].astype(np.float64)
-    leak = {}
-    for p in CONTROLLED:
-        for q in ("eyes", "mouth", "pose", "hair_color", "hair_length", "background_mean"):
-            if q != p and q in side:
-                leak[f"{p}->{q}"] = pearson(res.table[f"{p}_pm"], side[q])
-    return {"leak": leak, "mean": {q: float(v.mean()) for q, v in side.items()},
-            "std": {q: float(v.std()) for q, v in side.items()}}
+    return report.leak_of(res.table, {k[len(pre):]: v for k, v in res.other_scores.items()
+                                      if k.startswith(pre) and "/" not in k[len(pre):]})
 
 
 def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, method: str, z, label, cases,
@@ -247,16 +239,22 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
     qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
     seconds = {"total": time.perf_counter() - t0, "sampling_now": sampling_s, "test": test_s, **fit_s}
-    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table)
+    oracle = oracle_leak(profile, stage_dir, {j: scorers[j] for j in judges if j != "parsing"}, len(records),
+                         int(cfg["seed"])) if "world_seed" in profile else None
+    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle)
     agg = vf_files.aggregate_row(method, n, seconds["total"], vf_files.statistics_frame(
         [_Res(r, cfg["fit_judge"]) for r in records]), ratio=float(cfg["ratio"]), quality=quality)
     metrics["aggregate_row"] = agg
     metrics["files"] = {k: str(v.relative_to(out)) for k, v in written.items()}
     report.write_report(out, metrics, gen, scorer, point, method, records, z, label, svm, nets, medians, scale, strip)
-    files = [p for p in out.rglob("*") if p.is_file() and p.name not in (lineage.LINEAGE, lineage.COMPLETION)]
+    files = [p for p in out.rglob("*") if p.is_file()
+             and p.name not in (lineage.LINEAGE, lineage.COMPLETION, "aggregate_row_appended")]
+    appended = out / "aggregate_row_appended"            # a report-only re-run does not add the row twice
+    if not appended.is_file():
+        vf_files.append_aggregate(stage_dir / "test_result" / vf_files.aggregate_file_name(method, point), method, agg)
+        atomic_write_json(appended, agg)
     lineage.finish(out, files, {"generator": grec})
     atomic_write_json(out / lineage.COMPLETION, metrics)
-    vf_files.append_aggregate(stage_dir / "test_result" / vf_files.aggregate_file_name(method, point), method, agg)
     return metrics
 
 

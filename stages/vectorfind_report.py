@@ -11,7 +11,7 @@ import torch
 from pipeline.io import atomic_write_png
 from pipeline.reports import markdown_table, write_report as write_md
 from stylegan.generator import postprocess
-from vectorfind.cases import VISUAL_ALPHAS, alpha_table, case_directions, case_group, visual_check_mids
+from vectorfind.cases import VISUAL_ALPHAS, alpha_table, case_directions, case_group, pearson, visual_check_mids
 from vectorfind.directions import apply
 from vectorfind.groups import group_counts
 from vectorfind.protocols import CONTROLLED
@@ -75,30 +75,42 @@ def _judge_summary(records, j) -> dict:
             "property_pass_fraction": {p: float(np.mean(np.abs(np.nan_to_num(corr[p])) >= th[p])) for p in CONTROLLED}}
 
 
-def leak_identity(records, judge: str) -> dict:
-    """Mean |r| between each α and the other properties; within-case std vs across-case std."""
-    leaks = {}
-    for r in records:
-        for k, v in r["leak"].get(judge, {}).get("leak", {}).items():
-            leaks.setdefault(k, []).append(abs(v) if np.isfinite(v) else np.nan)
+def leak_of(table, scores: dict) -> dict:
+    """One case through one judge: r(α_p, q) for every other property q, and each side score's
+    mean and std over the case's images."""
+    side = {q: np.asarray(scores[q], np.float64) for q in SIDE + CONTROLLED if q in scores}
+    leak = {f"{p}->{q}": pearson(table[f"{p}_pm"], side[q])
+            for p in CONTROLLED for q in LEAK_TARGETS if q != p and q in side}
+    return {"leak": leak, "mean": {q: float(v.mean()) for q, v in side.items()},
+            "std": {q: float(v.std()) for q, v in side.items()}}
+
+
+def leak_identity(leaks: list) -> dict:
+    """Over cases (``leak_of`` records): mean |r| of each α with another property; within-case std
+    of the side properties vs the std of their case means (across cases)."""
+    acc = {}
+    for rec in leaks:
+        for k, v in rec.get("leak", {}).items():
+            acc.setdefault(k, []).append(abs(v) if v is not None and np.isfinite(v) else np.nan)
     ident = {}
     for q in SIDE:
-        within = [r["leak"][judge]["std"][q] for r in records if q in r["leak"].get(judge, {}).get("std", {})]
-        means = [r["leak"][judge]["mean"][q] for r in records if q in r["leak"].get(judge, {}).get("mean", {})]
+        within = [r["std"][q] for r in leaks if q in r.get("std", {})]
+        means = [r["mean"][q] for r in leaks if q in r.get("mean", {})]
         if within and len(means) > 1:
             across = float(np.std(means))
             ident[q] = {"within_std": float(np.mean(within)), "across_std": across,
                         "ratio": float(np.mean(within) / across) if across > 0 else float("nan")}
-    return {"mean_abs_leak_r": {k: float(np.nanmean(v)) for k, v in leaks.items()}, "identity": ident}
+    return {"mean_abs_leak_r": {k: float(np.nanmean(v)) for k, v in acc.items()}, "identity": ident}
 
 
-def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table) -> dict:
+def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle=None) -> dict:
     return {"stage": "stage7", "method": cfg["method"], "point": cfg["point"], "n": n, "ratio": cfg["ratio"],
             "alpha_scale": cfg["alpha_scale"], "cases": len(records), "fit_judge": cfg["fit_judge"],
             "judges": {j: _judge_summary(records, j) for j in judges}, "judge_descriptions": desc,
             "quality": quality, "seconds": seconds, "qa": qa, "medians": medians.as_dict(),
             "generator": grec, "case_groups": group_counts(np.array([r["group"] or "" for r in records])),
-            "leak_identity": {j: leak_identity(records, j) for j in judges},
+            "leak_identity": {j: leak_identity([r["leak"][j] for r in records]) for j in judges},
+            "oracle_leak_identity": {j: leak_identity(v) for j, v in (oracle or {}).get("judges", {}).items()},
             "settings": {k: v for k, v in cfg.items() if not k.startswith("_")}}
 
 
@@ -127,9 +139,12 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
     s_best = case_strip(out, "case_best.png", gen, scorer, point, method, best, svm, nets, medians, scale)
     s_typ = case_strip(out, "case_typical.png", gen, scorer, point, method, typical, svm, nets, medians, scale)
     li = m["leak_identity"].get(ev, {})
-    leak_rows = [[k, f"{v:.3f}"] for k, v in sorted(li.get("mean_abs_leak_r", {}).items())]
-    ident_rows = [[q, f"{d['within_std']:.3f}", f"{d['across_std']:.3f}", f"{d['ratio']:.2f}"]
-                  for q, d in li.get("identity", {}).items()]
+    oli = m.get("oracle_leak_identity", {}).get(ev, {})
+    o_leak, o_id = oli.get("mean_abs_leak_r", {}), oli.get("identity", {})
+    leak_rows = [[k, f"{v:.3f}", f"{o_leak[k]:.3f}" if k in o_leak else "-",
+                  f"{v - o_leak[k]:+.3f}" if k in o_leak else "-"] for k, v in sorted(li.get("mean_abs_leak_r", {}).items())]
+    ident_rows = [[q, f"{d['within_std']:.3f}", f"{d['across_std']:.3f}", f"{d['ratio']:.2f}",
+                   f"{o_id[q]['ratio']:.2f}" if q in o_id else "-"] for q, d in li.get("identity", {}).items()]
     qa = m["qa"]
     qa_text = (f"{qa['cases']} cases passed by {j}; re-passed by {j}: {qa.get('re_passed', {}).get(j, 0)}"
                + "".join(f"; {k}: {qa['of_those_passing_by_judge'][k]} of its {qa['passing_by_judge'][k]}"
@@ -143,8 +158,8 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
                                        " / ".join(f"{s['property_pass_fraction'][p]:.2f}" for p in CONTROLLED)]
                                       for k, s in m["judges"].items()])),
         ("QA re-test of saved rows", qa_text),
-        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(["α -> property", "mean |r|"], leak_rows)),
-        (f"Identity through {ev}", markdown_table(["property", "within-case std", "across-case std", "ratio"], ident_rows)),
+        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(["α -> property", "mean |r|", "oracle", "excess"], leak_rows)),
+        (f"Identity through {ev}", markdown_table(["property", "within-case std", "across-case std", "ratio", "oracle ratio"], ident_rows)),
         ("Images", f"![visual check]({Path(strip).name})\n\n![best case]({s_best.name})\n\n![typical case]({s_typ.name})"),
     ]
     return write_md(out, f"Stage 7: VectorFind-v9 {method} at {point}, n = {m['n']}", sections)
