@@ -5,6 +5,9 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= synthface
+# stage 7's generator: the stage-6 run's output once stage 6 runs in the demo ("stage6/generator.pth"
+# inside the data root); until then a v9 made from the shipped FineTune-v1
+VF_GENERATOR ?= shipped-v1
 
 .PHONY: setup demo test bench clean-runs
 
@@ -31,6 +34,7 @@ demo: setup
 	$(VPY) run_stylegan_fine_tuning_v1.py --profile $(PROFILE)
 	$(VPY) run_stylegan_fine_tuning_v3.py --profile $(PROFILE)
 	$(VPY) run_fine_tuned_generator.py --profile $(PROFILE)
+	$(VPY) run_vectorfind_v9.py --profile $(PROFILE) --generator $(VF_GENERATOR) --n 2000 --median-n 2000 --cases 10 --test-judges property_cnn,evaluator
 
 test: setup
 	$(VPY) -m pytest -q tests
