@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.io import atomic_write_csv
-from pipeline.reports import markdown_table, write_report
+from pipeline.reports import markdown_table, plt, save_figure, write_report
 from vectorfind.protocols import CONTROLLED
 
 
@@ -35,6 +35,23 @@ def table_row(m: dict, mult: float) -> dict:
     return row
 
 
+def curves(df: pd.DataFrame, path: Path) -> Path:
+    """Passes (each judge) and summed mean |r| (fitting judge) against n, one line per (method, point, scale)."""
+    judges = [c[:-len("_passes")] for c in df.columns if c.endswith("_passes")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (method, point, scale), d in df.groupby(["method", "point", "alpha_scale"]):
+        d = d.sort_values("n")
+        for j in judges:
+            axes[0].plot(d.n, d[f"{j}_passes"], marker="o", label=f"{method} {point} x{scale:g} ({j})")
+        j0 = judges[0]
+        axes[1].plot(d.n, sum(d[f"{j0}_abs_r_{p}"] for p in CONTROLLED), marker="o", label=f"{method} {point} x{scale:g}")
+    axes[0].set(xscale="log", xlabel="n", ylabel="passes of the cases", title="passes")
+    axes[1].set(xscale="log", xlabel="n", ylabel="sum of mean |r|", title=f"mean |r| ({judges[0] if judges else ''})")
+    for ax in axes:
+        ax.legend(fontsize=6)
+    return save_figure(fig, path)
+
+
 def run_sweep(profile, cfg: dict, run_one, progress: bool = True) -> dict:
     out = profile.data_root / "stage7" / "sweep"
     rows, t0 = [], time.perf_counter()
@@ -47,5 +64,7 @@ def run_sweep(profile, cfg: dict, run_one, progress: bool = True) -> dict:
         rows.append(table_row(m, r["mult"]))
         df = pd.DataFrame(rows)
         atomic_write_csv(Path(out) / "sweep_table.csv", df, float_format="%.4f")
-        write_report(out, "Stage 7 sweep", [("Rows", markdown_table(list(df.columns), df.values.tolist()))])
+        fig = curves(df, Path(out) / "curves.png")
+        write_report(out, "Stage 7 sweep", [("Rows", markdown_table(list(df.columns), df.values.tolist())),
+                                            ("Pass rate and mean |r| against n", f"![curves]({fig.name})")])
     return {"rows": rows, "seconds": time.perf_counter() - t0}
