@@ -41,7 +41,7 @@ from vectorfind.directions import DirectionSet
 from vectorfind.gradient import GradientNets, train_gradient_nets
 from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED, POINTS, check_point
-from vectorfind.sampling import case_latents
+from vectorfind.sampling import case_latents, sample
 from vectorfind.svm import fit_svm_from_samples
 
 from . import vectorfind_report as report
@@ -69,8 +69,8 @@ class MultiScorer:
         return out
 
 
-def run_dir_name(method: str, point: str, n: int, scale: float) -> str:
-    return f"{method}_{point}_n{n}_x{scale:g}"
+def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded") -> str:
+    return f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
 
 
 # ------------------------------------------------------------------------------------------ medians
@@ -105,7 +105,8 @@ def fit_or_load(out: Path, method: str, samples, medians: Medians, cfg: dict) ->
     ds = nets = None
     if svm_props:
         t = time.perf_counter()
-        r = fit_svm_from_samples(samples, medians, properties=svm_props, ratio=cfg["ratio"], seed=cfg["seed"])
+        r = fit_svm_from_samples(samples, medians, properties=svm_props, ratio=cfg["ratio"], rng_order=cfg["rng_order"],
+                                 seed=None if cfg["seed"] < 0 else cfg["seed"])
         seconds["svm"] = time.perf_counter() - t
         ds = r.directions
         ds.save(svm_dir)
@@ -113,7 +114,8 @@ def fit_or_load(out: Path, method: str, samples, medians: Medians, cfg: dict) ->
         table = r.table.to_dict(orient="list")
     if nn_props:
         t = time.perf_counter()
-        nets = train_gradient_nets(samples, samples.point, nn_props, seed=cfg["seed"],
+        nets = train_gradient_nets(samples, samples.point, nn_props, rng_order=cfg["rng_order"],
+                                   seed=None if cfg["seed"] < 0 else cfg["seed"],
                                    max_epochs=int(cfg["nn_max_epochs"]))
         seconds["gradient"] = time.perf_counter() - t
         for p, sd in nets.state_dicts().items():
@@ -148,7 +150,7 @@ def leak_rows(res, judge: str, primary: str) -> dict:
 
 def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, method: str, z, label, cases,
              *, svm, nets, medians, scale: float, jpeg: bool, groups=None, stop_at=None, progress=True,
-             case_root: Path | None = None) -> list[dict]:
+             case_root: Path | None = None, dropout: bool = False) -> list[dict]:
     """The case test with resume: one ``case_judges.json`` per finished case."""
     case_root = case_root or out / vf_files.CASE_ROOT
     done, results = 0, []
@@ -158,7 +160,7 @@ def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, meth
             rec = json.loads(mark.read_text())
         else:
             res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
-                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg)
+                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout)
             vf_files.write_case(case_root, method, res)
             rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
                    "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,
@@ -190,6 +192,18 @@ def write_original_files(folder: Path, method: str, point: str, n: int, records:
 
 # ------------------------------------------------------------------------------------------ one run
 
+def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: int, progress: bool) -> tuple:
+    """(medians, the first n samples at the run's point) from the shared seeded cache (filled as needed)."""
+    fit_judges = sorted({cfg["fit_judge"], cfg["hairstyle_judge"]})
+    key = {"generator": grec["outputs_digest"], "generator_source": grec["source"], "seed": int(cfg["seed"]),
+           "jpeg": False, "judges": fit_judges, "hairstyle_judge": cfg["hairstyle_judge"],
+           "dropout": bool(cfg["dropout"]), "chunk": 500}
+    ensure_samples(cache, key, gen, {j: scorers[j] for j in fit_judges}, max(n, int(cfg["median_n"])),
+                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress)
+    medians = medians_of(cache.parent, cache, cfg["fit_judge"], int(cfg["median_n"]))
+    return medians, load_samples(cache, n, cfg["point"], cfg["fit_judge"], int(cfg["seed"]))
+
+
 def profile_inputs(profile, cfg: dict, judges: list) -> tuple:
     """(MidGenerator, generator record, judge -> scorer, judge descriptions) from the profile."""
     gen, grec = load_generator(profile, cfg["generator"], cfg["generator_key"] or None, int(cfg["batch_size"]))
@@ -205,7 +219,7 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     scale = float(cfg["alpha_scale"])
     root = profile.data_root
     stage_dir = root / "stage7"
-    out = stage_dir / "runs" / run_dir_name(method, point, n, scale)
+    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"])
     if (out / lineage.COMPLETION).is_file():
         return json.loads((out / lineage.COMPLETION).read_text())
     t0 = time.perf_counter()
@@ -215,26 +229,25 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     res = cfg.get("_resolved")
     atomic_write_json(out / "run_config.json", {"settings": {k: v for k, v in cfg.items() if not k.startswith("_")},
                                                 "sources": dict(res.sources) if res is not None else {}})
-    cache = stage_dir / "samples"
-    fit_judges = sorted({cfg["fit_judge"], cfg["hairstyle_judge"]})
-    key = {"generator": grec["outputs_digest"], "generator_source": grec["source"], "seed": int(cfg["seed"]),
-           "jpeg": False, "judges": fit_judges, "hairstyle_judge": cfg["hairstyle_judge"],
-           "dropout": bool(cfg["dropout"]), "chunk": 500}
+    original = cfg["rng_order"] == "original"
+    seed = None if int(cfg["seed"]) < 0 else int(cfg["seed"])
     t = time.perf_counter()
-    ensure_samples(cache, key, gen, {j: scorers[j] for j in fit_judges}, max(n, int(cfg["median_n"])),
-                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress)
+    if original:          # the original's order: numpy's global RNG (z then label), no shared cache
+        samples = sample(gen, scorers[cfg["fit_judge"]], point, n, seed=seed, rng_order="original",
+                         batch_size=int(cfg["batch_size"]))
+        medians = Medians.from_scores(samples.scores)
+    else:
+        medians, samples = cached_samples(stage_dir / "samples", gen, grec, scorers, cfg, n, progress)
     sampling_s = time.perf_counter() - t
-    medians = medians_of(stage_dir, cache, cfg["fit_judge"], int(cfg["median_n"]))
-    samples = load_samples(cache, n, point, cfg["fit_judge"], int(cfg["seed"]))
     svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
     scorer = MultiScorer(scorers, cfg["fit_judge"])
     cases = list(range(int(cfg["cases"])))
-    z, label = case_latents(cases, gen.z_dim, gen.label_dim, int(cfg["seed"]))
+    z, label = case_latents(cases, gen.z_dim, gen.label_dim, seed, cfg["rng_order"])
     strip = report.visual_check(out, gen, scorer, point, method, z[0], label[0], svm, nets, medians, scale)
     t = time.perf_counter()
     records = run_test(out, gen, scorer, judges, point, method, z, label, cases, svm=svm, nets=nets,
                        medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), stop_at=int(cfg["stop_at"]) or None,
-                       progress=progress)
+                       progress=progress, dropout=bool(cfg["dropout"]))
     test_s = time.perf_counter() - t
     written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
     qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
@@ -289,6 +302,8 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
     cfg["_resolved"] = res
     if cfg["fit_judge"] not in ("property_cnn", "evaluator"):
         raise InputError(f"fit judge must be property_cnn or evaluator (the sampling judge), got {cfg['fit_judge']!r}")
+    if cfg["rng_order"] not in ("seeded", "original"):
+        raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
     if cfg["point"] not in POINTS:
         raise InputError(f"--point must be one of {POINTS}, got {cfg['point']!r}")
     return cfg, runtime

@@ -12,7 +12,7 @@ from vectorfind.cases import PASS_THRESHOLDS
 from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
 
 CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 * CHUNK, ratio=0.2, cases=3,
-              stop_at=0, seed=0, alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
+              stop_at=0, seed=0, rng_order="seeded", alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
               test_judges=("property_cnn", "evaluator"), hairstyle_judge="evaluator", jpeg=False, dropout=False,
               dropout_seed=0, nn_max_epochs=1, batch_size=50, sweep_rows=("svm:w:1000",), sweep=False,
               threads=0, progress=False)
@@ -107,3 +107,10 @@ def test_sweep_writes_one_table(profile):
     table = pd.read_csv(profile.data_root / "stage7" / "sweep" / "sweep_table.csv")
     assert len(table) == 2 and list(table.alpha_scale) == [1.0, 2.0]
     assert len(out["rows"]) == 2
+
+
+def test_original_rng_order_runs_without_the_cache(profile):
+    m = run(profile, rng_order="original", n=2000, cases=1, dropout=True)
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n2000_x1_original"
+    assert (out / "metrics.json").is_file() and m["settings"]["rng_order"] == "original"
+    assert not (profile.data_root / "stage7" / "samples").exists()
