@@ -272,9 +272,10 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
 
 
 def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress) -> dict:
-    """Re-test the passing cases (by the fitting judge) from their saved rows: z, label rounded to 4 dp
-    (the original's CSV), and the saved group."""
-    keep = [r for r in records if r["passed"][cfg["fit_judge"]]]
+    """Re-test the passing cases (by any judge; the original: by its judge) from their saved rows: z,
+    label rounded to 4 dp (the original's CSV), and the saved group. The original's QA files list the
+    cases passing by the fitting judge."""
+    keep = [r for r in records if any(r["passed"].values())]
     qa_dir = out / vf_files.QA_REPORT_DIR
     if not keep:
         return {"cases": 0}
@@ -284,7 +285,9 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
     recs = run_test(out, gen, scorer, judges, point, method, z, label, [r["case"] for r in keep], svm=svm, nets=nets,
                     medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), groups=groups, progress=False,
                     case_root=qa_dir / vf_files.CASE_ROOT)
-    write_original_files(qa_dir, method, point, int(cfg["n"]), recs, cfg["fit_judge"])
+    fit_kept = [r for a, r in zip(keep, recs) if a["passed"][cfg["fit_judge"]]]
+    if fit_kept:
+        write_original_files(qa_dir, method, point, int(cfg["n"]), fit_kept, cfg["fit_judge"])
     return {"cases": len(keep), "re_passed": {j: int(sum(r["passed"][j] for r in recs)) for j in judges},
             "of_those_passing_by_judge": {j: int(sum(a["passed"][j] and b["passed"][j] for a, b in zip(keep, recs)))
                                           for j in judges},

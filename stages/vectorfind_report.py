@@ -146,9 +146,11 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
     ident_rows = [[q, f"{d['within_std']:.3f}", f"{d['across_std']:.3f}", f"{d['ratio']:.2f}",
                    f"{o_id[q]['ratio']:.2f}" if q in o_id else "-"] for q, d in li.get("identity", {}).items()]
     qa = m["qa"]
-    qa_text = (f"{qa['cases']} cases passed by {j}; re-passed by {j}: {qa.get('re_passed', {}).get(j, 0)}"
-               + "".join(f"; {k}: {qa['of_those_passing_by_judge'][k]} of its {qa['passing_by_judge'][k]}"
-                         for k in qa.get("passing_by_judge", {})) if qa["cases"] else "no passing case to re-test")
+    qa_text = (f"{qa['cases']} cases passed by at least one judge and were re-tested from their saved rows "
+               f"(z, label rounded to 4 dp, group): "
+               + "; ".join(f"{k}: {qa['of_those_passing_by_judge'][k]} of its {qa['passing_by_judge'][k]} passing cases "
+                           "passed again" for k in qa.get("passing_by_judge", {}))
+               if qa["cases"] else "no passing case to re-test")
     sections = [
         ("Result", markdown_table(table_header(m), [table_row(m)])
          + f"\n\nα scale {m['alpha_scale']:g}; {m['cases']} cases; fitting judge {j}; medians {m['medians']}."),

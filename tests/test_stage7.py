@@ -54,7 +54,8 @@ def test_svm_run_writes_the_original_files_and_passes(profile, monkeypatch):
     passes = int((res.passed == "O").sum())
     assert passes == 3 and m["judges"]["property_cnn"]["passes"] == passes
     # seeded, eval-mode judges: every saved passing row passes again
-    assert m["qa"]["cases"] == passes and m["qa"]["re_passed"]["property_cnn"] == passes
+    assert m["qa"]["passing_by_judge"]["property_cnn"] == passes
+    assert m["qa"]["of_those_passing_by_judge"]["property_cnn"] == passes
     agg = (profile.data_root / "stage7" / "test_result" / "test_result_svm_w.csv").read_text().splitlines()
     assert agg[0] == ",n,k,time,svm_eyes_acc,svm_mouth_acc,svm_pose_acc,eyes_mean_corr,mouth_mean_corr," \
                      "pose_mean_corr,sum_mean_corr" and len(agg) == 2
