@@ -5,6 +5,9 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= synthface
+# stage 7's generator: the stage-6 run's output inside the data root (or "shipped-v1": a v9 made
+# from the shipped FineTune-v1 before any v9 training)
+VF_GENERATOR ?= stage6/v9/generator.pth
 
 .PHONY: setup demo test reliability bench clean-runs
 
@@ -33,6 +36,7 @@ demo: setup
 	$(VPY) run_stylegan_fine_tuning_v3.py --profile $(PROFILE)
 	$(VPY) run_fine_tuned_generator.py --profile $(PROFILE)
 	$(VPY) run_stylegan_finetune_v9.py --profile $(PROFILE)
+	$(VPY) run_vectorfind_v9.py --profile $(PROFILE) --generator $(VF_GENERATOR) --n 2000 --median-n 2000 --cases 10 --test-judges property_cnn,evaluator
 
 test: setup
 	$(VPY) -m pytest -q tests

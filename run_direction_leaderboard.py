@@ -2,7 +2,7 @@
 
     python run_direction_leaderboard.py                                  # the full board (v9)
     python run_direction_leaderboard.py --n-cases 4 --n-fit 200 --out /tmp/board   # a tiny run
-    python run_direction_leaderboard.py --generator-checkpoint runs/synthface/stage6/generator.pth
+    python run_direction_leaderboard.py --generator-checkpoint runs/synthface/stage6/v9/generator.pth
 
 Methods (``editing/``): VectorFind SVM (16 groups, plain and conditional) and gradient,
 InterFaceGAN (plain and conditional), SeFa, GANSpace, StyleSpace; references: the v3 label and the

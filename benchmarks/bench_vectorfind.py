@@ -10,6 +10,7 @@ input, JPEG).
 
     python benchmarks/bench_vectorfind.py                         # n 20K, dims 512 1536 2560
     python benchmarks/bench_vectorfind.py --n 4000 --dims 512 --sampling-n 2000
+    python benchmarks/bench_vectorfind.py --skip-svm --skip-sampling --synthface 200   # stage 7 on synthface
 
 Check ``uptime`` first: on a 2-core machine a busy neighbour process distorts every figure.
 """
@@ -78,6 +79,48 @@ def bench_sampling(n: int, res: int, batch: int, seed: int) -> list[dict]:
     return out
 
 
+def bench_synthface(n: int, cases: int, seed: int) -> list[dict]:
+    """Sampling images/s at each point and test images/s on the synthface profile's v9 (made from the
+    shipped FineTune-v1: stages/vectorfind_inputs), judged by the property CNN (+ evaluator hairstyle)."""
+    from pipeline.profiles import load_profile            # local: only this figure needs the profile's models
+    from stages.vectorfind import MultiScorer
+    from stages.vectorfind_inputs import build_scorers, load_generator
+    from vectorfind.cases import run_case
+    from vectorfind.directions import DirectionSet
+    from vectorfind.groups import GROUP_ORDER
+    from vectorfind.sampling import case_latents
+    prof = load_profile("synthface")
+    gen, _ = load_generator(prof, "shipped-v1")
+    scorers, _ = build_scorers(prof, ["property_cnn", "evaluator"])
+    out = []
+    for point in POINTS:
+        sample(gen, scorers["property_cnn"], point, 10, seed=seed)                       # warm-up
+        t = time.perf_counter()
+        s = sample(gen, scorers["property_cnn"], point, n, seed=seed, batch_size=50)
+        row = {"what": "sampling", "point": point, "n": n, "images_per_s": round(n / (time.perf_counter() - t), 1)}
+        print(f"synthface sampling {point:15s}: {row['images_per_s']:6.1f} images/s (property CNN)", flush=True)
+        out.append(row)
+    rng = np.random.default_rng(seed)
+    ds = DirectionSet("w")
+    for p in ("eyes", "mouth", "pose"):
+        for g in GROUP_ORDER:
+            v = rng.standard_normal(gen.mid_dim("w")).astype(np.float32)
+            ds.add(p, g, v / np.linalg.norm(v))
+    z, label = case_latents(range(cases), gen.z_dim, gen.label_dim, seed)
+    med = Medians.from_scores(s.scores)
+    for judges in (["property_cnn"], ["property_cnn", "evaluator"]):
+        sc = MultiScorer({j: scorers[j] for j in judges}, "property_cnn")
+        t = time.perf_counter()
+        for i in range(cases):
+            run_case(gen, sc, "w", "svm", i, z[i], label[i], svm=ds, medians=med, scale=3.0, jpeg=True)
+        row = {"what": "test", "judges": judges, "cases": cases,
+               "images_per_s": round(cases * 51 / (time.perf_counter() - t), 1)}
+        print(f"synthface test ({'+'.join(judges)}, JPEG): {row['images_per_s']:6.1f} images/s "
+              f"(50 edited + 1 unedited per case)", flush=True)
+        out.append(row)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20000, help="samples for the SVM fits")
@@ -89,6 +132,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-svm", action="store_true")
     ap.add_argument("--skip-sampling", action="store_true")
+    ap.add_argument("--synthface", type=int, default=0, help="also: N images per point on the synthface v9")
+    ap.add_argument("--synthface-cases", type=int, default=4)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"load average {os.getloadavg()}, torch threads {a.threads}", flush=True)
@@ -96,6 +141,8 @@ def main() -> None:
         bench_svm(a.n, a.dims, a.seed)
     if not a.skip_sampling:
         bench_sampling(a.sampling_n, a.res, a.batch, a.seed)
+    if a.synthface:
+        bench_synthface(a.synthface, a.synthface_cases, a.seed)
 
 
 if __name__ == "__main__":

@@ -56,12 +56,18 @@ def draw_latents(n: int, z_dim: int, label_dim: int, seed: int | None = 0, rng_o
         return z[:keep].astype(np.float32), label[:keep].astype(np.float32)
     if seed is None:
         raise ValueError("rng_order 'seeded' needs a seed")
-    z = np.empty((n, z_dim), np.float32)
-    label = np.empty((n, label_dim), np.float32)
-    for i in range(n):
+    return draw_latents_range(0, n, z_dim, label_dim, seed, stream)
+
+
+def draw_latents_range(start: int, stop: int, z_dim: int, label_dim: int, seed: int = 0,
+                       stream: int = SAMPLE_STREAM) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded samples start … stop−1 (sample i: z then label from ``default_rng([seed, stream, i])``)."""
+    z = np.empty((stop - start, z_dim), np.float32)
+    label = np.empty((stop - start, label_dim), np.float32)
+    for r, i in enumerate(range(start, stop)):
         rng = np.random.default_rng([int(seed), int(stream), i])
-        z[i] = rng.standard_normal(z_dim)
-        label[i] = rng.standard_normal(label_dim)
+        z[r] = rng.standard_normal(z_dim)
+        label[r] = rng.standard_normal(label_dim)
     return z, label
 
 
@@ -170,3 +176,28 @@ def sample(generator: MidGenerator, scorer: PropertyScorer, point: str, n: int, 
     mid, scores = mids_and_scores(generator, scorer, z, label, point, batch_size, jpeg, progress)
     return Samples(point, z, label, mid, scores, time.perf_counter() - t,
                    {"seed": seed, "rng_order": rng_order, "jpeg": jpeg, "n_requested": n, "stream": stream})
+
+
+@torch.inference_mode()
+def sample_all_points(generator, scorers: dict, z: np.ndarray, label: np.ndarray, points, *, jpeg: bool = False,
+                      batch_size: int = 50) -> tuple[dict, dict]:
+    """One sampling for several points and judges: an image depends only on (z, label), so each
+    image is made once (from the first point's mid vectors) and scored by every scorer.
+
+    ``generator.all_mids(z, label, points)`` (:class:`vectorfind.v9_adapter.V9MidGenerator`) is used
+    when present (one mapping forward), else ``mid_vectors`` per point.
+    Returns (point -> float32 [n, dim], judge -> property -> float32 [n])."""
+    mids = {p: [] for p in points}
+    scores = {name: [] for name in scorers}
+    for s in range(0, len(z), batch_size):
+        zb, lb = z[s:s + batch_size], label[s:s + batch_size]
+        m = generator.all_mids(zb, lb, points) if hasattr(generator, "all_mids") else \
+            {p: generator.mid_vectors(torch.from_numpy(zb), torch.from_numpy(lb), p) for p in points}
+        x = scorer_input(generator.image_from_mid(m[points[0]], points[0]), jpeg)
+        for name, scorer in scorers.items():
+            scores[name].append(scores_as_dict(scorer(x), n=len(x)))
+        for p in points:
+            mids[p].append(m[p].numpy().astype(np.float32))
+    out_scores = {name: {k: np.concatenate([d[k] for d in parts]).astype(np.float32) for k in parts[0]}
+                  for name, parts in scores.items() if parts}
+    return {p: np.concatenate(v) for p, v in mids.items()}, out_scores

@@ -1,0 +1,325 @@
+"""Stage 7, VectorFind-v9 (``run_vectorfind_v9.py``): directions that open the eyes, the mouth and
+turn the head, found at one extraction point of the v9 generator, then the original's case test.
+
+One run = (method, point, n, α scale) in ``<data root>/stage7/runs/<method>_<point>_n<n>_x<scale>/``:
+
+1. samples: the first n of the shared seeded sample cache (``stages/vectorfind_samples``), scored
+   by the fitting judge (property CNN by default); medians from the first ``median_n`` samples
+   (the original's rule, 02a M10) in ``stage7/property_scores_mean_and_median.csv``;
+2. directions: SVM vector CSVs (``property_score_vectors/``, the original's names and format),
+   gradient MLPs (``models/stylegan_gen_vector_find_v9_nn_{p}.pth``, original keys) — kept, so a
+   re-run skips fitting;
+3. the visual check strip, then the test of spec 02 §5 on ``cases`` seeded cases (50 images each,
+   mouth × eyes × pose; JPEG round trip; pass iff |r| ≥ 0.92 / 0.88 / 0.88 on unrounded r)
+   measured by every test judge at once; the original's files for the fitting judge, every
+   judge's r in ``judges.csv``; each finished case is kept (``test_####/case_judges.json``), so
+   an interrupted test resumes;
+4. the QA re-test of the passing cases from their saved rows (z, label rounded to 4 dp, group);
+5. ``metrics.json`` + ``report.md`` (``stages/vectorfind_report``), and one row in the original's
+   aggregate log ``stage7/test_result/``.
+
+``--sweep`` runs the issue's grid (``stages/vectorfind_sweep``) and writes one aggregate table.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import lineage
+from pipeline.config import resolve
+from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from pipeline.profiles import load_profile
+from vectorfind import files as vf_files
+from vectorfind.cases import check_method, passes, pearson, run_case
+from vectorfind.directions import DirectionSet
+from vectorfind.gradient import GradientNets, train_gradient_nets
+from vectorfind.groups import Medians
+from vectorfind.protocols import CONTROLLED, POINTS, check_point
+from vectorfind.sampling import case_latents, sample
+from vectorfind.svm import fit_svm_from_samples
+
+from . import vectorfind_report as report
+from . import vectorfind_sweep
+from .vectorfind_inputs import build_scorers, load_generator
+from .vectorfind_oracle import oracle_leak
+from .vectorfind_samples import ensure_samples, load_samples
+
+RUNTIME = ("threads", "progress", "sweep")
+NN_FILE = "stylegan_gen_vector_find_v9_nn_{p}.pth"
+RESTART = "remove the run folder to start again"
+
+
+class MultiScorer:
+    """The fitting judge's scores under their own names, every other test judge's as ``judge/property``."""
+
+    def __init__(self, scorers: dict, primary: str):
+        self.scorers, self.primary = scorers, primary
+
+    def __call__(self, images):
+        out = dict(self.scorers[self.primary](images))
+        for name, s in self.scorers.items():
+            if name != self.primary:
+                out.update({f"{name}/{k}": v for k, v in s(images).items()})
+        return out
+
+
+def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded") -> str:
+    return f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
+
+
+# ------------------------------------------------------------------------------------------ medians
+
+def medians_of(stage_dir: Path, cache: Path, judge: str, median_n: int) -> Medians:
+    """The medians file of this stage (written once from the first ``median_n`` cached samples)."""
+    path = stage_dir / f"property_scores_mean_and_median_{judge}_n{median_n}.csv"
+    if path.is_file():
+        return Medians.from_table(pd.read_csv(path))
+    s = load_samples(cache, median_n, "w", judge)
+    med = Medians.from_scores(s.scores)
+    means = {p: round(float(np.mean(np.round(s.scores[p].astype(np.float64), 4))), 4) for p in med.as_dict()}
+    atomic_write_csv(path, med.to_table(means), float_format="%.4f")
+    return med
+
+
+# ------------------------------------------------------------------------------------------ fitting
+
+def fit_or_load(out: Path, method: str, samples, medians: Medians, cfg: dict) -> tuple:
+    """(DirectionSet | None, GradientNets | None, quality, seconds) — loaded when this run fitted before."""
+    fit_json = out / "fit.json"
+    svm_dir, nn_dir = out / "property_score_vectors", out / "models"
+    svm_props = {"svm": CONTROLLED, "gradient": (), "mixed": ("mouth", "pose")}[method]
+    nn_props = {"svm": (), "gradient": CONTROLLED, "mixed": ("eyes",)}[method]
+    if fit_json.is_file():
+        rec = json.loads(fit_json.read_text())
+        ds = DirectionSet.load(svm_dir, samples.point, svm_props) if svm_props else None
+        nets = GradientNets.from_state_dicts(samples.point, {p: torch.load(nn_dir / NN_FILE.format(p=p), weights_only=True)
+                                                             for p in nn_props}, rec["quality"]) if nn_props else None
+        return ds, nets, rec["quality"], rec["seconds"], rec.get("svm_table")
+    quality, seconds, table = {}, {}, None
+    ds = nets = None
+    if svm_props:
+        t = time.perf_counter()
+        r = fit_svm_from_samples(samples, medians, properties=svm_props, ratio=cfg["ratio"], rng_order=cfg["rng_order"],
+                                 seed=None if cfg["seed"] < 0 else cfg["seed"])
+        seconds["svm"] = time.perf_counter() - t
+        ds = r.directions
+        ds.save(svm_dir)
+        quality.update(r.accuracy)
+        table = r.table.to_dict(orient="list")
+    if nn_props:
+        t = time.perf_counter()
+        nets = train_gradient_nets(samples, samples.point, nn_props, rng_order=cfg["rng_order"],
+                                   seed=None if cfg["seed"] < 0 else cfg["seed"],
+                                   max_epochs=int(cfg["nn_max_epochs"]))
+        seconds["gradient"] = time.perf_counter() - t
+        for p, sd in nets.state_dicts().items():
+            buf = io.BytesIO()
+            torch.save(sd, buf)
+            atomic_write_bytes(nn_dir / NN_FILE.format(p=p), buf.getvalue())
+        quality.update(nets.test_mse)
+    atomic_write_json(fit_json, {"quality": quality, "seconds": seconds, "svm_table": table})
+    return ds, nets, quality, seconds, table
+
+
+# ------------------------------------------------------------------------------------------ test
+
+def judge_corr(res, judges: list, primary: str) -> dict:
+    """judge -> {property: unrounded r} for one case (scores rounded to 4 dp as the test does)."""
+    out = {}
+    for j in judges:
+        corr = {}
+        for p in CONTROLLED:
+            key = p if j == primary else f"{j}/{p}"
+            corr[p] = pearson(res.table[f"{p}_pm"], np.round(res.other_scores[key].astype(np.float64), 4))
+        out[j] = corr
+    return out
+
+
+def leak_rows(res, judge: str, primary: str) -> dict:
+    """``report.leak_of`` for one case through ``judge`` (its scores under their plain names)."""
+    pre = "" if judge == primary else f"{judge}/"
+    return report.leak_of(res.table, {k[len(pre):]: v for k, v in res.other_scores.items()
+                                      if k.startswith(pre) and "/" not in k[len(pre):]})
+
+
+def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, method: str, z, label, cases,
+             *, svm, nets, medians, scale: float, jpeg: bool, groups=None, stop_at=None, progress=True,
+             case_root: Path | None = None, dropout: bool = False) -> list[dict]:
+    """The case test with resume: one ``case_judges.json`` per finished case."""
+    case_root = case_root or out / vf_files.CASE_ROOT
+    done, results = 0, []
+    for row, i in enumerate(cases):
+        mark = case_root / vf_files.case_folder(i) / "case_judges.json"
+        if mark.is_file():
+            rec = json.loads(mark.read_text())
+        else:
+            res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
+                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout)
+            vf_files.write_case(case_root, method, res)
+            rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
+                   "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,
+                   "leak": {j: leak_rows(res, j, scorer.primary) for j in judges}}
+            atomic_write_json(mark, rec)
+        rec["passed"] = {j: passes(rec["corr"][j]) for j in judges}
+        results.append(rec)
+        done += rec["passed"][scorer.primary]
+        if progress:
+            print(f"  case {i}: " + ", ".join(f"{j} {'O' if rec['passed'][j] else 'X'}" for j in judges), flush=True)
+        if stop_at and done >= stop_at:
+            break
+    return results
+
+
+class _Res:
+    """The fields ``vectorfind.files`` needs from a case, rebuilt from its record."""
+
+    def __init__(self, rec: dict, judge: str):
+        self.case, self.group = rec["case"], rec["group"]
+        self.corr = rec["corr"][judge]
+        self.passed = passes(self.corr)
+        self.z, self.label = np.asarray(rec["z"], np.float32), np.asarray(rec["label"], np.float32)
+
+
+def write_original_files(folder: Path, method: str, point: str, n: int, records: list, judge: str) -> dict:
+    return vf_files.write_test_report(folder, method, point, n, [_Res(r, judge) for r in records])
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: int, progress: bool) -> tuple:
+    """(medians, the first n samples at the run's point) from the shared seeded cache (filled as needed)."""
+    fit_judges = sorted({cfg["fit_judge"], cfg["hairstyle_judge"]})
+    key = {"generator": grec["outputs_digest"], "generator_source": grec["source"], "seed": int(cfg["seed"]),
+           "jpeg": False, "judges": fit_judges, "hairstyle_judge": cfg["hairstyle_judge"],
+           "dropout": bool(cfg["dropout"]), "chunk": 500}
+    ensure_samples(cache, key, gen, {j: scorers[j] for j in fit_judges}, max(n, int(cfg["median_n"])),
+                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress)
+    medians = medians_of(cache.parent, cache, cfg["fit_judge"], int(cfg["median_n"]))
+    return medians, load_samples(cache, n, cfg["point"], cfg["fit_judge"], int(cfg["seed"]))
+
+
+def profile_inputs(profile, cfg: dict, judges: list) -> tuple:
+    """(MidGenerator, generator record, judge -> scorer, judge descriptions) from the profile."""
+    gen, grec = load_generator(profile, cfg["generator"], cfg["generator_key"] or None, int(cfg["batch_size"]))
+    scorers, desc = build_scorers(profile, judges, hairstyle_judge=cfg["hairstyle_judge"],
+                                  dropout=bool(cfg["dropout"]),
+                                  dropout_seed=None if int(cfg["dropout_seed"]) < 0 else int(cfg["dropout_seed"]))
+    return gen, grec, scorers, desc
+
+
+def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
+    """One run (module docstring); ``inputs(profile, cfg, judges)`` replaces :func:`profile_inputs` (tests)."""
+    method, point, n = check_method(cfg["method"]), check_point(cfg["point"]), int(cfg["n"])
+    scale = float(cfg["alpha_scale"])
+    root = profile.data_root
+    stage_dir = root / "stage7"
+    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"])
+    if (out / lineage.COMPLETION).is_file():
+        return json.loads((out / lineage.COMPLETION).read_text())
+    t0 = time.perf_counter()
+    judges = list(dict.fromkeys([cfg["fit_judge"], *cfg["test_judges"]]))
+    gen, grec, scorers, desc = (inputs or profile_inputs)(profile, cfg, judges)
+    lineage.begin(out, {"generator": grec}, RESTART)
+    res = cfg.get("_resolved")
+    atomic_write_json(out / "run_config.json", {"settings": {k: v for k, v in cfg.items() if not k.startswith("_")},
+                                                "sources": dict(res.sources) if res is not None else {}})
+    original = cfg["rng_order"] == "original"
+    seed = None if int(cfg["seed"]) < 0 else int(cfg["seed"])
+    t = time.perf_counter()
+    if original:          # the original's order: numpy's global RNG (z then label), no shared cache
+        samples = sample(gen, scorers[cfg["fit_judge"]], point, n, seed=seed, rng_order="original",
+                         batch_size=int(cfg["batch_size"]))
+        medians = Medians.from_scores(samples.scores)
+    else:
+        medians, samples = cached_samples(stage_dir / "samples", gen, grec, scorers, cfg, n, progress)
+    sampling_s = time.perf_counter() - t
+    svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
+    scorer = MultiScorer(scorers, cfg["fit_judge"])
+    cases = list(range(int(cfg["cases"])))
+    z, label = case_latents(cases, gen.z_dim, gen.label_dim, seed, cfg["rng_order"])
+    strip = report.visual_check(out, gen, scorer, point, method, z[0], label[0], svm, nets, medians, scale)
+    t = time.perf_counter()
+    records = run_test(out, gen, scorer, judges, point, method, z, label, cases, svm=svm, nets=nets,
+                       medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), stop_at=int(cfg["stop_at"]) or None,
+                       progress=progress, dropout=bool(cfg["dropout"]))
+    test_s = time.perf_counter() - t
+    written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
+    qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
+    seconds = {"total": time.perf_counter() - t0, "sampling_now": sampling_s, "test": test_s, **fit_s}
+    oracle = oracle_leak(profile, stage_dir, {j: scorers[j] for j in judges if j != "parsing"}, len(records),
+                         int(cfg["seed"])) if "world_seed" in profile else None
+    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle)
+    agg = vf_files.aggregate_row(method, n, seconds["total"], vf_files.statistics_frame(
+        [_Res(r, cfg["fit_judge"]) for r in records]), ratio=float(cfg["ratio"]), quality=quality)
+    metrics["aggregate_row"] = agg
+    metrics["files"] = {k: str(v.relative_to(out)) for k, v in written.items()}
+    report.write_report(out, metrics, gen, scorer, point, method, records, z, label, svm, nets, medians, scale, strip)
+    files = [p for p in out.rglob("*") if p.is_file()
+             and p.name not in (lineage.LINEAGE, lineage.COMPLETION, "aggregate_row_appended")]
+    appended = out / "aggregate_row_appended"            # a report-only re-run does not add the row twice
+    if not appended.is_file():
+        vf_files.append_aggregate(stage_dir / "test_result" / vf_files.aggregate_file_name(method, point), method, agg)
+        atomic_write_json(appended, agg)
+    lineage.finish(out, files, {"generator": grec})
+    atomic_write_json(out / lineage.COMPLETION, metrics)
+    return metrics
+
+
+def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress) -> dict:
+    """Re-test the passing cases (by any judge; the original: by its judge) from their saved rows: z,
+    label rounded to 4 dp (the original's CSV), and the saved group. The original's QA files list the
+    cases passing by the fitting judge."""
+    keep = [r for r in records if any(r["passed"].values())]
+    qa_dir = out / vf_files.QA_REPORT_DIR
+    if not keep:
+        return {"cases": 0}
+    z = np.round(np.array([r["z"] for r in keep], np.float64), 4).astype(np.float32)
+    label = np.round(np.array([r["label"] for r in keep], np.float64), 4).astype(np.float32)
+    groups = [r["group"] for r in keep] if method != "gradient" else None
+    recs = run_test(out, gen, scorer, judges, point, method, z, label, [r["case"] for r in keep], svm=svm, nets=nets,
+                    medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), groups=groups, progress=False,
+                    case_root=qa_dir / vf_files.CASE_ROOT)
+    fit_kept = [r for a, r in zip(keep, recs) if a["passed"][cfg["fit_judge"]]]
+    if fit_kept:
+        write_original_files(qa_dir, method, point, int(cfg["n"]), fit_kept, cfg["fit_judge"])
+    return {"cases": len(keep), "re_passed": {j: int(sum(r["passed"][j] for r in recs)) for j in judges},
+            "of_those_passing_by_judge": {j: int(sum(a["passed"][j] and b["passed"][j] for a, b in zip(keep, recs)))
+                                          for j in judges},
+            "passing_by_judge": {j: int(sum(a["passed"][j] for a in keep)) for j in judges}}
+
+
+# ------------------------------------------------------------------------------------------ entry
+
+def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
+    given = {k: v for k, v in (vars(args) if args is not None else {}).items() if k in consts}
+    main_c = {k: v for k, v in consts.items() if k not in RUNTIME}
+    res = resolve(main_c, profile, "stage7", {k: v for k, v in given.items() if k in main_c})
+    runtime = {k: given.get(k, consts[k]) for k in RUNTIME if k in consts}
+    cfg = dict(res.values)
+    cfg["_resolved"] = res
+    if cfg["fit_judge"] not in ("property_cnn", "evaluator"):
+        raise InputError(f"fit judge must be property_cnn or evaluator (the sampling judge), got {cfg['fit_judge']!r}")
+    if cfg["rng_order"] not in ("seeded", "original"):
+        raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
+    if cfg["point"] not in POINTS:
+        raise InputError(f"--point must be one of {POINTS}, got {cfg['point']!r}")
+    return cfg, runtime
+
+
+def main(profile_name: str, consts: dict, args=None) -> dict:
+    profile = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
+    cfg, runtime = resolve_settings(profile, consts, args)
+    if runtime.get("threads"):
+        torch.set_num_threads(int(runtime["threads"]))
+    if runtime.get("sweep"):
+        return vectorfind_sweep.run_sweep(profile, cfg, run_one, progress=bool(runtime.get("progress", True)))
+    m = run_one(profile, cfg, progress=bool(runtime.get("progress", True)))
+    print(report.summary_line(m))
+    return m
+

@@ -1,0 +1,66 @@
+"""The oracle's leak and identity figures in stage 7's test form, through the same judges.
+
+The oracle (``evaluation.oracle.OracleGenerator``) renders a case's person with eyes / mouth /
+pose set directly in the world and everything else exactly that person's, so whatever leak a
+judge shows on it is the judge's own cross-talk. Each oracle case is the stage's 50-image grid
+(loop order mouth × eyes × pose); α maps to label units as α · ``LABEL_PER_ALPHA`` and labels to
+world units by the world's own spread (mean ± std over random people), clipped to its range.
+Written once per data root (``stage7/oracle_leak.json``); the stage's report shows it beside
+its own figures.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation.oracle import CONTROLLED as WORLD_COLUMNS, OracleGenerator
+from pipeline.io import atomic_write_json
+from synthface.truth import world
+from vectorfind.cases import alpha_table
+from vectorfind.protocols import CONTROLLED
+
+from .vectorfind_report import leak_of
+
+LABEL_PER_ALPHA = 1.0 / 1.8          # the grid's largest |α| = 1 label std
+MAX_CASES = 30                       # the judges' cross-talk is a mean over people: 30 are plenty
+
+
+def oracle_generator(profile, n_fit: int = 4000, seed: int = 0) -> OracleGenerator:
+    w = world(int(profile["generator"]["z_dim"]), int(profile["world_seed"]))
+    z = np.random.default_rng(seed).standard_normal((n_fit, w.z_dim)).astype(np.float32)
+    t = w.truth(z)
+    fit = {}
+    for p, col in WORLD_COLUMNS.items():
+        x = t[col].to_numpy(np.float64)
+        fit[p] = {"column": col, "scale": float(x.std()), "offset": float(x.mean()), "low": float(x.min()),
+                  "high": float(x.max())}
+    return OracleGenerator(w, CONTROLLED, fit, int(profile["resolution"]))
+
+
+def oracle_leak(profile, out: Path, scorers: dict, cases: int, seed: int = 0) -> dict:
+    """judge -> list of per-case leak records (the stage's ``leak_rows`` shape) for ``cases`` people."""
+    path = Path(out) / "oracle_leak.json"
+    cases = min(int(cases), MAX_CASES)
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if done.get("cases") >= cases and set(done["judges"]) >= set(scorers):
+            return done
+    og = oracle_generator(profile)
+    table = alpha_table("svm")
+    label = np.zeros((len(table), len(CONTROLLED)), np.float32)
+    for i, p in enumerate(CONTROLLED):
+        label[:, i] = table[f"{p}_pm"].to_numpy() * LABEL_PER_ALPHA
+    rng = np.random.default_rng([seed, 77])
+    recs = {j: [] for j in scorers}
+    for _ in range(cases):
+        z = np.repeat(rng.standard_normal((1, og.z_dim)).astype(np.float32), len(table), axis=0)
+        with torch.inference_mode():
+            images = og.render(torch.from_numpy(z), torch.from_numpy(label))
+        for j, s in scorers.items():
+            recs[j].append(leak_of(table, {k: np.asarray(v, np.float64) for k, v in s(images).items()}))
+    res = {"cases": cases, "judges": recs, "label_per_alpha": LABEL_PER_ALPHA}
+    atomic_write_json(path, res)
+    return res

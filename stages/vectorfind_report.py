@@ -1,0 +1,174 @@
+"""Stage 7's figures, metrics and report: the visual check strip, per-judge pass counts and |r|,
+the QA re-pass rate, leak and identity through the independent evaluator, image strips of the
+best and of a typical case."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.io import atomic_write_png
+from pipeline.reports import markdown_table, write_report as write_md
+from stylegan.generator import postprocess
+from vectorfind.cases import VISUAL_ALPHAS, alpha_table, case_directions, case_group, pearson, visual_check_mids
+from vectorfind.directions import apply
+from vectorfind.groups import group_counts
+from vectorfind.protocols import CONTROLLED
+
+SIDE = ("hair_color", "hair_length", "background_mean", "old", "glasses")
+LEAK_TARGETS = ("eyes", "mouth", "pose", "hair_color", "hair_length", "background_mean")
+
+
+def _directions(gen, scorer, point, method, z, label, svm, nets, medians, group=None):
+    with torch.inference_mode():
+        mid = gen.mid_vectors(torch.from_numpy(np.asarray(z, np.float32)[None]),
+                              torch.from_numpy(np.asarray(label, np.float32)[None]), point).cpu().numpy()[0]
+    if method != "gradient" and group is None:
+        group = case_group(gen, scorer, mid, point, medians)
+    return mid, case_directions(method, mid, group, svm, nets), group
+
+
+def visual_check(out: Path, gen, scorer, point, method, z, label, svm, nets, medians, scale) -> Path:
+    """One case, one property at a time, α ∈ {−2, −0.67, 0.67, 2} × scale (images only)."""
+    path = out / "visual_check.png"
+    if path.is_file():
+        return path
+    mid, dirs, _ = _directions(gen, scorer, point, method, z, label, svm, nets, medians)
+    mids, _ = visual_check_mids(mid, dirs, tuple(a * scale for a in VISUAL_ALPHAS))
+    imgs = postprocess(gen.image_from_mid(torch.from_numpy(np.ascontiguousarray(mids)), point))
+    atomic_write_png(path, image_grid(imgs, len(VISUAL_ALPHAS)))     # rows eyes, mouth, pose; α ascending
+    return path
+
+
+def case_strip(out: Path, name: str, gen, scorer, point, method, rec, svm, nets, medians, scale) -> Path:
+    """The 50 images of one case (rows: mouth × eyes; columns: pose)."""
+    path = out / name
+    if path.is_file():
+        return path
+    mid, dirs, _ = _directions(gen, scorer, point, method, rec["z"], rec["label"], svm, nets, medians, rec["group"])
+    table = alpha_table(method, scale)
+    edited = apply(np.repeat(mid[None], len(table), axis=0), {p: table[f"{p}_pm"].to_numpy() for p in CONTROLLED}, dirs)
+    imgs = postprocess(gen.image_from_mid(torch.from_numpy(np.ascontiguousarray(edited)), point))
+    atomic_write_png(path, image_grid(imgs, 10))      # rows: mouth α; columns: eyes α × pose α (loop order)
+    return path
+
+
+def image_grid(imgs: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
+    """uint8 NHWC images in a grid (row-major), white padding."""
+    n, h, w, c = imgs.shape
+    rows = -(-n // ncols)
+    out = np.full((rows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i, im in enumerate(imgs):
+        r, k = divmod(i, ncols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = im
+    return out
+
+
+def _judge_summary(records, j) -> dict:
+    corr = {p: np.array([r["corr"][j][p] for r in records], np.float64) for p in CONTROLLED}
+    th = {"eyes": 0.92, "mouth": 0.88, "pose": 0.88}
+    return {"passes": int(sum(r["passed"][j] for r in records)), "cases": len(records),
+            "mean_r": {p: float(np.nanmean(corr[p])) for p in CONTROLLED},
+            "mean_abs_r": {p: float(np.nanmean(np.abs(corr[p]))) for p in CONTROLLED},
+            "median_abs_r": {p: float(np.nanmedian(np.abs(corr[p]))) for p in CONTROLLED},
+            "property_pass_fraction": {p: float(np.mean(np.abs(np.nan_to_num(corr[p])) >= th[p])) for p in CONTROLLED}}
+
+
+def leak_of(table, scores: dict) -> dict:
+    """One case through one judge: r(α_p, q) for every other property q, and each side score's
+    mean and std over the case's images."""
+    side = {q: np.asarray(scores[q], np.float64) for q in SIDE + CONTROLLED if q in scores}
+    leak = {f"{p}->{q}": pearson(table[f"{p}_pm"], side[q])
+            for p in CONTROLLED for q in LEAK_TARGETS if q != p and q in side}
+    return {"leak": leak, "mean": {q: float(v.mean()) for q, v in side.items()},
+            "std": {q: float(v.std()) for q, v in side.items()}}
+
+
+def leak_identity(leaks: list) -> dict:
+    """Over cases (``leak_of`` records): mean |r| of each α with another property; within-case std
+    of the side properties vs the std of their case means (across cases)."""
+    acc = {}
+    for rec in leaks:
+        for k, v in rec.get("leak", {}).items():
+            acc.setdefault(k, []).append(abs(v) if v is not None and np.isfinite(v) else np.nan)
+    ident = {}
+    for q in SIDE:
+        within = [r["std"][q] for r in leaks if q in r.get("std", {})]
+        means = [r["mean"][q] for r in leaks if q in r.get("mean", {})]
+        if within and len(means) > 1:
+            across = float(np.std(means))
+            ident[q] = {"within_std": float(np.mean(within)), "across_std": across,
+                        "ratio": float(np.mean(within) / across) if across > 0 else float("nan")}
+    return {"mean_abs_leak_r": {k: float(np.nanmean(v)) for k, v in acc.items()}, "identity": ident}
+
+
+def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle=None) -> dict:
+    return {"stage": "stage7", "method": cfg["method"], "point": cfg["point"], "n": n, "ratio": cfg["ratio"],
+            "alpha_scale": cfg["alpha_scale"], "cases": len(records), "fit_judge": cfg["fit_judge"],
+            "judges": {j: _judge_summary(records, j) for j in judges}, "judge_descriptions": desc,
+            "quality": quality, "seconds": seconds, "qa": qa, "medians": medians.as_dict(),
+            "generator": grec, "case_groups": group_counts(np.array([r["group"] or "" for r in records])),
+            "leak_identity": {j: leak_identity([r["leak"][j] for r in records]) for j in judges},
+            "oracle_leak_identity": {j: leak_identity(v) for j, v in (oracle or {}).get("judges", {}).items()},
+            "settings": {k: v for k, v in cfg.items() if not k.startswith("_")}}
+
+
+def table_row(m: dict) -> list:
+    """One row like spec 02 §6.2 / §6.3 with every judge's passes."""
+    q = m["quality"]
+    j0 = m["judges"][m["fit_judge"]]
+    row = [m["method"], m["point"], m["n"], f"{m['seconds']['total']:.0f}",
+           " / ".join(f"{q[p]:.4f}" for p in CONTROLLED if p in q)]
+    row += [f"{j0['mean_abs_r'][p]:.4f}" for p in CONTROLLED]
+    row += [f"{sum(j0['mean_abs_r'].values()):.4f}"]
+    row += [f"{s['passes']}/{s['cases']}" for s in m["judges"].values()]
+    return row
+
+
+def table_header(m: dict) -> list:
+    return ["method", "point", "n", "time s", "acc / mse (eyes, mouth, pose)", "|r| eyes", "|r| mouth", "|r| pose",
+            "sum"] + [f"passes ({j})" for j in m["judges"]]
+
+
+def write_report(out: Path, m, gen, scorer, point, method, records, z, label, svm, nets, medians, scale, strip):
+    j = m["fit_judge"]
+    ev = "evaluator" if "evaluator" in m["judges"] else j
+    ranked = sorted(records, key=lambda r: -sum(abs(np.nan_to_num(r["corr"][ev][p])) for p in CONTROLLED))
+    best, typical = ranked[0], ranked[len(ranked) // 2]
+    s_best = case_strip(out, "case_best.png", gen, scorer, point, method, best, svm, nets, medians, scale)
+    s_typ = case_strip(out, "case_typical.png", gen, scorer, point, method, typical, svm, nets, medians, scale)
+    li = m["leak_identity"].get(ev, {})
+    oli = m.get("oracle_leak_identity", {}).get(ev, {})
+    o_leak, o_id = oli.get("mean_abs_leak_r", {}), oli.get("identity", {})
+    leak_rows = [[k, f"{v:.3f}", f"{o_leak[k]:.3f}" if k in o_leak else "-",
+                  f"{v - o_leak[k]:+.3f}" if k in o_leak else "-"] for k, v in sorted(li.get("mean_abs_leak_r", {}).items())]
+    ident_rows = [[q, f"{d['within_std']:.3f}", f"{d['across_std']:.3f}", f"{d['ratio']:.2f}",
+                   f"{o_id[q]['ratio']:.2f}" if q in o_id else "-"] for q, d in li.get("identity", {}).items()]
+    qa = m["qa"]
+    qa_text = (f"{qa['cases']} cases passed by at least one judge and were re-tested from their saved rows "
+               f"(z, label rounded to 4 dp, group): "
+               + "; ".join(f"{k}: {qa['of_those_passing_by_judge'][k]} of its {qa['passing_by_judge'][k]} passing cases "
+                           "passed again" for k in qa.get("passing_by_judge", {}))
+               if qa["cases"] else "no passing case to re-test")
+    sections = [
+        ("Result", markdown_table(table_header(m), [table_row(m)])
+         + f"\n\nα scale {m['alpha_scale']:g}; {m['cases']} cases; fitting judge {j}; medians {m['medians']}."),
+        ("Per judge", markdown_table(["judge", "passes", "mean r eyes / mouth / pose", "per-property pass fraction"],
+                                     [[k, f"{s['passes']}/{s['cases']}",
+                                       " / ".join(f"{s['mean_r'][p]:+.3f}" for p in CONTROLLED),
+                                       " / ".join(f"{s['property_pass_fraction'][p]:.2f}" for p in CONTROLLED)]
+                                      for k, s in m["judges"].items()])),
+        ("QA re-test of saved rows", qa_text),
+        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(["α -> property", "mean |r|", "oracle", "excess"], leak_rows)),
+        (f"Identity through {ev}", markdown_table(["property", "within-case std", "across-case std", "ratio", "oracle ratio"], ident_rows)),
+        ("Images", f"![visual check]({Path(strip).name})\n\n![best case]({s_best.name})\n\n![typical case]({s_typ.name})"),
+    ]
+    return write_md(out, f"Stage 7: VectorFind-v9 {method} at {point}, n = {m['n']}", sections)
+
+
+def summary_line(m: dict) -> str:
+    return (f"{m['method']} {m['point']} n={m['n']} x{m['alpha_scale']:g}: "
+            + "; ".join(f"{j} {s['passes']}/{s['cases']} pass, mean |r| "
+                        + "/".join(f"{s['mean_abs_r'][p]:.3f}" for p in CONTROLLED) for j, s in m["judges"].items())
+            + f"; QA {m['qa'].get('re_passed', {})} of {m['qa']['cases']}; {m['seconds']['total']:.0f} s")

@@ -1,0 +1,117 @@
+"""Stage 7 (stages/vectorfind.py) end to end on the tiny split-mapping world: files, resume, QA, sweep."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.profiles import Profile
+from stages import vectorfind as stage
+from stages.vectorfind_samples import CHUNK, load_samples
+from vectorfind.cases import PASS_THRESHOLDS
+from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
+
+CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 * CHUNK, ratio=0.2, cases=3,
+              stop_at=0, seed=0, rng_order="seeded", alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
+              test_judges=("property_cnn", "evaluator"), hairstyle_judge="evaluator", jpeg=False, dropout=False,
+              dropout_seed=0, nn_max_epochs=1, batch_size=50, sweep_rows=("svm:w:1000",), sweep=False,
+              threads=0, progress=False)
+
+
+def tiny_inputs(profile, cfg, judges):
+    g = TinyMidGenerator(z_dim=16, res=8)
+    scorers = {"property_cnn": TinyScorer(g), "evaluator": TinyScorer(g, noise_std=0.01, seed=1)}
+    return g, {"stage": "generator", "source": "tiny", "outputs_digest": "tiny"}, scorers, {}
+
+
+@pytest.fixture
+def profile(tmp_path):
+    return Profile({"name": "tiny", "data_root": str(tmp_path / "data")})
+
+
+def run(profile, **kw):
+    cfg, _ = stage.resolve_settings(profile, {**CONSTS, **kw}, None)
+    return stage.run_one(profile, cfg, progress=False, inputs=tiny_inputs)
+
+
+def test_svm_run_writes_the_original_files_and_passes(profile, monkeypatch):
+    monkeypatch.setitem(PASS_THRESHOLDS, "pose", 0.8)        # the tiny world: SVM |r| about 0.9 eyes, 0.85 pose
+    monkeypatch.setitem(PASS_THRESHOLDS, "eyes", 0.85)
+    m = run(profile)
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n4000_x1"
+    assert (out / "metrics.json").is_file() and (out / "report.md").is_file()
+    assert len(list((out / "property_score_vectors").glob("*_change_w_vector_*.csv"))) == 48
+    res = pd.read_csv(out / "image_generation_report" / "test_result.csv")
+    assert list(res.columns) == ["case", "vector_no", "passed", "group_name", "eyes_corr", "mouth_corr", "pose_corr",
+                                 "sum_abs_corr"]
+    stats = (out / "image_generation_report" / "test_statistics.csv").read_text().splitlines()[0]
+    assert stats == ",eyes_corr_mean,mouth_corr_mean,pose_corr_mean,sum_abs_corr_mean,passed,passed_ratio"
+    case = pd.read_csv(out / "inference_test_after_training" / "test_0000" / "case_000_000_result.csv")
+    assert list(case.columns) == ["pm_idx", "eyes_pm", "mouth_pm", "pose_pm", "eyes_score", "mouth_score", "pose_score"]
+    assert len(case) == 50
+    # SVM directions decrease each property: every r is negative, and strong in the tiny world
+    assert (res[["eyes_corr", "mouth_corr", "pose_corr"]] < -0.5).all().all()
+    passes = int((res.passed == "O").sum())
+    assert passes == 3 and m["judges"]["property_cnn"]["passes"] == passes
+    # seeded, eval-mode judges: every saved passing row passes again
+    assert m["qa"]["passing_by_judge"]["property_cnn"] == passes
+    assert m["qa"]["of_those_passing_by_judge"]["property_cnn"] == passes
+    agg = (profile.data_root / "stage7" / "test_result" / "test_result_svm_w.csv").read_text().splitlines()
+    assert agg[0] == ",n,k,time,svm_eyes_acc,svm_mouth_acc,svm_pose_acc,eyes_mean_corr,mouth_mean_corr," \
+                     "pose_mean_corr,sum_mean_corr" and len(agg) == 2
+    assert (out / "visual_check.png").is_file() and (out / "case_best.png").is_file()
+
+
+def test_finished_run_is_not_repeated_and_interrupted_test_resumes(profile):
+    m1 = run(profile, cases=2)
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n4000_x1"
+    (out / "metrics.json").unlink()
+    mark = out / "inference_test_after_training" / "test_0001" / "case_judges.json"
+    mark.unlink()                                            # case 1 was interrupted
+    before = (out / "inference_test_after_training" / "test_0000" / "case_judges.json").stat().st_mtime_ns
+    m2 = run(profile, cases=2)
+    assert mark.is_file()
+    assert (out / "inference_test_after_training" / "test_0000" / "case_judges.json").stat().st_mtime_ns == before
+    assert m2["judges"]["property_cnn"]["mean_r"] == pytest.approx(m1["judges"]["property_cnn"]["mean_r"])
+    assert run(profile, cases=2)["seconds"] == m2["seconds"]          # finished: read back
+
+
+def test_samples_are_shared_prefixes(profile):
+    run(profile, n=2 * CHUNK, cases=1)
+    cache = profile.data_root / "stage7" / "samples"
+    a = load_samples(cache, 700, "w", "property_cnn")
+    b = load_samples(cache, 1000, "mapping_split2", "property_cnn")
+    np.testing.assert_array_equal(a.z, b.z[:700])
+    np.testing.assert_array_equal(a.scores["eyes"], b.scores["eyes"][:700])
+    key = json.loads((cache / "key.json").read_text())
+    assert key["seed"] == 0 and key["judges"] == ["evaluator", "property_cnn"]
+
+
+@pytest.mark.parametrize("method", ["gradient", "mixed"])
+def test_gradient_and_mixed_use_the_suffixed_names(profile, method):
+    run(profile, method=method, point="mapping_split1", n=2 * CHUNK, cases=2)
+    out = profile.data_root / "stage7" / "runs" / f"{method}_mapping_split1_n1000_x1"
+    rep = out / "image_generation_report"
+    assert (rep / "test_result_mapping_split1_1K.csv").is_file()
+    assert (rep / "test_statistics_mapping_split1_1K.csv").is_file()
+    assert (out / "inference_test_after_training" / "test_0000" / "case_0000_result.csv").is_file()
+    assert (out / "models" / "stylegan_gen_vector_find_v9_nn_eyes.pth").is_file()
+    head = pd.read_csv(rep / "test_result_mapping_split1_1K.csv").columns.tolist()
+    assert head[:2] == (["case", "svm_group_name"] if method == "mixed" else ["case", "passed"])
+
+
+def test_sweep_writes_one_table(profile):
+    cfg, _ = stage.resolve_settings(profile, {**CONSTS, "sweep_rows": ("svm:w:1000", "svm:w:1000:2")}, None)
+    from stages.vectorfind_sweep import run_sweep
+    out = run_sweep(profile, dict(cfg, cases=1), lambda p, c, progress: stage.run_one(p, c, progress, tiny_inputs),
+                    progress=False)
+    table = pd.read_csv(profile.data_root / "stage7" / "sweep" / "sweep_table.csv")
+    assert len(table) == 2 and list(table.alpha_scale) == [1.0, 2.0]
+    assert len(out["rows"]) == 2
+
+
+def test_original_rng_order_runs_without_the_cache(profile):
+    m = run(profile, rng_order="original", n=2000, cases=1, dropout=True)
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n2000_x1_original"
+    assert (out / "metrics.json").is_file() and m["settings"]["rng_order"] == "original"
+    assert not (profile.data_root / "stage7" / "samples").exists()
