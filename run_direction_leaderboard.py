@@ -2,7 +2,7 @@
 
     python run_direction_leaderboard.py                                  # the full board (v9)
     python run_direction_leaderboard.py --n-cases 4 --n-fit 200 --out /tmp/board   # a tiny run
-    python run_direction_leaderboard.py --generator-checkpoint runs/synthface/stage6/v9/generator.pth
+    python run_direction_leaderboard.py --generator-checkpoint shipped-v1   # before stage 6 has run
 
 Methods (``editing/``): VectorFind SVM (16 groups, plain and conditional) and gradient,
 InterFaceGAN (plain and conditional), SeFa, GANSpace, StyleSpace; references: the v3 label and the
@@ -32,11 +32,12 @@ ALPHA_STEPS = 5              # α = -1 … +1 per property and case
 TARGET_STDS = 1.5            # α = 1 moves the property by this many truth stds
 VF_POINT = "w"               # VectorFind's extraction point (w / mapping_split1 / mapping_split2)
 GRADIENT_MAX_EPOCHS = 1000
-FIT_JUDGE = "evaluator"      # the scores methods are fitted on (evaluator / property_cnn / parsing)
+FIT_JUDGE = "property_cnn"   # the scores methods are fitted on (property_cnn / evaluator / parsing); the
+                             # evaluator scores the board, so fitting on it would grade a method by its own teacher
 SEFA_LAYERS = (0, 4)
 SEED = 0
 BATCH_SIZE = 50
-GENERATOR_CHECKPOINT = ""    # a v9 generator file; empty: v9 started from the shipped FineTune-v1
+GENERATOR_CHECKPOINT = "stage6/v9/generator.pth"   # inside the data root, a path, or "shipped-v1"
 THREADS = 1
 PROGRESS = True
 FORCE = False

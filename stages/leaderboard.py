@@ -89,18 +89,26 @@ class BoardSettings:
     sefa_layers: tuple = (0, 4)
     seed: int = 0
     batch_size: int = 50
-    generator_checkpoint: str = ""     # a v9 generator file; empty: v9 started from the shipped FineTune-v1
+    generator_checkpoint: str = "stage6/v9/generator.pth"   # inside the data root, a path, or "shipped-v1"
 
 
 # ----------------------------------------------------------------------------- models and judges
+
+SHIPPED_V1 = "shipped-v1"        # v9 initialised from the shipped FineTune-v1 (no v9 training)
+
 
 def load_models(profile, s: BoardSettings) -> dict:
     gcfg, _ = build_configs(profile)
     shipped = profile.path(profile.get("stage5", {}).get("shipped", "")) if profile.get("stage5") else None
     bases = shipped_bases(profile, {"generator.pth": "generator"})
     base = bases["generator.pth"][0]
-    if s.generator_checkpoint:
-        g9, source = load_v9_generator(profile.path(s.generator_checkpoint), gcfg), s.generator_checkpoint
+    if s.generator_checkpoint != SHIPPED_V1:
+        path = Path(s.generator_checkpoint)
+        path = path if path.is_absolute() else profile.data_root / path
+        if not path.is_file():
+            raise InputError(f"v9 generator {path} not found: run run_stylegan_finetune_v9.py (stage 6) first, "
+                             f"or pass --generator-checkpoint {SHIPPED_V1} (v9 made from the shipped FineTune-v1)")
+        g9, source = load_v9_generator(path, gcfg), str(path)
     else:
         if shipped is None or not (shipped / "v1" / "generator.pth.partial.pth").is_file():
             raise InputError("no v9 generator: give --generator-checkpoint or ship FineTune-v1 (stage5.shipped)")
