@@ -33,7 +33,7 @@ import torch
 
 from pipeline import lineage
 from pipeline.config import resolve
-from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
 from vectorfind.cases import check_method, passes, pearson, run_case
@@ -46,7 +46,7 @@ from vectorfind.svm import fit_svm_from_samples
 
 from . import vectorfind_report as report
 from . import vectorfind_sweep
-from .vectorfind_inputs import build_scorers, load_generator
+from .vectorfind_inputs import build_scorers, generator_file, load_generator
 from .vectorfind_oracle import oracle_leak
 from .vectorfind_samples import ensure_samples, load_samples
 
@@ -221,6 +221,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     stage_dir = root / "stage7"
     out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"])
     if (out / lineage.COMPLETION).is_file():
+        gen_path = generator_file(profile, cfg["generator"])
+        if gen_path is not None and gen_path.is_file():
+            lineage.check_consumed(out, {"generator": {"outputs_digest": sha256_file(gen_path)}}, RESTART)
         return json.loads((out / lineage.COMPLETION).read_text())
     t0 = time.perf_counter()
     judges = list(dict.fromkeys([cfg["fit_judge"], *cfg["test_judges"]]))

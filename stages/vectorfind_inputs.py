@@ -17,6 +17,7 @@ from pathlib import Path
 
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.scorers import evaluator_scorer, parsing_scorer, property_cnn_scorer
+from pipeline import lineage
 from pipeline.checkpoint import read_checkpoint
 from pipeline.io import InputError, sha256_file
 from pipeline.shipped import full_state
@@ -38,6 +39,14 @@ def generator_file(profile, source: str) -> Path | None:
     return p if p.is_absolute() else profile.data_root / p
 
 
+def check_stage6(profile, path: Path) -> None:
+    """A generator inside the data root's stage-6 run: that run must be complete and unchanged since it
+    finished (pipeline.lineage), so stage 7 never samples a half-trained or hand-edited v9."""
+    folder = Path(path).parent
+    if folder == profile.data_root / "stage6" / "v9":
+        lineage.check_upstreams({"stage6/v9": (folder, "run_stylegan_finetune_v9.py")}, deep=False)
+
+
 def load_generator(profile, source: str, key: str | None = None, batch_size: int = 50) -> tuple[V9MidGenerator, dict]:
     """(MidGenerator, record) where record names the source and its digest (lineage)."""
     gcfg, _ = build_configs(profile)
@@ -55,6 +64,7 @@ def load_generator(profile, source: str, key: str | None = None, batch_size: int
     if not path.is_file():
         raise InputError(f"v9 generator {path} not found: run run_stylegan_finetune_v9.py (stage 6) first, "
                          f"or pass --generator {SHIPPED_V1} (v9 made from the shipped FineTune-v1)")
+    check_stage6(profile, path)
     g = load_v9_generator(path, gcfg, key)
     return V9MidGenerator(g, batch_size), {"stage": "generator", "source": str(path),
                                            "outputs_digest": sha256_file(path)}

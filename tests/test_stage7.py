@@ -115,3 +115,20 @@ def test_original_rng_order_runs_without_the_cache(profile):
     out = profile.data_root / "stage7" / "runs" / "svm_w_n2000_x1_original"
     assert (out / "metrics.json").is_file() and m["settings"]["rng_order"] == "original"
     assert not (profile.data_root / "stage7" / "samples").exists()
+
+
+def test_finished_run_refuses_a_changed_generator(profile, tmp_path):
+    """A finished run read back only while its generator file is the one it was made from."""
+    gen = tmp_path / "v9.pth"
+    gen.write_bytes(b"first generator")
+
+    def file_inputs(profile, cfg, judges):
+        g, _, scorers, desc = tiny_inputs(profile, cfg, judges)
+        return g, {"stage": "generator", "source": str(gen), "outputs_digest": stage.sha256_file(gen)}, scorers, desc
+
+    cfg, _ = stage.resolve_settings(profile, {**CONSTS, "generator": str(gen), "cases": 1}, None)
+    m = stage.run_one(profile, cfg, progress=False, inputs=file_inputs)
+    assert stage.run_one(profile, cfg, progress=False, inputs=file_inputs)["seconds"] == m["seconds"]
+    gen.write_bytes(b"another generator")
+    with pytest.raises(Exception, match="made from another generator"):
+        stage.run_one(profile, cfg, progress=False, inputs=file_inputs)
