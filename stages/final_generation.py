@@ -182,6 +182,8 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     apply_threads(int(rt.get("threads", 0)))
     root = profile.data_root
     version = v["version"]
+    if version not in RUN_HINTS:
+        raise InputError(f"flag --version {version!r}: expected one of {', '.join(RUN_HINTS)}")
     p = {"checkpoint": root / "stage5" / version / "generator.pth",
          "z_file": root / "stage5" / "v3" / "test_z_vector.csv", "out": root / "stage5" / "final",
          "property_cnn": root / PROPERTY_CNN, "labels": root / DEFAULT_LABELS.get(version, CNN_LABELS),

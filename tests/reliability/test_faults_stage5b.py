@@ -217,7 +217,7 @@ def _final(root: Path) -> Path:
 
 def _gen_argv(prof, root, extra=()):
     return ["--profile", str(prof), "--version", "v1", "--z-file", str(root / "stage5/v3/test_z_vector.csv"),
-            "--copies", "1", *T1, *extra]
+            "--copies", "1", "--threads", "1", *extra]
 
 
 GEN_FLAGS = {
@@ -231,21 +231,38 @@ GEN_FLAGS = {
     "test_batch_size_0": (["--test-batch-size", "0"], r"flag --test-batch-size: batch_size must be"),
     "threads_0": (["--threads", "0"], r"flag --threads: threads must be a thread count >= 1"),
 }
+def _outside(name: str, fn):
+    """Damage a copy of the run's file outside the stage folders, given with ``--checkpoint`` / ``--z-file``
+    (inside the stage folder the lineage check names the change first: the ``stale_`` cases)."""
+    def apply(root: Path) -> list[str]:
+        src = root / ("stage5/v1/generator.pth" if name == "checkpoint" else "stage5/v3/test_z_vector.csv")
+        dst = root.parent / ("g.pth" if name == "checkpoint" else "z.csv")
+        shutil.copyfile(src, dst)
+        fn(dst)
+        return [f"--{name.replace('_', '-')}", str(dst)]
+    return apply
+
+
 GEN_FILES = {
-    "checkpoint_missing": (lambda r: (r / "stage5/v1/generator.pth").unlink(), r"generator\.pth"),
-    "checkpoint_garbage": (lambda r: (r / "stage5/v1/generator.pth").write_bytes(b"not a checkpoint"),
-                           r"cannot read checkpoint .*generator\.pth"),
-    "checkpoint_truncated": (lambda r: D.truncate(r / "stage5/v1/generator.pth"), r"generator\.pth"),
-    "checkpoint_wrong_shape": (lambda r: D.state_edit(r / "stage5/v1/generator.pth", lambda s: {
-        **s, D.first_key(s): s[D.first_key(s)][:1]}), r"mis-shaped keys"),
-    "checkpoint_nan": (lambda r: D.state_edit(r / "stage5/v1/generator.pth", lambda s: {
-        **s, D.first_key(s): s[D.first_key(s)] * float("nan")}), r"non-finite values"),
-    "z_file_nan": (lambda r: D.csv_edit(r / "stage5/v3/test_z_vector.csv", D.cell("z_0", 0, "nan")),
-                   r"test_z_vector\.csv, row 1, column 'z_0'"),
-    "z_file_missing": (lambda r: (r / "stage5/v3/test_z_vector.csv").unlink(), r"test_z_vector\.csv"),
-    "stale_run_incomplete": (lambda r: (r / "stage5/v1/metrics.json").unlink(), r"v1 is incomplete"),
-    "stale_checkpoint_changed_since": (lambda r: D.state_edit(r / "stage5/v1/generator.pth", lambda s: s),
+    "checkpoint_missing": (lambda r: [(r / "stage5/v1/generator.pth").unlink()] and [], r"generator\.pth"),
+    "checkpoint_garbage": (_outside("checkpoint", lambda p: p.write_bytes(b"not a checkpoint")),
+                           r"cannot read checkpoint .*g\.pth"),
+    "checkpoint_truncated": (_outside("checkpoint", D.truncate), r"g\.pth"),
+    "checkpoint_wrong_shape": (_outside("checkpoint", lambda p: D.state_edit(p, lambda s: {
+        **s, D.first_key(s): s[D.first_key(s)][:1]})), r"mis-shaped keys"),
+    "checkpoint_missing_key": (_outside("checkpoint", lambda p: D.state_edit(p, lambda s: {
+        k: v for k, v in s.items() if k != D.first_key(s)})), r"missing keys"),
+    "checkpoint_nan": (_outside("checkpoint", lambda p: D.state_edit(p, lambda s: {
+        **s, D.first_key(s): s[D.first_key(s)] * float("nan")})), r"non-finite values"),
+    "z_file_nan": (_outside("z_file", lambda p: D.csv_edit(p, D.cell("z_0", 0, "nan"))), r"z\.csv, row 1, column 'z_0'"),
+    "z_file_text": (_outside("z_file", lambda p: D.csv_edit(p, D.cell("z_1", 0, "big"))), r"z\.csv, row 1, column 'z_1'"),
+    "z_file_missing_column": (_outside("z_file", lambda p: D.csv_edit(p, lambda df: df.iloc[:, :-1])), r"z\.csv"),
+    "z_file_missing": (lambda r: [(r / "stage5/v3/test_z_vector.csv").unlink()] and [], r"test_z_vector\.csv"),
+    "stale_run_incomplete": (lambda r: [(r / "stage5/v1/metrics.json").unlink()] and [], r"v1 is incomplete"),
+    "stale_checkpoint_changed_since": (lambda r: [D.flip(r / "stage5/v1/generator.pth")] and [],
                                        r"generator\.pth changed since v1 finished"),
+    "stale_z_file_changed_since": (lambda r: [D.csv_edit(r / "stage5/v3/test_z_vector.csv", D.cell("z_0", 0, "nan"))]
+                                   and [], r"test_z_vector\.csv changed since v3 finished"),
 }
 
 
@@ -255,8 +272,8 @@ def test_generation_test_refused(world5s, tmp_path, capsys, case, name):
     if name.startswith("flag_"):
         extra, pattern = GEN_FLAGS[name[5:]]
     else:
-        (fn, pattern), extra = GEN_FILES[name], []
-        fn(root)
+        fn, pattern = GEN_FILES[name]
+        extra = fn(root)
     case["expected"] = f"run_fine_tuned_generator: exit 2, error naming the file / flag ({pattern}), no output"
     code, err = run_script("run_fine_tuned_generator", _gen_argv(prof, root, extra), capsys)
     refused(case, code, err, pattern, _final(root))
@@ -313,12 +330,13 @@ def test_v1_resume_under_another_thread_count_is_refused(world5s, tmp_path, caps
 
     monkeypatch.setattr(GanTrainer, "train_step", lambda self, x, y, epoch, step:
                         failing(self) if step == 2 else real(self, x, y, epoch, step))
-    code0, _ = _v1(prof, capsys, ["--no-shipped"])
+    every = ["--no-shipped", "--checkpoint-every", "1"]
+    code0, _ = _v1(prof, capsys, every)
     monkeypatch.setattr(GanTrainer, "train_step", real)
     assert (out / "train_state.pth").is_file(), code0
     code, err = run_script("run_stylegan_fine_tuning_v1",
-                           ["--profile", str(prof), "--no-shipped", "--no-progress", "--threads", "2"], capsys)
-    code2, err2 = _v1(prof, capsys, ["--no-shipped"])
+                           ["--profile", str(prof), "--no-progress", "--threads", "2", *every], capsys)
+    code2, err2 = _v1(prof, capsys, every)
     case["observed"] = f"interrupted (exit {code0}); under 2 threads: exit {code}; {_shown(err)}; under 1: exit {code2}"
     assert code == 2 and "train_state.pth was made with 1 torch thread(s), this run uses 2" in err
     assert code2 == 0 and (out / "metrics.json").is_file()
