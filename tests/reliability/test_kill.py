@@ -140,7 +140,7 @@ def world5_profile(world5, tmp_path) -> Path:
     return tmp_path / "s5tiny.json"
 
 
-def _world5s_argv(world5s, tmp_path, script: str, stage: str, roots: dict):
+def _world5s_argv(world5s, tmp_path, script: str, stage: str, roots: dict, extra=()):
     """argv of a private copy of the trained stage-5 world whose ``stage`` run is removed (trains anew)."""
     import shutil
 
@@ -150,7 +150,7 @@ def _world5s_argv(world5s, tmp_path, script: str, stage: str, roots: dict):
             root, prof = world5s.copy(tmp_path / n)
             shutil.rmtree(root / "stage5" / stage)
             roots[n] = (root, prof)
-        return [script, "--profile", str(roots[n][1]), "--threads", "1", "--no-shipped", "--no-progress"]
+        return [script, "--profile", str(roots[n][1]), "--threads", "1", "--no-shipped", "--no-progress", *extra]
     return argv
 
 
@@ -169,6 +169,7 @@ def test_kill_stage5_finetune_v3(world5s, tmp_path, case):
     case["expected"] = ("FineTune-v3 (tiny world, per-epoch test) killed (-9) at 3 random moments, re-run: the same "
                         "generator and encoder tensors, byte-identical best latents")
     roots: dict = {}
-    kill_and_rerun(case, _world5s_argv(world5s, tmp_path, "run_stylegan_fine_tuning_v3.py", "v3", roots),
+    kill_and_rerun(case, _world5s_argv(world5s, tmp_path, "run_stylegan_fine_tuning_v3.py", "v3", roots,
+                                         ["--select-judge", "primary"]),      # the tiny world has no segmenter
                    lambda n: roots[n][0] / "stage5" / "v3",
                    ["generator.pth", "encoder.pth", "test_z.csv", "test_z_vector.csv"], seed=7)
