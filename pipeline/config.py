@@ -149,6 +149,8 @@ VALUE_CHECKS = {
     "trunc_psi": _UNIT, "style_mixing_prob": _UNIT, "weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "gender_min": _UNIT, "quality_min": _UNIT, "age_max": _UNIT, "glass_max": _UNIT, "cut": _UNIT,
     "threshold": (lambda v: v >= 0, "a number >= 0"), "lr": _POSITIVE, "width": _POSITIVE,
+    "copies": (lambda v: v >= 0, "an integer >= 0"), "z_index": (lambda v: v >= 0, "a row number >= 0"),
+    "noise_scale": (lambda v: v >= 0, "a number >= 0"),
 }
 SUFFIX_CHECKS = (("batch_size", _AT_LEAST_1), ("_every", _AT_LEAST_1), ("_seed", VALUE_CHECKS["seed"]),
                  ("_fraction", _UNIT), ("_lr", _POSITIVE))

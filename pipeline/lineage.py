@@ -196,6 +196,19 @@ def close_stage(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping] | No
     return record
 
 
+def finished_from(out_dir: str | os.PathLike, consumed: Mapping[str, Mapping]) -> bool:
+    """True when ``out_dir`` is complete and its record says it was made from exactly ``consumed``:
+    the skip rule of a stage that re-runs (rather than refuses) when its inputs changed."""
+    out_dir = Path(out_dir)
+    if not (out_dir / COMPLETION).is_file() or not (out_dir / LINEAGE).is_file():
+        return False
+    try:
+        rec = _read(out_dir / LINEAGE)
+    except LineageError:
+        return False
+    return json.loads(json.dumps(rec["consumed"])) == json.loads(json.dumps(dict(consumed)))
+
+
 def seal(stage_dir: str | os.PathLike, consumed: Mapping[str, Mapping] | None = None) -> dict:
     """Record a folder made outside the stages (test worlds, imported data) as a finished stage."""
     stage_dir = Path(stage_dir)

@@ -27,6 +27,27 @@ def apply_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+# The thread count is part of every stage's recorded settings: float sums (convolutions, matmuls,
+# optimiser steps) are split differently across 1 and 2 threads, so images differ by a grey level and
+# trainings drift apart (measured: benchmarks/bench_threads.py). A resume under another count would mix
+# the two, so it is refused. Records made before the count was recorded (no key) are accepted.
+THREADS_KEY = "threads"
+
+
+def thread_record() -> dict:
+    """``{"threads": n}``: the intra-op thread count in use, as stages record it with their settings."""
+    return {THREADS_KEY: torch.get_num_threads()}
+
+
+def check_threads(recorded, where: str | Path) -> None:
+    """Refuse to resume work that ``where`` records as made under another thread count."""
+    now = torch.get_num_threads()
+    if recorded is not None and int(recorded) != now:
+        raise SettingsMismatch(f"{where} was made with {recorded} torch thread(s), this run uses {now}; "
+                               f"re-run with --threads {recorded}, or use another output folder / delete it "
+                               f"to start over")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -72,21 +93,24 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def check_run_manifest(path: Path, settings: dict, sources: dict | None = None) -> None:
+def check_run_manifest(path: Path, settings: dict, sources: dict | None = None, threads: bool = True) -> None:
     """Record the settings of an output folder; refuse to mix outputs of different settings.
 
     The first run writes ``path``; a later run (resume, re-run, another shard) must
     use identical settings, otherwise a ``ValueError`` names each differing setting.
     ``sources`` (where each overridden setting came from: profile preset or flag) is
-    recorded under ``"sources"`` and not compared.
+    recorded under ``"sources"`` and not compared. ``threads``: the thread count in use is part of
+    the settings (:func:`thread_record`); a folder recorded without it is accepted.
     """
-    settings = json.loads(json.dumps(settings, default=str))
+    settings = json.loads(json.dumps({**settings, **(thread_record() if threads else {})}, default=str))
     if path.is_file():
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise SettingsMismatch(f"run manifest {path} is corrupt ({exc}); delete the output folder to start over") from exc
         old.pop("sources", None)
+        if THREADS_KEY not in old:
+            settings.pop(THREADS_KEY, None)         # made before thread counts were recorded
         diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
         if diff:
             lines = ", ".join(f"{k}: folder has {a!r}, this run {b!r}" for k, (a, b) in sorted(diff.items()))

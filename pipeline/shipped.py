@@ -48,7 +48,7 @@ from typing import Callable, Mapping
 import torch
 
 from pipeline.checkpoint import read_checkpoint, save_checkpoint
-from pipeline.io import atomic_write_bytes, atomic_write_json, sha256_file
+from pipeline.io import InputError, atomic_write_bytes, atomic_write_json, sha256_file
 
 FORMAT = 1
 MANIFEST = "shipped.json"
@@ -57,8 +57,9 @@ KEPT_SET_KEYS = ("images", "img_nos_sha256")   # settings that name the kept set
 KEPT_SET_TOLERANCE = 0.05                      # relative image-count difference still installed
 
 
-class ShippedRunError(RuntimeError):
-    """A shipped run that is damaged or inconsistent (names the file)."""
+class ShippedRunError(InputError, RuntimeError):
+    """A shipped run that is damaged or inconsistent (names the file); a user error: one ``error:``
+    line, exit code 2 (``pipeline.entry``), not a traceback."""
 
 
 def portable_key(key: Mapping, data_root: Path) -> dict:

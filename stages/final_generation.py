@@ -47,7 +47,15 @@ def noised_latents(z: np.ndarray, copies: int, scale: float, seed: int) -> np.nd
 
 
 def parse_label(text: str | None, names) -> np.ndarray:
-    """``"eyes=1.8,mouth=1.6,pose=-1.2"`` (others 0) or 7 / 3 comma-separated numbers; None: the original's."""
+    """``"eyes=1.8,mouth=1.6,pose=-1.2"`` (others 0) or 7 / 3 comma-separated numbers; None: the original's.
+    A malformed text is a user error naming the flag."""
+    try:
+        return _parse_label(text, names)
+    except ValueError as exc:
+        raise InputError(f"flag --label {text!r}: {exc}") from exc
+
+
+def _parse_label(text: str | None, names) -> np.ndarray:
     vals = dict(FINAL_LABEL)
     if text:
         parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -66,11 +74,36 @@ def parse_label(text: str | None, names) -> np.ndarray:
     return np.array([vals.get(n, 0.0) for n in names], dtype=np.float32)
 
 
+RUN_HINTS = {"v1": "run_stylegan_fine_tuning_v1.py", "v4": "run_stylegan_fine_tuning_v1.py --v4",
+             "v3": "run_stylegan_fine_tuning_v3.py"}
+
+
+def run_records(root: Path, *paths: Path) -> dict:
+    """Lineage records of the runs that made ``paths`` (a checkpoint, a z file): a file inside a stage
+    folder of the data root (one with ``lineage.json``) needs that run complete and the file unchanged
+    since it finished; a file elsewhere is recorded by its hash only (:func:`pipeline.lineage.open_stage`)."""
+    root = Path(root).resolve()
+    out = {}
+    for path in paths:
+        path = Path(path).resolve()
+        for folder in path.parents:
+            if folder == root or not folder.is_relative_to(root):
+                break
+            if (folder / lineage.LINEAGE).is_file():
+                rel = folder.relative_to(root).as_posix()
+                hint = RUN_HINTS.get(folder.name, f"the stage that writes {folder}")
+                out[rel] = lineage.upstream(folder, folder.name, hint)
+                lineage.verify(folder, hint, deep=True, only=[path.relative_to(folder).as_posix()])
+                break
+    return out
+
+
 def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, z_index: int, out: Path,
                          label_text: str | None, copies: int, noise_scale: float, seed: int, test_cfg: dict,
                          property_cnn_path: Path, label_file: Path | None, evaluator: str | None = None,
                          device: str = "cpu") -> dict:
     t0 = time.perf_counter()
+    runs = run_records(profile.data_root, checkpoint, z_file)     # the runs that made them: complete, unchanged
     gcfg, _ = build_configs(profile)
     spec = get_spec(version)
     g = load_generator(checkpoint, gcfg, version).to(device)
@@ -84,6 +117,7 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
     imgs = postprocess(synthesize(g, z, np.repeat(label[None], len(z), 0), batch_size=4))
     # inputs recorded; the completion mark of an earlier choice goes; its extra images too
     consumed = lineage.open_stage(out, files={"checkpoint": checkpoint, "z_file": z_file}, refuse_other_inputs=False)
+    consumed.update(runs)
     if (out / "images").is_dir():
         remove_unlisted(out / "images", NUMBERED_PNG_RE, range(len(imgs)))
     for i, im in enumerate(imgs):
@@ -148,6 +182,8 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     apply_threads(int(rt.get("threads", 0)))
     root = profile.data_root
     version = v["version"]
+    if version not in RUN_HINTS:
+        raise InputError(f"flag --version {version!r}: expected one of {', '.join(RUN_HINTS)}")
     p = {"checkpoint": root / "stage5" / version / "generator.pth",
          "z_file": root / "stage5" / "v3" / "test_z_vector.csv", "out": root / "stage5" / "final",
          "property_cnn": root / PROPERTY_CNN, "labels": root / DEFAULT_LABELS.get(version, CNN_LABELS),

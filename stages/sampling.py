@@ -115,13 +115,13 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
     g = build_generator(profile)
     cfg = g.cfg
     ckpt = profile.get("generator_checkpoint")
-    # the thread count is part of the folder's settings: 1 and 2 threads differ by one grey level
-    # in a few images (measured on synthface), so a resume under another count is refused
+    # the thread count is part of the folder's settings (check_run_manifest records it): 1 and 2
+    # threads differ by one grey level in a few images (measured on synthface)
     check_run_manifest(out_dir / "run_config.json", {
         "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
         "generator_checkpoint_sha256": sha256_file(profile.path(ckpt)) if ckpt else None,
         "random_init_seed": profile.get("random_init_seed"), **asdict(settings),
-        "inference": inference_signature(DETERMINISTIC), "threads": torch.get_num_threads()},
+        "inference": inference_signature(DETERMINISTIC)},
         sources={k: v for k, v in (sources or {}).items() if v != "constant"})
     known = _finished_outputs(out_dir)
     consumed = lineage.open_stage(out_dir, restart_hint="use another --out folder or delete it to start over")

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from pipeline.checkpoint import load_state_dict_strict, read_checkpoint, save_checkpoint
 from pipeline.io import atomic_write_json
 from pipeline.latents import write_z_csv
+from pipeline.runtime import THREADS_KEY, check_threads, thread_record
 from pipeline.shipped import install_run
 from stylegan_modified.distributed import DistContext, epoch_batches
 from stylegan_modified.loading import save_state_dict
@@ -107,6 +108,7 @@ def load_state(path: Path, key: dict) -> dict | None:
     if stored != key:
         raise ValueError(f"{path} was written with other settings ({diff_settings(stored, key)}); "
                          f"use another --out folder or delete it")
+    check_threads(state.get(THREADS_KEY), path)       # a resume under another thread count would mix the two
     return state
 
 
@@ -248,7 +250,7 @@ class FineTuneLoop:
                 log["seconds"] = log["seconds"] + time.perf_counter() - t0
                 log["cpu_seconds"] = log["cpu_seconds"] + time.process_time() - c0
             save_checkpoint({**self.trainer.state(), "settings_json": json.dumps(self.key, sort_keys=True),
-                             "log_json": json.dumps(log), "epoch": self.epoch, "step": self.step,
+                             **thread_record(), "log_json": json.dumps(log), "epoch": self.epoch, "step": self.step,
                              "phase": self.phase}, self.out / STATE_FILE)
         self.ctx.barrier()
 

@@ -82,6 +82,11 @@ def world5(tmp_path_factory):
     return worlds.stage5_world(tmp_path_factory.mktemp("rel5"))
 
 
+@pytest.fixture(scope="session")
+def world5s(tmp_path_factory):
+    return worlds.stage5_shipped_world(tmp_path_factory.mktemp("rel5s"))
+
+
 @pytest.fixture(autouse=True)
 def _keep_threads():
     """Scripts set torch's thread count; the session's is restored after each case."""

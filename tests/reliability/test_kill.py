@@ -38,12 +38,26 @@ def _killed(argv: list[str], after: float) -> int:
 
 
 def _data(folder: Path, patterns) -> dict:
+    """Bytes of the data files; a checkpoint (``.pth``) as its tensors (a resumed training holds the same
+    values to float tolerance, not the same bytes: the optimiser's sums are split at the interruption)."""
     out = {}
     for pat in patterns:
         for p in sorted(folder.glob(pat)):
             if p.is_file():
-                out[p.relative_to(folder).as_posix()] = p.read_bytes()
+                out[p.relative_to(folder).as_posix()] = (_Tensors(p) if p.suffix == ".pth" else p.read_bytes())
     return out
+
+
+class _Tensors:
+    def __init__(self, path: Path):
+        import torch
+        self.state = torch.load(path, map_location="cpu", weights_only=True)
+
+    def __eq__(self, other) -> bool:
+        import torch
+        a, b = self.state, getattr(other, "state", None)
+        return isinstance(b, dict) and list(a) == list(b) and all(
+            torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
 
 
 def kill_and_rerun(case, argv_for, out_of, patterns, seed: int) -> None:
@@ -124,3 +138,38 @@ def world5_profile(world5, tmp_path) -> Path:
     if not (tmp_path / "s5tiny.json").is_file():
         world5.copy(tmp_path)
     return tmp_path / "s5tiny.json"
+
+
+def _world5s_argv(world5s, tmp_path, script: str, stage: str, roots: dict, extra=()):
+    """argv of a private copy of the trained stage-5 world whose ``stage`` run is removed (trains anew)."""
+    import shutil
+
+    def argv(n):
+        if n not in roots:
+            (tmp_path / n).mkdir(parents=True)
+            root, prof = world5s.copy(tmp_path / n)
+            shutil.rmtree(root / "stage5" / stage)
+            roots[n] = (root, prof)
+        return [script, "--profile", str(roots[n][1]), "--threads", "1", "--no-shipped", "--no-progress", *extra]
+    return argv
+
+
+@pytest.mark.reliability_slow
+def test_kill_stage5_finetune_v1(world5s, tmp_path, case):
+    case["expected"] = ("FineTune-v1 (tiny world) killed (-9) at 3 random moments, re-run: the same generator and "
+                        "discriminator tensors, byte-identical test CSVs")
+    roots: dict = {}
+    kill_and_rerun(case, _world5s_argv(world5s, tmp_path, "run_stylegan_fine_tuning_v1.py", "v1", roots),
+                   lambda n: roots[n][0] / "stage5" / "v1",
+                   ["generator.pth", "discriminator.pth", "generation_test/result_each_z.csv"], seed=6)
+
+
+@pytest.mark.reliability_slow
+def test_kill_stage5_finetune_v3(world5s, tmp_path, case):
+    case["expected"] = ("FineTune-v3 (tiny world, per-epoch test) killed (-9) at 3 random moments, re-run: the same "
+                        "generator and encoder tensors, byte-identical best latents")
+    roots: dict = {}
+    kill_and_rerun(case, _world5s_argv(world5s, tmp_path, "run_stylegan_fine_tuning_v3.py", "v3", roots,
+                                         ["--select-judge", "primary"]),      # the tiny world has no segmenter
+                   lambda n: roots[n][0] / "stage5" / "v3",
+                   ["generator.pth", "encoder.pth", "test_z.csv", "test_z_vector.csv"], seed=7)

@@ -3,7 +3,9 @@
 * ``stage1``: a 32-px random-init generator profile (stage 1 runs in about a second);
 * ``stage2``: a 64-px stage-1 folder of world renders with hand labels (120 images, 80 labelled);
 * ``stage34``: 128-px stages 1-3 of the world (stage-3 maps from the true masks) for stages 3 and 4;
-* ``stage5``: :func:`tests.stage5_world.make_root` (64 px; stages 1, 2, 4 and a base checkpoint).
+* ``stage5``: :func:`tests.stage5_world.make_root` (64 px; stages 1, 2, 4 and a base checkpoint);
+* ``stage5s``: ``stage5`` with the property CNN, FineTune-v1 and v3 trained (1 thread) and packed as
+  shipped runs (``<root>/shipped``, the profile's ``stage5.shipped``).
 
 Every upstream folder is sealed (:func:`pipeline.lineage.seal`) as a finished stage would be.
 ``World.copy(tmp)`` gives a case its own data root and profile file (scripts take ``--profile x.json``).
@@ -92,3 +94,38 @@ def stage5_world(root: Path) -> World:
     from tests.stage5_world import make_root, profile_dict
     make_root(root, n=24)
     return World(root, profile_dict(root))
+
+
+def stage5_shipped_world(root: Path) -> World:
+    import dataclasses
+
+    import torch
+
+    from pipeline.profiles import Profile
+    from stages.finetune_gan import run_gan_stage
+    from stages.finetune_v3 import run_v3_stage
+    from stages.property_cnn import run_property_stage
+    from stages.settings import TEST_DEFAULTS
+    from stages.settings import profile_section
+    from stages.shipping import pack_gan_run, pack_property_run, pack_v3_run
+    from tests.stage5_world import make_root, profile_dict
+    from training.cvae import V3Settings
+    from training.gan import GanSettings
+    make_root(root, n=24)
+    prof = profile_dict(root)
+    prof["stage5"]["shipped"] = str(root / "shipped")
+    p = Profile(json.loads(json.dumps(prof)))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        test = profile_section(p, "generation_test", dict(TEST_DEFAULTS))
+        g = {f.name: f.default for f in dataclasses.fields(GanSettings)}
+        v = {f.name: f.default for f in dataclasses.fields(V3Settings)}
+        run_property_stage(p, show_progress=False)
+        run_gan_stage(p, GanSettings(**{**profile_section(p, "v1", g), "version": "v1"}), test, female_n=6,
+                      show_progress=False)
+        run_v3_stage(p, V3Settings(**profile_section(p, "v3", v)), test, female_n=6, show_progress=False)
+        pack_property_run(p), pack_gan_run(p, "v1"), pack_v3_run(p)
+    finally:
+        torch.set_num_threads(n)
+    return World(root, prof)
