@@ -80,6 +80,7 @@ class V9StageSettings:
     regress_judged: int = 1000
     regress_samples: int = 20000
     regress_margin: float = 1.0
+    regress_margin_glass: float = 0.0    # glasses' own margin (0: regress_margin)
     monitor_images: int = 100
     monitor_jpeg_quality: int = 95       # 0: score the in-memory images
     monitor_cnn_train_mode: bool = False
@@ -226,7 +227,9 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
             score = lambda imgs: {q: monitor.score(imgs)[f"{q}_score"].to_numpy() for q in FILTER_PROPERTIES}
             init_done["regressed_start"] = regressed_start(
                 g, g1, score, filter_rules(p["stage2"], profile), judged=s.regress_judged,
-                samples=s.regress_samples, margin=s.regress_margin, seed=s.seed)
+                samples=s.regress_samples, margin=s.regress_margin,
+                margins={"glass": s.regress_margin_glass} if s.regress_margin_glass > 0 else None,
+                seed=s.seed)
         init_done["branch_start"] = branch_sample(g, s.seed)
         loop.log["init_done"] = init_done
 
