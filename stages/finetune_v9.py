@@ -106,6 +106,12 @@ class V9StageSettings:
                                cnn_train_mode=self.monitor_cnn_train_mode, seed=self.seed)
 
 
+def run_key(s: "V9StageSettings") -> dict:
+    """The settings a re-run / shipped run must share; ``regress_margin_glass`` only when set, so runs
+    made before it existed (the shipped v9 of 2026-12-06) still match at its default."""
+    return settings_key(s, exclude=("epochs",) + (() if s.regress_margin_glass > 0 else ("regress_margin_glass",)))
+
+
 def paths_of(profile, out_dir=None, v1_dir=None) -> dict:
     root = profile.data_root
     return {"out": Path(out_dir) if out_dir else root / OUT, "v1": Path(v1_dir) if v1_dir else root / V1_DIR,
@@ -215,7 +221,7 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
     ev = load_evaluator_for(profile, evaluator)
     monitor = V9Monitor(cnns, s.monitor(), ev)
     trainer = V9Trainer(g.to(ctx.device), d.to(ctx.device), s.trainer(), ctx, monitor, out if ctx.is_main else None)
-    key = {**settings_key(s), "v1": str(p["v1"]), "images": len(kept)}
+    key = {**run_key(s), "v1": str(p["v1"]), "images": len(kept)}
     loop = FineTuneLoop(trainer, kept, out, LoopSettings("v9", s.epochs, s.batch_size, s.seed, s.checkpoint_every,
                                                          s.max_steps_per_epoch, s.drop_last), key, ctx, show_progress)
     loop.start(init_done, ShippedRun(shipped_folder(profile), run_settings(profile.data_root, key, s.epochs,

@@ -223,3 +223,16 @@ def test_regressed_start_per_property_margin():
     assert shift["bright_more"] > 1.5 * shift["same"]
     with pytest.raises(ValueError, match="unknown properties"):
         regressed_start(g9, g1, score, rules, judged=20, samples=50, margins={"glasses": 2.0})
+
+
+def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
+    """The key omits ``regress_margin_glass`` at 0, so the shipped v9 (made before it existed) still installs."""
+    from dataclasses import replace
+    from stages.finetune_v9 import V9StageSettings, run_key
+    s = V9StageSettings(epochs=1, start="regress")
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "synthface/weights/stage6/v9/shipped.json")
+                         .read_text())["settings"]
+    key = run_key(s)
+    assert "regress_margin_glass" not in key
+    assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == key
+    assert run_key(replace(s, regress_margin_glass=2.0))["regress_margin_glass"] == 2.0
