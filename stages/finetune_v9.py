@@ -80,6 +80,7 @@ class V9StageSettings:
     regress_judged: int = 1000
     regress_samples: int = 20000
     regress_margin: float = 1.0
+    regress_margin_glass: float = 0.0    # glasses' own margin (0: regress_margin)
     monitor_images: int = 100
     monitor_jpeg_quality: int = 95       # 0: score the in-memory images
     monitor_cnn_train_mode: bool = False
@@ -103,6 +104,12 @@ class V9StageSettings:
     def monitor(self) -> MonitorSettings:
         return MonitorSettings(n_images=self.monitor_images, jpeg_quality=self.monitor_jpeg_quality or None,
                                cnn_train_mode=self.monitor_cnn_train_mode, seed=self.seed)
+
+
+def run_key(s: "V9StageSettings") -> dict:
+    """The settings a re-run / shipped run must share; ``regress_margin_glass`` only when set, so runs
+    made before it existed (the shipped v9 of 2026-12-06) still match at its default."""
+    return settings_key(s, exclude=("epochs",) + (() if s.regress_margin_glass > 0 else ("regress_margin_glass",)))
 
 
 def paths_of(profile, out_dir=None, v1_dir=None) -> dict:
@@ -214,7 +221,7 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
     ev = load_evaluator_for(profile, evaluator)
     monitor = V9Monitor(cnns, s.monitor(), ev)
     trainer = V9Trainer(g.to(ctx.device), d.to(ctx.device), s.trainer(), ctx, monitor, out if ctx.is_main else None)
-    key = {**settings_key(s), "v1": str(p["v1"]), "images": len(kept)}
+    key = {**run_key(s), "v1": str(p["v1"]), "images": len(kept)}
     loop = FineTuneLoop(trainer, kept, out, LoopSettings("v9", s.epochs, s.batch_size, s.seed, s.checkpoint_every,
                                                          s.max_steps_per_epoch, s.drop_last), key, ctx, show_progress)
     loop.start(init_done, ShippedRun(shipped_folder(profile), run_settings(profile.data_root, key, s.epochs,
@@ -226,7 +233,9 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
             score = lambda imgs: {q: monitor.score(imgs)[f"{q}_score"].to_numpy() for q in FILTER_PROPERTIES}
             init_done["regressed_start"] = regressed_start(
                 g, g1, score, filter_rules(p["stage2"], profile), judged=s.regress_judged,
-                samples=s.regress_samples, margin=s.regress_margin, seed=s.seed)
+                samples=s.regress_samples, margin=s.regress_margin,
+                margins={"glass": s.regress_margin_glass} if s.regress_margin_glass > 0 else None,
+                seed=s.seed)
         init_done["branch_start"] = branch_sample(g, s.seed)
         loop.log["init_done"] = init_done
 

@@ -195,3 +195,44 @@ def test_regressed_start_moves_w_to_the_concept_side():
     b1 = postprocess(synthesize(g1, z, y)).reshape(300, -1).mean(1)
     b9 = postprocess(synthesize(g9, z, y)).reshape(300, -1).mean(1)
     assert np.abs(w9 - w1).mean() > 0 and b9.mean() > b1.mean()
+
+
+def test_regressed_start_per_property_margin():
+    """``margins`` overrides the margin of one property only: a larger one moves w further; unknown names refused."""
+    from stylegan_modified.v9 import build_v9_generator, init_v9_from_v1
+    from training.v9_start import regressed_start
+    torch.set_num_threads(1)
+    cfg = GeneratorConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=4, mapping_fmaps=32, fmaps_base=64,
+                          fmaps_max=16)
+    g1 = build_generator(cfg, "v1", seed=0).eval()
+
+    def score(imgs):
+        m = imgs.reshape(len(imgs), -1).mean(1)
+        r = np.argsort(np.argsort(m)) / (len(m) - 1)
+        return {"bright": r, "dark": 1 - r}
+
+    rules = {"bright": (">=", 0.5), "dark": ("<=", 0.7)}
+    shift = {}
+    for name, margins in (("same", None), ("bright_more", {"bright": 3.0})):
+        g9 = build_v9_generator(cfg, seed=0)
+        init_v9_from_v1(g9, g1.state_dict(), seed=0)
+        done = regressed_start(g9.eval(), g1, score, rules, judged=200, samples=2000, margin=0.5,
+                               margins=margins, seed=0)
+        shift[name] = done["mean_shift_norm"]
+        assert done["margins_std"] == {"bright": 3.0 if margins else 0.5, "dark": 0.5}
+    assert shift["bright_more"] > 1.5 * shift["same"]
+    with pytest.raises(ValueError, match="unknown properties"):
+        regressed_start(g9, g1, score, rules, judged=20, samples=50, margins={"glasses": 2.0})
+
+
+def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
+    """The key omits ``regress_margin_glass`` at 0, so the shipped v9 (made before it existed) still installs."""
+    from dataclasses import replace
+    from stages.finetune_v9 import V9StageSettings, run_key
+    s = V9StageSettings(epochs=1, start="regress")
+    shipped = json.loads((Path(__file__).resolve().parent.parent / "synthface/weights/stage6/v9/shipped.json")
+                         .read_text())["settings"]
+    key = run_key(s)
+    assert "regress_margin_glass" not in key
+    assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == key
+    assert run_key(replace(s, regress_margin_glass=2.0))["regress_margin_glass"] == 2.0

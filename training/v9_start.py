@@ -37,9 +37,15 @@ def concept_positive(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, 
 
 def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callable[[np.ndarray], dict],
                     thresholds: Mapping[str, tuple[str, float]], *, judged: int = 1000, samples: int = 20000,
-                    margin: float = 1.0, seed: int = 0, batch_size: int = 50) -> dict:
+                    margin: float = 1.0, margins: Mapping[str, float] | None = None, seed: int = 0,
+                    batch_size: int = 50) -> dict:
     """Fit ``g9``'s new branch in place (module docstring); ``score_fn(uint8 NHWC) -> {property: scores}``.
+    ``margins`` overrides ``margin`` per property (e.g. ``{"glass": 2.0}``: only glasses pushed further).
     Returns what was done: the judged shares, the concepts used, the fit's figures and branch stats."""
+    unknown = sorted(set(margins or {}) - set(thresholds))
+    if unknown:
+        raise ValueError(f"margins: unknown properties {unknown} (known: {sorted(thresholds)})")
+    m_of = {p: float((margins or {}).get(p, margin)) for p in thresholds}
     rng = np.random.default_rng([int(seed), 61])
     z = rng.normal(size=(judged, g1.cfg.z_dim)).astype(np.float32)
     y = rng.normal(size=(judged, g1.spec.label_dim)).astype(np.float32)
@@ -53,6 +59,7 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
     used = [p for p in thresholds if MIN_CLASS_SHARE <= pos[p].mean() <= 1 - MIN_CLASS_SHARE]
     done = {"method": "regressed new branch (docs/notes/v9_regress_start.md)", "judged": int(judged),
             "samples": int(samples), "margin_std": float(margin), "seed": int(seed),
+            "margins_std": {p: float(m_of[p]) for p in thresholds},
             "v1_concept_share": {p: float(pos[p].mean()) for p in thresholds},
             "v1_all_concepts_share": float(np.all([pos[p] for p in thresholds], axis=0).mean()),
             "concepts": used, "skipped": [p for p in thresholds if p not in used]}
@@ -63,7 +70,8 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
     sd = (w @ dirs.T).std(0)
     zr = rng.normal(size=(samples, g1.cfg.z_dim)).astype(np.float32)
     yr = rng.normal(size=(samples, g1.spec.label_dim)).astype(np.float32)
-    dw = concept_shift(map_to_w(g1, zr, yr).numpy(), dirs, offs + margin * sd, margin=0.0)
+    dw = concept_shift(map_to_w(g1, zr, yr).numpy(), dirs, offs + np.array([m_of[p] for p in used]) * sd,
+                       margin=0.0)
     fit = regress_new_branch(g9, zr, dw, label=yr, method="lstsq", seed=seed)
     zt = torch.as_tensor(zr[:1000])
     return {**done, "mean_shift_norm": float(np.linalg.norm(dw, axis=1).mean()), "fit": fit,
