@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from pipeline.config import resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
-from vectorfind.cases import check_method, passes, pearson, run_case
+from vectorfind.cases import METHODS, check_method, passes, pearson, run_case
 from vectorfind.directions import DirectionSet
 from vectorfind.gradient import GradientNets, train_gradient_nets
 from vectorfind.groups import Medians
@@ -299,6 +300,13 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
 
 # ------------------------------------------------------------------------------------------ entry
 
+RANGES = {"n": (lambda v: v >= 1, "an integer >= 1"), "cases": (lambda v: v >= 1, "an integer >= 1"),
+          "median_n": (lambda v: v >= 1, "an integer >= 1"), "stop_at": (lambda v: v >= 0, "an integer >= 0"),
+          "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"),
+          "alpha_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+          "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]")}
+
+
 def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
     given = {k: v for k, v in (vars(args) if args is not None else {}).items() if k in consts}
     main_c = {k: v for k, v in consts.items() if k not in RUNTIME}
@@ -312,6 +320,11 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
         raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
     if cfg["point"] not in POINTS:
         raise InputError(f"--point must be one of {POINTS}, got {cfg['point']!r}")
+    if cfg["method"] not in METHODS:
+        raise InputError(f"{res.sources['method']}: method must be one of {METHODS}, got {cfg['method']!r}")
+    for k, (ok, what) in RANGES.items():        # before anything is read or written
+        if k in cfg and not ok(cfg[k]):
+            raise InputError(f"{res.sources[k]}: {k} must be {what}, got {cfg[k]!r}")
     return cfg, runtime
 
 
