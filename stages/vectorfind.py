@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from pipeline import lineage
-from pipeline.config import resolve
+from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
@@ -312,6 +312,8 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
     main_c = {k: v for k, v in consts.items() if k not in RUNTIME}
     res = resolve(main_c, profile, "stage7", {k: v for k, v in given.items() if k in main_c})
     runtime = {k: given.get(k, consts[k]) for k in RUNTIME if k in consts}
+    for k in set(RUNTIME) & set(given):
+        check_value(k, given[k], f"flag --{k.replace('_', '-')}")
     cfg = dict(res.values)
     cfg["_resolved"] = res
     if cfg["fit_judge"] not in ("property_cnn", "evaluator"):
