@@ -138,3 +138,18 @@ def test_stage6_inputs_refused(world6, tmp_path, capsys, case, name):
     case["expected"] = f"stage 6 with {name.replace('_', ' ')}: exit 2, error naming it ({pattern}), no output"
     code, err = run_script("run_stylegan_finetune_v9", ["--profile", str(prof), *T1], capsys)
     refused(case, code, err, pattern, _out(root))
+
+
+@pytest.mark.reliability_slow
+def test_kill_stage6(world6, tmp_path, case):
+    from tests.reliability.test_kill import kill_and_rerun
+    case["expected"] = ("FineTune-v9 (tiny world) killed (-9) at 3 random moments, re-run: the same generator and "
+                        "discriminator tensors, complete, lineage verifies")
+    roots: dict = {}
+
+    def argv(n):
+        if n not in roots:
+            (tmp_path / n).mkdir(parents=True)
+            roots[n] = world6.copy(tmp_path / n)
+        return ["run_stylegan_finetune_v9.py", "--profile", str(roots[n][1]), "--acceptance-n", "12", *T1]
+    kill_and_rerun(case, argv, lambda n: _out(roots[n][0]), ["generator.pth", "discriminator.pth"], seed=8)
