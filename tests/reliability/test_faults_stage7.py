@@ -148,3 +148,37 @@ def test_stage7_inputs_refused(world7, tmp_path, capsys, case, name):
     case["expected"] = f"stage 7 with {name.replace('_', ' ')}: exit 2, error naming it ({pattern}), nothing written"
     code, err = run_script("run_vectorfind_v9", ["--profile", str(prof), *T1, *extra], capsys)
     _check(case, code, err, pattern, root)
+
+
+def _with_judges(root: Path, prof: Path) -> None:
+    """A random-init property CNN in the copy and the repository's evaluator: stage 7 runs to the end."""
+    from cnn.property_score_cnn import PropertyScoreCNN
+    from evaluation.networks import property_cnn_architecture
+    from pipeline.checkpoint import save_checkpoint
+    p = json.loads(prof.read_text())
+    a = property_cnn_architecture(p)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        save_checkpoint(PropertyScoreCNN(a["resolution"], a["width"], a["padding"], a["head_units"]).state_dict(),
+                        root / "stage5/property_cnn/property_score_cnn.pth")
+    p["stage5"]["evaluator"] = str(Path(__file__).resolve().parents[2] / "synthface/weights/evaluator.pth")
+    prof.write_text(json.dumps(p))
+
+
+@pytest.mark.reliability_slow
+def test_kill_stage7(world7, tmp_path, case):
+    from tests.reliability.test_kill import kill_and_rerun
+    case["expected"] = ("VectorFind-v9 (tiny world, SVM, n 1000, 3 cases) killed (-9) at 3 random moments, re-run: "
+                        "byte-identical vector, test and per-case CSVs, complete, lineage verifies")
+    roots: dict = {}
+
+    def argv(n):
+        if n not in roots:
+            (tmp_path / n).mkdir(parents=True)
+            roots[n] = world7.copy(tmp_path / n)
+            _with_judges(*roots[n])
+        return ["run_vectorfind_v9.py", "--profile", str(roots[n][1]), "--n", "1000", "--median-n", "1000",
+                "--cases", "3", "--test-judges", "property_cnn,evaluator", "--no-jpeg", *T1]
+    kill_and_rerun(case, argv, lambda n: roots[n][0] / "stage7" / "runs" / "svm_mapping_split2_n1000_x1",
+                   ["property_score_vectors/*.csv", "image_generation_report/*.csv",
+                    "inference_test_after_training/*/*.csv"], seed=9)
