@@ -34,7 +34,8 @@ from evaluation.grids import grid_figure
 from evaluation.networks import evaluator_path, load_evaluator_for
 from evaluation.v9_acceptance import acceptance
 from pipeline import lineage
-from pipeline.checkpoint import read_checkpoint
+from pipeline.checkpoint import CheckpointError, read_checkpoint
+from pipeline.config import check_value
 from pipeline.io import InputError, atomic_write_csv, atomic_write_json, remove_stale_tmp
 from pipeline.kept_set import KeptSet, list_filtered, load_images
 from pipeline.reports import write_metrics
@@ -162,10 +163,14 @@ def start_models(profile, s: V9StageSettings, v1_dir: Path):
             raise InputError(f"FineTune-v9 starts from the finished FineTune-v1: {v1_dir / name} not found; "
                              f"run run_stylegan_fine_tuning_v1.py first (or pass --v1-dir)")
     v1_state = read_checkpoint(v1_dir / "generator.pth")
-    g1 = load_generator(v1_state, gcfg, "v1").eval()
-    g = build_v9_generator(gcfg, seed=s.seed)
+    try:
+        g1 = load_generator(v1_state, gcfg, "v1").eval()
+        g = build_v9_generator(gcfg, seed=s.seed)
+        init = init_v9_from_v1(g, v1_state, seed=s.seed)
+    except CheckpointError as exc:                       # name the file, not only the model
+        raise CheckpointError(f"{v1_dir / 'generator.pth'}: {exc}") from None
     done = {"generator_source": str(v1_dir / "generator.pth"), "discriminator_source": str(v1_dir / "discriminator.pth"),
-            **init_v9_from_v1(g, v1_state, seed=s.seed)}
+            **init}
     d = load_v9_discriminator(v1_dir / "discriminator.pth", dcfg)
     return g, d, g1, done
 
@@ -181,7 +186,14 @@ def main(profile_name, consts: dict, args=None, paths: dict | None = None) -> di
     cfg = resolve_stage({k: v for k, v in consts.items() if k not in RUNTIME_KEYS}, profile, "stage6.v9", args)
     given = given_flags(args)
     runtime = {k: given.get(k, consts.get(k)) for k in RUNTIME_KEYS}
+    for k in set(RUNTIME_KEYS) & set(given):
+        check_value(k, given[k], f"flag --{k.replace('_', '-')}")
     s = settings_of(V9StageSettings, cfg.settings.values)
+    try:
+        s.validate()                                     # before anything is read or written
+    except ValueError as exc:
+        src = next((v for k, v in cfg.settings.sources.items() if str(exc).startswith(k + " ")), "settings")
+        raise InputError(f"{src}: {exc}") from None
     if runtime.get("quick"):
         s.epochs, s.checkpoint_every, s.max_steps_per_epoch = 1, 2, 4
         s.monitor_images, s.regress_judged, s.regress_samples = 8, 40, 400

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -32,11 +33,11 @@ import pandas as pd
 import torch
 
 from pipeline import lineage
-from pipeline.config import resolve
+from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
-from vectorfind.cases import check_method, passes, pearson, run_case
+from vectorfind.cases import METHODS, check_method, passes, pearson, run_case
 from vectorfind.directions import DirectionSet
 from vectorfind.gradient import GradientNets, train_gradient_nets
 from vectorfind.groups import Medians
@@ -299,11 +300,20 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
 
 # ------------------------------------------------------------------------------------------ entry
 
+RANGES = {"n": (lambda v: v >= 1, "an integer >= 1"), "cases": (lambda v: v >= 1, "an integer >= 1"),
+          "median_n": (lambda v: v >= 1, "an integer >= 1"), "stop_at": (lambda v: v >= 0, "an integer >= 0"),
+          "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"),
+          "alpha_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+          "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]")}
+
+
 def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
     given = {k: v for k, v in (vars(args) if args is not None else {}).items() if k in consts}
     main_c = {k: v for k, v in consts.items() if k not in RUNTIME}
     res = resolve(main_c, profile, "stage7", {k: v for k, v in given.items() if k in main_c})
     runtime = {k: given.get(k, consts[k]) for k in RUNTIME if k in consts}
+    for k in set(RUNTIME) & set(given):
+        check_value(k, given[k], f"flag --{k.replace('_', '-')}")
     cfg = dict(res.values)
     cfg["_resolved"] = res
     if cfg["fit_judge"] not in ("property_cnn", "evaluator"):
@@ -312,6 +322,11 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
         raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
     if cfg["point"] not in POINTS:
         raise InputError(f"--point must be one of {POINTS}, got {cfg['point']!r}")
+    if cfg["method"] not in METHODS:
+        raise InputError(f"{res.sources['method']}: method must be one of {METHODS}, got {cfg['method']!r}")
+    for k, (ok, what) in RANGES.items():        # before anything is read or written
+        if k in cfg and not ok(cfg[k]):
+            raise InputError(f"{res.sources[k]}: {k} must be {what}, got {cfg[k]!r}")
     return cfg, runtime
 
 
