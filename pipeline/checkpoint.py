@@ -48,7 +48,8 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
         problems.append("mis-shaped keys: " + ", ".join(f"{k} (checkpoint {a}, model {b})" for k, a, b in mis_shaped))
     if problems:
         raise CheckpointError(f"{what}: state_dict does not match the model; " + "; ".join(problems))
-    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and not v.is_meta and v.is_floating_point()
+           and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{what}: non-finite values (NaN / inf) in key(s) {', '.join(bad[:5])}"
                               + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
