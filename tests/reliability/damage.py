@@ -83,3 +83,22 @@ def state_edit(p: Path, fn) -> None:
 
 def first_key(state: dict, suffix: str = "weight") -> str:
     return next(k for k in state if k.endswith(suffix))
+
+
+# ------------------------------------------------------------------------- state-dict damage
+def nan_weight(state: dict) -> dict:
+    """The first weight filled with NaN."""
+    k = first_key(state)
+    return {**state, k: torch.full_like(state[k], float("nan"))}
+
+
+def wrong_shape(state: dict) -> dict:
+    """The first weight one column wider."""
+    k = first_key(state)
+    return {**state, k: torch.zeros(*state[k].shape[:-1], state[k].shape[-1] + 1)}
+
+
+def missing_key(state: dict) -> dict:
+    """The first weight left out."""
+    k = first_key(state)
+    return {n: v for n, v in state.items() if n != k}

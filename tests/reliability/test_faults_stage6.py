@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from pipeline import lineage
 from tests.reliability import damage as D
@@ -66,35 +65,20 @@ def _resealed(fn):
     return go
 
 
-def _nan(state):
-    k = D.first_key(state)
-    return {**state, k: torch.full_like(state[k], float("nan"))}
-
-
-def _wrong_shape(state):
-    k = D.first_key(state)
-    return {**state, k: torch.zeros(*state[k].shape[:-1], state[k].shape[-1] + 1)}
-
-
-def _missing_key(state):
-    k = D.first_key(state)
-    return {n: v for n, v in state.items() if n != k}
-
-
 V1_BAD = {
     # (damage(root), pattern)
     "v1_generator_missing": (_resealed(lambda r: _v1_gen(r).unlink()),
                              r"stage5/v1/generator\.pth not found"),
     "v1_generator_corrupt": (_resealed(lambda r: D.truncate(_v1_gen(r))), r"stage5/v1/generator\.pth"),
-    "v1_generator_nan": (_resealed(lambda r: D.state_edit(_v1_gen(r), _nan)), r"generator\.pth.*(nan|NaN|finite)"),
-    "v1_generator_wrong_shape": (_resealed(lambda r: D.state_edit(_v1_gen(r), _wrong_shape)),
+    "v1_generator_nan": (_resealed(lambda r: D.state_edit(_v1_gen(r), D.nan_weight)), r"generator\.pth.*(nan|NaN|finite)"),
+    "v1_generator_wrong_shape": (_resealed(lambda r: D.state_edit(_v1_gen(r), D.wrong_shape)),
                                  r"generator\.pth.*(shape|size)"),
-    "v1_generator_missing_key": (_resealed(lambda r: D.state_edit(_v1_gen(r), _missing_key)),
+    "v1_generator_missing_key": (_resealed(lambda r: D.state_edit(_v1_gen(r), D.missing_key)),
                                  r"generator\.pth.*(missing|Missing)"),
     "v1_discriminator_corrupt": (_resealed(lambda r: D.zero(r / "stage5/v1/discriminator.pth")),
                                  r"stage5/v1/discriminator\.pth"),
     "v1_discriminator_missing_key": (_resealed(lambda r: D.state_edit(r / "stage5/v1/discriminator.pth",
-                                                                      _missing_key)),
+                                                                      D.missing_key)),
                                      r"discriminator.*(missing|Missing)"),
 }
 STALE = {

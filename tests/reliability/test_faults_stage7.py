@@ -79,27 +79,12 @@ def _resealed(fn):
     return go
 
 
-def _nan(state):
-    k = D.first_key(state)
-    return {**state, k: torch.full_like(state[k], float("nan"))}
-
-
-def _wrong_shape(state):
-    k = D.first_key(state)
-    return {**state, k: torch.zeros(*state[k].shape[:-1], state[k].shape[-1] + 1)}
-
-
-def _missing_key(state):
-    k = D.first_key(state)
-    return {n: v for n, v in state.items() if n != k}
-
-
 GEN_BAD = {
     "missing": (lambda r: _gen(r).unlink(), [], r"v9 generator \S+stage6/v9/generator\.pth not found"),
     "corrupt": (_resealed(lambda r: D.truncate(_gen(r))), [], r"stage6/v9/generator\.pth"),
-    "nan": (_resealed(lambda r: D.state_edit(_gen(r), _nan)), [], r"generator\.pth.*non-finite"),
-    "wrong_shape": (_resealed(lambda r: D.state_edit(_gen(r), _wrong_shape)), [], r"generator\.pth.*mis-shaped"),
-    "missing_key": (_resealed(lambda r: D.state_edit(_gen(r), _missing_key)), [], r"generator\.pth.*missing keys"),
+    "nan": (_resealed(lambda r: D.state_edit(_gen(r), D.nan_weight)), [], r"generator\.pth.*non-finite"),
+    "wrong_shape": (_resealed(lambda r: D.state_edit(_gen(r), D.wrong_shape)), [], r"generator\.pth.*mis-shaped"),
+    "missing_key": (_resealed(lambda r: D.state_edit(_gen(r), D.missing_key)), [], r"generator\.pth.*missing keys"),
     "key_absent": (lambda r: None, ["--generator-key", "g_ema"], r"generator\.pth.*'g_ema'"),
     "outside_file_missing": (lambda r: None, ["--generator", "/nonexistent/v9.pth"],
                              r"v9 generator /nonexistent/v9\.pth not found"),
