@@ -8,9 +8,11 @@ Methods (``editing/``): VectorFind SVM (16 groups, plain and conditional) and gr
 InterFaceGAN (plain and conditional), SeFa, GANSpace, StyleSpace; references: the v3 label and the
 oracle (the world's render with only the edited parameter moved: the judges' own cross-talk).
 Each is fitted, its α calibrated in truth units (the independent evaluator) and edited on the
-same seeded cases; the evaluator, the property CNN and stages 3–4 (when their files exist) judge.
-Writes ``<data root>/leaderboard/`` (``leaderboard.csv``, ``metrics.json``, ``report.md``,
-``methods/<name>/``); a finished method is not redone (``--force`` redoes all). The profile's
+same seeded cases; the evaluator, the property CNN and stages 3–4 (when the data root has stage 4;
+the first PARSING_CASES cases) judge, and the board says where they disagree.
+Writes ``<data root>/leaderboard/`` (``leaderboard.csv``, ``report.md``, ``methods/<name>/``,
+``lineage.json``, ``metrics.json`` last); a finished method is not redone (``--force`` redoes all);
+a changed or unfinished upstream (stage 6, stage 4) is refused. The profile's
 ``leaderboard`` block overrides the constants by name, flags override both. Code:
 ``stages/leaderboard.py``.
 """
@@ -38,6 +40,7 @@ SEFA_LAYERS = (0, 4)
 SEED = 0
 BATCH_SIZE = 50
 GENERATOR_CHECKPOINT = "stage6/v9/generator.pth"   # inside the data root, a path, or "shipped-v1"
+PARSING_CASES = 20           # cases the stages 3-4 judge reads (0: all): it parses at 224 px, about 8 images/s
 THREADS = 1
 PROGRESS = True
 FORCE = False

@@ -4,9 +4,11 @@ Every method of :mod:`editing` is fitted on one generator (v9 by default), its �
 that its largest edit (α = ±1) moves its property by ``target_stds`` of the property's spread
 in truth units (the independent evaluator, on ``n_calibrate`` cases), then edited on the same
 ``n_cases`` seeded cases: per case and property, ``alpha_steps`` images from α = −1 … +1 of
-that property alone. Every judge (the evaluator, the property CNN, stages 3–4 when their files
-exist) reads every image; per case, r = Pearson(α, score) of the edited property and |r| of
-the others (leak).
+that property alone. Every judge (the evaluator, the property CNN, stages 3–4 when the data root
+has stage 4) reads the images (stages 3–4, slow at 224 px: the first ``parsing_cases`` cases); per
+case, r = Pearson(α, score) of the edited property and |r| of the others (leak). ``agreement``:
+cases every judge passes and the gap between the judges' pass shares (a method pleasing one judge
+only shows).
 
 A case passes for a judge when r_eyes ≥ 0.92, r_mouth ≥ 0.88 and r_pose ≥ 0.88 (the original's
 thresholds, vectorfind.cases.PASS_THRESHOLDS, signed: +α must raise the property). Identity
@@ -15,7 +17,9 @@ between different cases' unedited images.
 
 Outputs under ``<data root>/leaderboard/`` (or ``--out``): ``methods/<name>/`` (the direction set,
 ``scores.npz``, ``result.json``, ``strip.png``; a method whose ``result.json`` holds the same settings
-is not redone, so an interrupted run resumes; other settings redo it), ``leaderboard.csv``, ``metrics.json``, ``report.md`` with a bar chart.
+is not redone, so an interrupted run resumes; other settings redo it), ``leaderboard.csv``,
+``report.md`` with a bar chart, ``lineage.json`` (inputs: :mod:`stages.leaderboard_inputs`) and
+``metrics.json`` last.
 """
 from __future__ import annotations
 
@@ -39,16 +43,11 @@ from editing.picking import ScoredSample, draw_sample
 from editing.sefa import fit_sefa
 from editing.stylespace import fit_stylespace
 from editing.vectorfind_adapter import case_groups, fit_vectorfind
-from evaluation.judges import EvaluatorJudge, PropertyCNNJudge, parsing_judge
-from evaluation.networks import load_evaluator_for, load_property_cnn_for
-from pipeline.checkpoint import read_checkpoint
+from pipeline import lineage
 from pipeline.config import resolve, write_run_config
 from pipeline.io import InputError, atomic_write_json, atomic_write_png
-from pipeline.shipped import full_state
-from segmentation.synth_segmenter import load_segmenter, parse_crops, whole_frame_crops
+from segmentation.synth_segmenter import parse_crops, whole_frame_crops
 from stylegan.generator import postprocess
-from stylegan_modified.loading import load_generator
-from stylegan_modified.v9 import build_v9_generator, init_v9_from_v1, load_v9_generator
 from vectorfind.cases import PASS_THRESHOLDS
 from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED
@@ -57,7 +56,7 @@ from vectorfind.sampling import draw_latents
 from synthface.renderer import render_batch
 from synthface.truth import world as world_of
 
-from .bases import build_configs, shipped_bases
+from .leaderboard_inputs import load_models, upstream_records
 from .leaderboard_report import write_outputs
 from .settings import profile_of
 
@@ -90,60 +89,24 @@ class BoardSettings:
     seed: int = 0
     batch_size: int = 50
     generator_checkpoint: str = "stage6/v9/generator.pth"   # inside the data root, a path, or "shipped-v1"
+    parsing_cases: int = 20      # cases the stages 3-4 judge reads (0: all); it parses at 224 px, ~8 images/s
 
 
-# ----------------------------------------------------------------------------- models and judges
-
-SHIPPED_V1 = "shipped-v1"        # v9 initialised from the shipped FineTune-v1 (no v9 training)
-
-
-def load_models(profile, s: BoardSettings) -> dict:
-    gcfg, _ = build_configs(profile)
-    shipped = profile.path(profile.get("stage5", {}).get("shipped", "")) if profile.get("stage5") else None
-    bases = shipped_bases(profile, {"generator.pth": "generator"})
-    base = bases["generator.pth"][0]
-    if s.generator_checkpoint != SHIPPED_V1:
-        path = Path(s.generator_checkpoint)
-        path = path if path.is_absolute() else profile.data_root / path
-        if not path.is_file():
-            raise InputError(f"v9 generator {path} not found: run run_stylegan_finetune_v9.py (stage 6) first, "
-                             f"or pass --generator-checkpoint {SHIPPED_V1} (v9 made from the shipped FineTune-v1)")
-        g9, source = load_v9_generator(path, gcfg), str(path)
-    else:
-        if shipped is None or not (shipped / "v1" / "generator.pth.partial.pth").is_file():
-            raise InputError("no v9 generator: give --generator-checkpoint or ship FineTune-v1 (stage5.shipped)")
-        g1 = full_state(read_checkpoint(shipped / "v1" / "generator.pth.partial.pth"), base, "FineTune-v1 generator")
-        g9 = build_v9_generator(gcfg)
-        init_v9_from_v1(g9, g1, seed=s.seed)
-        source = f"v9 initialised from the shipped FineTune-v1 ({shipped / 'v1'}), new branch seed {s.seed}"
-    g3 = None
-    if "v3_label" in s.methods and shipped is not None and (shipped / "v3" / "generator.pth.partial.pth").is_file():
-        g3 = load_generator(full_state(read_checkpoint(shipped / "v3" / "generator.pth.partial.pth"), base,
-                                       "FineTune-v3 generator"), gcfg, "v3").eval()
-    for g in (g9, g3):
-        if g is not None:
-            g.eval().requires_grad_(False)
-    judges, notes = {}, {}
-    ev = load_evaluator_for(profile)
-    if ev is None:
-        raise InputError(f"profile {profile.name!r}: the leaderboard's truth is the independent evaluator, not found")
-    judges["evaluator"] = EvaluatorJudge(ev)
-    try:
-        cnn_path = shipped / "property_cnn" / "property_score_cnn.pth" if shipped else None
-        judges["property_cnn"] = PropertyCNNJudge(load_property_cnn_for(profile, cnn_path))
-    except Exception as e:                        # noqa: BLE001 - a missing judge is recorded, not fatal
-        notes["property_cnn"] = f"not available: {e}"
-    try:
-        judges["parsing"] = parsing_judge(profile)
-    except Exception as e:                        # noqa: BLE001 - stages 3-4 files may not exist in this data root
-        notes["parsing"] = f"not available: {e}"
-    seg = profile.get("segmentation", {}).get("checkpoint")
-    segmenter = load_segmenter(profile.path(seg)) if seg else None
-    return {"g9": g9, "g3": g3, "source": source, "judges": judges, "judge_notes": notes, "segmenter": segmenter}
-
+# ----------------------------------------------------------------------------- judges
 
 def measure(judge, images) -> dict:
     return {k: np.asarray(v, np.float64) for k, v in judge.measure(images).items()}
+
+
+def judge_all(models: dict, s: BoardSettings, images, n: int, k: int, prop: str, scores: dict) -> None:
+    """Every judge's reading of one property's edits (``images`` case-major: n cases x k α) into
+    ``scores["judge|prop|q"]`` [cases, k]; the stages 3-4 judge reads the first ``parsing_cases``."""
+    for jn, judge in models["judges"].items():
+        m_cases = min(n, s.parsing_cases) if jn == "parsing" and s.parsing_cases else n
+        m = measure(judge, images[:m_cases * k])
+        for q in CONTROLLED + LEAK_OTHER:
+            if q in m:
+                scores[f"{jn}|{prop}|{q}"] = m[q].reshape(m_cases, k)
 
 
 def fit_scorer(models: dict, s: BoardSettings):
@@ -237,11 +200,7 @@ def score_method(name: str, ds: EditDirections, g, models: dict, s: BoardSetting
         t = time.perf_counter()
         res = edit(g, zz, ll, {p: np.tile(alphas, n)}, ds, conditional=cond, group=gg, batch_size=s.batch_size)
         edit_s += time.perf_counter() - t
-        for jn, judge in models["judges"].items():
-            m = measure(judge, res.images)
-            for q in CONTROLLED + LEAK_OTHER:
-                if q in m:
-                    scores[f"{jn}|{p}|{q}"] = m[q].reshape(n, k)
+        judge_all(models, s, res.images, n, k, p, scores)
         small[p] = F.interpolate(res.images, size=(32, 32), mode="area").reshape(n, k, -1).numpy()
         strip = postprocess(res.images[:k])                     # case 0's row
         small[p + "_strip"] = np.concatenate(list(strip), axis=1)
@@ -266,11 +225,7 @@ def score_oracle(world, models: dict, s: BoardSettings, cases, res: int, out: Pa
         rows[col] = np.clip(rows[col].to_numpy() + np.tile(alphas, n) * step, ref[col].min(), ref[col].max())
         rgb, _ = render_batch(rows, res)
         images = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        for jn, judge in models["judges"].items():
-            m = measure(judge, images)
-            for q in CONTROLLED + LEAK_OTHER:
-                if q in m:
-                    scores[f"{jn}|{p}|{q}"] = m[q].reshape(n, k)
+        judge_all(models, s, images, n, k, p, scores)
         small[p] = F.interpolate(images, size=(32, 32), mode="area").reshape(n, k, -1).numpy()
         small[p + "_strip"] = np.concatenate(list(rgb[:k]), axis=1)
     atomic_write_png(out / "strip.png", np.concatenate([small[p + "_strip"] for p in CONTROLLED], axis=0))
@@ -296,15 +251,30 @@ def _mean(leak: dict, targets) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def agreement(passed: dict) -> dict:
+    """How far the judges agree on one method: cases passing by every judge (of the cases all of them
+    read) and the gap between the highest and the lowest pass share (a method pleasing one judge only
+    shows a large gap)."""
+    if not passed:
+        return {}
+    common = min(len(v) for v in passed.values())
+    every = np.logical_and.reduce([v[:common] for v in passed.values()])
+    shares = {jn: float(v.mean()) for jn, v in passed.items()}
+    return {"passes_every_judge": int(every.sum()), "n_cases": int(common),
+            "pass_share_gap": float(max(shares.values()) - min(shares.values())),
+            "most_pleased": max(shares, key=shares.get), "least_pleased": min(shares, key=shares.get)}
+
+
 def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
-    judges = {}
+    judges, passed = {}, {}
     for jn in models["judges"]:
         r = {p: pearson_rows(alphas, scores[f"{jn}|{p}|{p}"]) for p in CONTROLLED if f"{jn}|{p}|{p}" in scores}
         if len(r) < len(CONTROLLED):
             continue
-        ok = np.ones(n, bool)
+        ok = np.ones(len(r[CONTROLLED[0]]), bool)
         for p in CONTROLLED:
             ok &= np.nan_to_num(r[p], nan=-1.0) >= PASS_THRESHOLDS[p]
+        passed[jn] = ok
         leak = {f"{p}->{q}": _finite_mean(np.abs(pearson_rows(alphas, scores[f"{jn}|{p}|{q}"])))
                 for p in CONTROLLED for q in CONTROLLED + LEAK_OTHER if q != p and f"{jn}|{p}|{q}" in scores}
         # leak size: how far q moves (in its spread over the unedited cases) per spread p moves
@@ -317,7 +287,7 @@ def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
             for q in spread:
                 if q != p:
                     size[f"{p}->{q}"] = float(np.abs(slope_rows(alphas, scores[f"{jn}|{p}|{q}"])).mean() / spread[q] / own)
-        judges[jn] = {"passes": int(ok.sum()), "mean_r": {p: float(np.nanmean(r[p])) for p in CONTROLLED},
+        judges[jn] = {"passes": int(ok.sum()), "n_cases": int(len(ok)), "mean_r": {p: float(np.nanmean(r[p])) for p in CONTROLLED},
                       "leak": leak, "leak_size": size,
                       "leak_controlled": _mean(leak, CONTROLLED), "leak_other": _mean(leak, LEAK_OTHER),
                       "leak_size_controlled": _mean(size, CONTROLLED), "leak_size_other": _mean(size, LEAK_OTHER)}
@@ -327,7 +297,7 @@ def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
     across = np.linalg.norm(base[:, None] - base[None], axis=2)[~np.eye(len(base), dtype=bool)].mean()
     meta = ds.meta
     fit_s = float(meta.get("fit_seconds", 0.0)) + float(meta.get("sample_seconds", meta.get("pick_seconds", 0.0)))
-    return {"method": name, "space": ds.space, "n_cases": n, "judges": judges,
+    return {"method": name, "space": ds.space, "n_cases": n, "judges": judges, "agreement": agreement(passed),
             "identity_spread": float(within / across) if across > 0 else float("nan"),
             "samples_needed": int(meta.get("samples_needed", 0)), "fit_seconds": fit_s,
             "edit_ms_per_image": float(edit_ms), "scales": dict(ds.scales),
@@ -336,10 +306,35 @@ def summarise(name, ds, scores, alphas, small, edit_ms, models, n) -> dict:
 
 # ----------------------------------------------------------------------------- the run
 
-def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True, force: bool = False) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+RESTART = "remove the leaderboard folder (or pass --out elsewhere) to start again"
+
+
+def finished_board(out: Path, consumed: dict, s: BoardSettings) -> dict | None:
+    """The metrics of a finished board made from exactly these inputs and settings, else None."""
+    if not lineage.finished_from(out, consumed):
+        return None
+    metrics = json.loads((out / lineage.COMPLETION).read_text())
+    same = json.loads(json.dumps({f.name: getattr(s, f.name) for f in fields(s)}))
+    return metrics if metrics.get("settings") == same else None
+
+
+def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True, force: bool = False,
+                    run_config=None, inputs=None) -> dict:
+    """The board (module docstring). Lineage (pipeline.lineage): the inputs of
+    :func:`stages.leaderboard_inputs.upstream_records` are checked before anything is read or written,
+    a finished board from the same inputs and settings is returned as it is, work made from other
+    inputs is refused, ``metrics.json`` is written last. ``inputs(profile, s)`` replaces
+    :func:`stages.leaderboard_inputs.load_models` (tests)."""
     t0 = time.perf_counter()
-    models = load_models(profile, s)
+    consumed = upstream_records(profile, s.generator_checkpoint, s.methods)
+    if not force and (done := finished_board(out, consumed, s)) is not None:
+        if progress:
+            print(f"{out}: finished from the same inputs and settings; nothing to do (--force redoes it)")
+        return done
+    lineage.begin(out, consumed, RESTART)
+    if run_config is not None:
+        write_run_config(out / "run_config.json", run_config)
+    models = (inputs or load_models)(profile, s)
     g9 = models["g9"]
     scorer = fit_scorer(models, s)
     truth = (lambda images: measure(models["judges"]["evaluator"], images))
@@ -398,8 +393,10 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
                   f"fit {results[name]['fit_seconds']:.1f}s, {time.perf_counter() - t0:.0f}s so far", flush=True)
     metrics = {"generator": models["source"], "settings": {f.name: getattr(s, f.name) for f in fields(s)},
                "judges": sorted(models["judges"]), "judge_notes": models["judge_notes"],
-               "truth_spread": cache.get("spread", "(all methods resumed)"), "methods": results, "seconds": time.perf_counter() - t0}
-    write_outputs(out, metrics)
+               "truth_spread": cache.get("spread", "(all methods resumed)"), "methods": results,
+               "inputs": consumed, "seconds": time.perf_counter() - t0}
+    write_outputs(out, metrics, completion=False)
+    lineage.close_stage(out, consumed, metrics)            # lineage.json, then metrics.json last
     return metrics
 
 
@@ -416,6 +413,5 @@ def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> 
     if unknown:
         raise InputError(f"unknown methods {unknown}; expected some of {ALL_METHODS}")
     target = Path(out) if out else profile.data_root / OUT_SUBDIR
-    target.mkdir(parents=True, exist_ok=True)
-    write_run_config(target / "run_config.json", cfg)
-    return run_leaderboard(profile, s, target, bool(runtime.get("progress", True)), bool(runtime.get("force", False)))
+    return run_leaderboard(profile, s, target, bool(runtime.get("progress", True)), bool(runtime.get("force", False)),
+                           run_config=cfg)
