@@ -6,7 +6,9 @@
   ``w`` also fits every StyleGAN-family generator (v1, v3);
 * ``style``: the concatenated style coordinates of all synthesis layers (:mod:`editing.edit`);
 * ``label``: the conditional generator's label (the v3 reference, :mod:`editing.label`);
-* ``gradient``: no stored vector; the per-case gradient of VectorFind's MLPs (``nets``).
+* ``gradient``: the per-case gradient of VectorFind's MLPs (``nets``); a gradient set may also hold
+  stored vectors for the properties its nets do not edit (VectorFind's ``mixed``: eyes by gradient,
+  mouth and pose by the group's SVM vector).
 
 Group ``"all"`` is the one direction of methods that do not split by group; VectorFind SVM has
 the 16 groups of :mod:`vectorfind.groups`. ``layers`` optionally maps a property to a synthesis
@@ -81,9 +83,8 @@ class EditDirections:
     # ------------------------------------------------------------------ contents
     @property
     def properties(self) -> tuple:
-        if self.space == "gradient":
-            return tuple(p for p in CONTROLLED if self.nets is not None and p in self.nets.nets)
-        return tuple(p for p in CONTROLLED if any(k[0] == p for k in self.vectors))
+        nets = self.nets.nets if self.nets is not None else {}
+        return tuple(p for p in CONTROLLED if p in nets or any(k[0] == p for k in self.vectors))
 
     @property
     def groups(self) -> tuple:

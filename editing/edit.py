@@ -152,6 +152,53 @@ def _layer_ranges(ds: EditDirections, props, layers, num_layers: int) -> dict:
     return out
 
 
+@dataclass
+class MidEdit:
+    mids: np.ndarray              # edited float32 [N, dim]
+    alphas: dict                  # property -> float64 α as applied (scaled when calibrated)
+    directions: dict              # property -> float64 [dim] (one for all rows) or [N, dim]
+
+
+def row_directions(ds: EditDirections, mid: np.ndarray, props, groups: list[str], conditional: bool,
+                   dropout: bool = False, dropout_seed: int = 0) -> dict:
+    """property -> [dim] or [N, dim] float64 directions at the unedited rows ``mid`` [N, dim].
+
+    Stored vectors come from the row's group (:func:`directions_for`); a property the set edits by
+    VectorFind's MLPs (``ds.nets``) takes the gradient at the row, once per distinct (row, group)
+    (``dropout`` / ``dropout_seed`` as :meth:`vectorfind.gradient.GradientNets.directions`). A set may
+    mix the two (VectorFind's ``mixed``: eyes by gradient, mouth and pose by the group's vector).
+    ``conditional``: each direction minus its projection on the other properties' directions."""
+    nets = ds.nets.nets if ds.nets is not None else {}
+    want = [p for p in CONTROLLED if p in (ds.properties if conditional else props)]
+    if not any(p in nets for p in want):
+        return directions_for(ds, props, groups, conditional)
+    cache, rows = {}, []
+    for m, g in zip(mid, groups):
+        key = (m.tobytes(), g)
+        if key not in cache:
+            from_nets = [p for p in want if p in nets]
+            with torch.inference_mode(False):      # the MLP gradient needs autograd
+                d = ds.nets.directions(m, from_nets, dropout, dropout_seed)
+            d.update({p: ds.vector(p, g) for p in want if p not in nets})
+            cache[key] = {p: project_out(d[p], [d[q] for q in want if q != p]) if conditional else d[p]
+                          for p in props}
+        rows.append(cache[key])
+    return {p: np.stack([r[p] for r in rows]) for p in props}
+
+
+def edit_mids(ds: EditDirections, mid, alphas: dict, *, group=None, conditional: bool = False,
+              calibrated: bool = True, dropout: bool = False, dropout_seed: int = 0) -> MidEdit:
+    """The edit of mid vectors, under :func:`edit` for every w-space and gradient set, and stage 7's
+    case edit (:func:`editing.vectorfind_adapter.case_editor`): mid′ = mid + Σ α_p·s_p·v_p with
+    vectorfind's float64 arithmetic (:func:`vectorfind.directions.apply`). ``mid`` float32 [N, dim];
+    ``alphas`` property -> scalar or [N]; ``group`` None / a name / one per row."""
+    m = np.asarray(mid)
+    a = _alphas(ds, alphas, calibrated)
+    props = [p for p in CONTROLLED if p in a]
+    dirs = row_directions(ds, m, props, _groups(group, len(m)), conditional, dropout, dropout_seed)
+    return MidEdit(apply(m, a, dirs), a, dirs)
+
+
 @torch.inference_mode()
 def edit(generator, z, label, alphas: dict, method: EditDirections, *, layers=None, conditional: bool = False,
          group=None, calibrated: bool = True, batch_size: int | None = None) -> EditResult:
@@ -197,15 +244,8 @@ def edit(generator, z, label, alphas: dict, method: EditDirections, *, layers=No
         wp = g.truncation(w)
         return EditResult(synthesize(g, wp, edited - base), edited, wp)
 
-    if ds.space == "gradient":
-        want = ds.properties if conditional else props
-        with torch.inference_mode(False):          # the MLP gradient needs autograd
-            per_case = [ds.nets.directions(m, want) for m in mid.numpy()]
-        dirs = {p: np.stack([project_out(d[p], [d[q] for q in want if q != p]) if conditional else d[p]
-                             for d in per_case]) for p in props}
-    else:
-        dirs = directions_for(ds, props, _groups(group, n), conditional)
-    edited = torch.as_tensor(apply(mid.numpy(), a, dirs))
+    em = edit_mids(ds, mid.numpy(), alphas, group=group, conditional=conditional, calibrated=calibrated)
+    a, dirs, edited = em.alphas, em.directions, torch.as_tensor(em.mids)
     ranges = _layer_ranges(ds, props, layers, num_layers)
     w0 = w_of(g, mid, point)
     wp = g.truncation(w0).clone()

@@ -6,6 +6,11 @@
   :func:`case_groups`).
 * gradient: the trained MLPs travel as they are (space ``gradient``); the direction of a case is
   the MLP gradient at its unedited mid vector (+α raises the property already).
+* stage 7's case edit (``run_vectorfind_v9.py``, ``vectorfind.cases.run_case(editor=...)``) goes
+  through the same call under :func:`editing.edit.edit`: :func:`case_editor` turns the stage's
+  svm / gradient / mixed directions into one set (:func:`case_set`) and the original's α into this
+  set's (:func:`vectorfind_alphas`: negated where the set negated the vector, exact in float64), so
+  the edited mid vectors equal vectorfind's :func:`~vectorfind.directions.apply` bit for bit.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from vectorfind.sampling import sample
 from vectorfind.svm import fit_svm_from_samples
 
 from .directions import EditDirections
+from .edit import edit_mids
 
 
 def from_direction_set(ds: DirectionSet, meta: dict | None = None) -> EditDirections:
@@ -31,6 +37,45 @@ def from_direction_set(ds: DirectionSet, meta: dict | None = None) -> EditDirect
 
 def from_nets(nets: GradientNets, meta: dict | None = None) -> EditDirections:
     return EditDirections("vectorfind_gradient", "gradient", nets=nets, meta=dict(meta or {}))
+
+
+MIXED_SVM = ("mouth", "pose")
+
+
+def case_set(method: str, svm: DirectionSet | None = None, nets: GradientNets | None = None) -> EditDirections:
+    """Stage 7's directions of one vectorfind method as an edit set: ``svm`` (group-wise vectors),
+    ``gradient`` (the MLPs), ``mixed`` (eyes by the MLP gradient, mouth and pose by the SVM vectors)."""
+    if method == "svm":
+        return from_direction_set(svm)
+    if method == "gradient":
+        return from_nets(nets)
+    if method == "mixed":                  # vectorfind's rule: eyes by gradient, mouth and pose by SVM
+        vectors = {k: v for k, v in from_direction_set(svm).vectors.items() if k[0] in MIXED_SVM}
+        eyes = GradientNets(nets.point, {p: m for p, m in nets.nets.items() if p not in MIXED_SVM}, nets.test_mse)
+        return EditDirections("vectorfind_mixed", "gradient", vectors=vectors, nets=eyes)
+    raise ValueError(f"unknown vectorfind method {method!r}; expected svm, gradient or mixed")
+
+
+def vectorfind_alphas(ds: EditDirections, alphas: dict) -> dict:
+    """vectorfind's α (its SVM vectors point to smaller values) as the α of a set made here: negated
+    for the properties the set edits by a stored (negated) vector, as they are for MLP gradients."""
+    nets = ds.nets.nets if ds.nets is not None else {}
+    return {p: np.asarray(a, np.float64) if p in nets else -np.asarray(a, np.float64) for p, a in alphas.items()}
+
+
+def case_editor(method: str, svm: DirectionSet | None = None, nets: GradientNets | None = None,
+                dropout: bool = False):
+    """Stage 7's case edit through the editing API: ``editor(mid [dim], alphas {property: [K]},
+    group, case) -> edited float32 [K, dim]`` for ``vectorfind.cases.run_case(editor=...)`` (gradient
+    dropout seeded by the case number, as vectorfind's own)."""
+    ds = case_set(method, svm, nets)
+
+    def editor(mid, alphas: dict, group, case: int) -> np.ndarray:
+        k = len(next(iter(alphas.values())))
+        rows = np.repeat(np.asarray(mid, np.float32).reshape(1, -1), k, axis=0)
+        return edit_mids(ds, rows, vectorfind_alphas(ds, alphas), group=group if ds.vectors else None,
+                         calibrated=False, dropout=dropout, dropout_seed=case).mids
+    return editor
 
 
 class MidView:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from editing.vectorfind_adapter import case_editor
 from pipeline import lineage
 from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
@@ -154,6 +155,7 @@ def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, meth
              case_root: Path | None = None, dropout: bool = False) -> list[dict]:
     """The case test with resume: one ``case_judges.json`` per finished case."""
     case_root = case_root or out / vf_files.CASE_ROOT
+    editor = case_editor(method, svm, nets, dropout)      # the editing API's edit (issue 19), as vectorfind's
     done, results = 0, []
     for row, i in enumerate(cases):
         mark = case_root / vf_files.case_folder(i) / "case_judges.json"
@@ -161,7 +163,8 @@ def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, meth
             rec = json.loads(mark.read_text())
         else:
             res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
-                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout)
+                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout,
+                           editor=editor)
             vf_files.write_case(case_root, method, res)
             rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
                    "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.decomposition import PCA
@@ -15,7 +16,7 @@ from editing.label import label_directions
 from editing.picking import draw_sample, pick_components
 from editing.sefa import affine_matrix, fit_sefa
 from editing.stylespace import fit_stylespace
-from editing.vectorfind_adapter import case_groups, fit_vectorfind
+from editing.vectorfind_adapter import case_editor, case_groups, fit_vectorfind
 from tests.editing_tiny import regions, scorer, tiny_generator
 from tests.single_thread import one_thread  # noqa: F401
 from vectorfind.groups import Medians
@@ -200,3 +201,39 @@ def test_batching_does_not_change_the_edit(g, ifg, cases):
     one, split = edit(g, z, label, a, ifg), edit(g, z, label, a, ifg, batch_size=4)
     assert torch.allclose(one.mid, split.mid, atol=1e-6) and torch.allclose(one.wp, split.wp, atol=1e-6)
     assert torch.allclose(one.images, split.images, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["svm", "gradient", "mixed"])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_stage7_case_edit_through_the_api_is_vectorfinds_bit_for_bit(method, dropout):
+    """Stage 7 edits its cases through editing.edit_mids (vectorfind_adapter.case_editor): the same
+    float32 mid vectors as vectorfind's own directions + apply, SVM sign convention included."""
+    from vectorfind.cases import alpha_table, case_directions, run_case
+    from vectorfind.directions import DirectionSet, apply
+    from vectorfind.gradient import GradientNets, PropertyMLP
+    from vectorfind.groups import GROUP_ORDER
+    from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
+    rng = np.random.default_rng(5)
+    svm = DirectionSet("w")
+    for p in ("eyes", "mouth", "pose"):
+        for grp in GROUP_ORDER:
+            svm.add(p, grp, (lambda v: v / np.linalg.norm(v))(rng.standard_normal(12)).astype(np.float32))
+    torch.manual_seed(0)
+    nets = GradientNets("w", {p: PropertyMLP(12) for p in ("eyes", "mouth", "pose")})
+    editor = case_editor(method, svm, nets, dropout)
+    table = alpha_table(method, 1.5)
+    alphas = {p: table[f"{p}_pm"].to_numpy() for p in ("eyes", "mouth", "pose")}
+    for case in range(3):
+        mid = rng.standard_normal(12).astype(np.float32) * 3
+        group = GROUP_ORDER[case * 5]
+        dirs = case_directions(method, mid, group, svm, nets, dropout, case)
+        np.testing.assert_array_equal(editor(mid, alphas, group, case),
+                                      apply(np.repeat(mid[None], 50, axis=0), alphas, dirs))
+    # and a whole case of the test: the same table, scores and r with and without the editor
+    gen = TinyMidGenerator()
+    z, label = draw_latents(1, gen.z_dim, gen.label_dim, seed=0)
+    kw = dict(svm=svm, nets=nets, medians=Medians(0, 0, 0, 0), jpeg=False, dropout=dropout, scale=1.5)
+    a = run_case(gen, TinyScorer(gen), "w", method, 0, z[0], label[0], **kw)
+    b = run_case(gen, TinyScorer(gen), "w", method, 0, z[0], label[0], editor=editor, **kw)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    assert a.corr == b.corr and a.group == b.group

@@ -131,27 +131,33 @@ def case_directions(method: str, mid: np.ndarray, group: str | None, svm: Direct
 def run_case(generator: MidGenerator, scorer: PropertyScorer, point: str, method: str, case: int, z: np.ndarray,
              label: np.ndarray, *, svm: DirectionSet | None = None, nets: GradientNets | None = None,
              medians: Medians | None = None, group: str | None = None, scale: float = 1.0, jpeg: bool = True,
-             dropout: bool = False, batch_size: int = 50, keep_images: bool = False) -> CaseResult:
-    """One case of the test. ``group`` may be given (saved rows); else it is measured when needed."""
+             dropout: bool = False, batch_size: int = 50, keep_images: bool = False, editor=None) -> CaseResult:
+    """One case of the test. ``group`` may be given (saved rows); else it is measured when needed.
+    ``editor(mid [dim], alphas {property: [50]}, group, case) -> edited [50, dim]`` replaces the
+    edit below (the case's directions, then :func:`apply`); stage 7 passes the editing API's
+    (``editing.vectorfind_adapter.case_editor``, equal bit for bit)."""
     t0 = time.perf_counter()
     check_point(point)
     z = np.asarray(z, np.float32).reshape(1, -1)
     label = np.asarray(label, np.float32).reshape(1, -1)
     with torch.inference_mode():
         mid = generator.mid_vectors(torch.from_numpy(z), torch.from_numpy(label), point).cpu().numpy()[0]
-    if method == "mixed":                                   # gradient first, then the group (original order)
+    if method == "mixed" and editor is None:                # gradient first, then the group (original order)
         eyes = nets.directions(mid, ("eyes",), dropout, case)["eyes"]
     if method in ("svm", "mixed") and group is None:
         if medians is None:
             raise ValueError("the SVM and mixed tests need medians (or a saved group) to pick the group")
         group = case_group(generator, scorer, mid, point, medians, jpeg)
-    if method == "mixed":
-        dirs = {"eyes": eyes, **svm.for_group(group, ("mouth", "pose"))}
-    else:
-        dirs = case_directions(method, mid, group, svm, nets, dropout, case)
     table = alpha_table(method, scale)
     alphas = {p: table[f"{p}_pm"].to_numpy() for p in CONTROLLED}
-    edited = apply(np.repeat(mid[None], len(table), axis=0), alphas, dirs)
+    if editor is not None:
+        edited = editor(mid, alphas, group, case)
+    else:
+        if method == "mixed":
+            dirs = {"eyes": eyes, **svm.for_group(group, ("mouth", "pose"))}
+        else:
+            dirs = case_directions(method, mid, group, svm, nets, dropout, case)
+        edited = apply(np.repeat(mid[None], len(table), axis=0), alphas, dirs)
     scores, images = measure_mids(generator, scorer, edited, point, jpeg=jpeg, batch_size=batch_size,
                                   keep_images=keep_images)
     for p in CONTROLLED:
