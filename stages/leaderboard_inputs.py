@@ -4,7 +4,8 @@
   by default (an upstream stage: complete and unchanged since it finished, ``pipeline.lineage``),
   any other checkpoint path (recorded by content hash), or ``shipped-v1`` (v9 initialised from the
   shipped FineTune-v1, recorded by the hash of that file);
-* the v3 generator of the reference row: the shipped FineTune-v3 (``stage5.shipped``/v3);
+* the v3 generator of the reference row: the data root's stage-5 v3 run (``stage5/v3/generator.pth``,
+  an upstream stage) when it is complete, else the shipped FineTune-v3 (``stage5.shipped``/v3);
 * the judges: the independent evaluator (required), the property CNN (shipped), and stages 3–4
   (the profile's parser + the stage-4 normalisation of ``<data root>/stage4``, an upstream stage
   when its files are there).
@@ -32,7 +33,8 @@ from .bases import build_configs, shipped_bases
 SHIPPED_V1 = "shipped-v1"        # v9 initialised from the shipped FineTune-v1 (no v9 training)
 STAGE6 = ("stage6", "v9")
 STAGE4_STATS = "all_scores_v2_norm_stats.json"
-HINTS = {"stage6/v9": "run_stylegan_finetune_v9.py (stage 6)", "stage4": "compute_property_scores_v2.py (stage 4)"}
+HINTS = {"stage6/v9": "run_stylegan_finetune_v9.py (stage 6)", "stage4": "compute_property_scores_v2.py (stage 4)",
+         "stage5/v3": "run_stylegan_fine_tuning_v3.py (stage 5)"}
 
 
 def shipped_dir(profile) -> Path | None:
@@ -46,6 +48,16 @@ def generator_path(profile, checkpoint: str) -> Path | None:
         return None
     path = Path(checkpoint)
     return path if path.is_absolute() else profile.data_root / path
+
+
+def v3_source(profile) -> tuple[Path, bool] | None:
+    """(file, is the data root's stage-5 run) of the v3 reference generator, or None."""
+    local = profile.data_root / "stage5" / "v3"
+    if (local / lineage.COMPLETION).is_file() and (local / "generator.pth").is_file():
+        return local / "generator.pth", True
+    shipped = shipped_dir(profile)
+    partial = shipped / "v3" / "generator.pth.partial.pth" if shipped else None
+    return (partial, False) if partial is not None and partial.is_file() else None
 
 
 def upstream_records(profile, checkpoint: str, methods) -> dict:
@@ -67,8 +79,11 @@ def upstream_records(profile, checkpoint: str, methods) -> dict:
         if path.parent == profile.data_root.joinpath(*STAGE6):
             upstreams["stage6/v9"] = (path.parent, HINTS["stage6/v9"])
         files["generator"] = path
-    if "v3_label" in methods and shipped and (shipped / "v3" / "generator.pth.partial.pth").is_file():
-        files["v3_generator"] = shipped / "v3" / "generator.pth.partial.pth"
+    v3 = v3_source(profile) if "v3_label" in methods else None
+    if v3 is not None:
+        if v3[1]:
+            upstreams["stage5/v3"] = (v3[0].parent, HINTS["stage5/v3"])
+        files["v3_generator"] = v3[0]
     stage4 = profile.data_root / "stage4"
     if (stage4 / STAGE4_STATS).is_file():                 # the parsing judge's scale: stage 4 as an upstream
         upstreams["stage4"] = (stage4, HINTS["stage4"])
@@ -95,9 +110,10 @@ def load_models(profile, s) -> dict:
         init_v9_from_v1(g9, g1, seed=s.seed)
         source = f"v9 initialised from the shipped FineTune-v1 ({shipped / 'v1'}), new branch seed {s.seed}"
     g3 = None
-    if "v3_label" in s.methods and shipped is not None and (shipped / "v3" / "generator.pth.partial.pth").is_file():
-        g3 = load_generator(full_state(read_checkpoint(shipped / "v3" / "generator.pth.partial.pth"), base,
-                                       "FineTune-v3 generator"), gcfg, "v3").eval()
+    v3 = v3_source(profile) if "v3_label" in s.methods else None
+    if v3 is not None:
+        state = v3[0] if v3[1] else full_state(read_checkpoint(v3[0]), base, "FineTune-v3 generator")
+        g3 = load_generator(state, gcfg, "v3").eval()
     for g in (g9, g3):
         if g is not None:
             g.eval().requires_grad_(False)

@@ -125,3 +125,20 @@ def test_changed_or_unfinished_upstream_is_refused(world):
     with pytest.raises(lineage.LineageError, match="incomplete"):
         run(world, inputs, methods=METHODS[:1])
     assert inputs.loads == 1
+
+
+def test_upstreams_named_without_loading(world):
+    from stages.leaderboard_inputs import upstream_records
+    root = world.data_root
+    v3 = root / "stage5" / "v3"
+    v3.mkdir(parents=True)
+    torch.save({"x": torch.zeros(2)}, v3 / "generator.pth")
+    rec = upstream_records(world, "stage6/v9/generator.pth", ("v3_label",))
+    assert set(rec) == {"stage6/v9", "generator"}          # stage 5 v3 unfinished (and nothing shipped): not used
+    lineage.seal(v3)
+    rec = upstream_records(world, "stage6/v9/generator.pth", ("v3_label",))
+    assert set(rec) == {"stage6/v9", "generator", "stage5/v3", "v3_generator"}
+    assert rec["v3_generator"]["file"] == str(v3 / "generator.pth")
+    assert "stage5/v3" not in upstream_records(world, "stage6/v9/generator.pth", ("interfacegan",))
+    with pytest.raises(Exception, match="not found"):
+        upstream_records(world, "stage6/v9/missing.pth", ())
