@@ -400,6 +400,12 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
     return metrics
 
 
+RANGES = {**{k: (lambda v: v >= 1, "an integer >= 1") for k in ("n_cases", "n_calibrate", "n_fit", "n_pick", "n_pca",
+                                                                  "batch_size", "gradient_max_epochs")},
+          "alpha_steps": (lambda v: v >= 3, "an integer >= 3"), "parsing_cases": (lambda v: v >= 0, "an integer >= 0"),
+          "target_stds": (lambda v: v > 0, "a number > 0")}
+
+
 def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> dict:
     profile = profile_of(profile_name)
     runtime = {k: consts.pop(k) for k in ("threads", "progress", "force") if k in consts}
@@ -412,6 +418,9 @@ def main(profile_name: str, consts: dict, args=None, out: str | None = None) -> 
     unknown = [m for m in s.methods if m not in ALL_METHODS]
     if unknown:
         raise InputError(f"unknown methods {unknown}; expected some of {ALL_METHODS}")
+    for k, (ok, what) in RANGES.items():        # before anything is read or written
+        if not ok(getattr(s, k)):
+            raise InputError(f"{cfg.sources[k]}: {k} must be {what}, got {getattr(s, k)!r}")
     target = Path(out) if out else profile.data_root / OUT_SUBDIR
     return run_leaderboard(profile, s, target, bool(runtime.get("progress", True)), bool(runtime.get("force", False)),
                            run_config=cfg)
