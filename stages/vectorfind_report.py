@@ -11,8 +11,8 @@ import torch
 from pipeline.io import atomic_write_png
 from pipeline.reports import markdown_table, write_report as write_md
 from stylegan.generator import postprocess
-from vectorfind.cases import VISUAL_ALPHAS, alpha_table, case_directions, case_group, pearson, visual_check_mids
-from vectorfind.directions import apply
+from editing.vectorfind_adapter import case_editor
+from vectorfind.cases import VISUAL_ALPHAS, alpha_table, case_group, pearson
 from vectorfind.groups import group_counts
 from vectorfind.protocols import CONTROLLED
 
@@ -20,13 +20,14 @@ SIDE = ("hair_color", "hair_length", "background_mean", "old", "glasses")
 LEAK_TARGETS = ("eyes", "mouth", "pose", "hair_color", "hair_length", "background_mean")
 
 
-def _directions(gen, scorer, point, method, z, label, svm, nets, medians, group=None):
+def _case(gen, scorer, point, method, z, label, medians, group=None):
+    """(mid vector, group) of one case; the group read from its unedited image when not given (SVM, mixed)."""
     with torch.inference_mode():
         mid = gen.mid_vectors(torch.from_numpy(np.asarray(z, np.float32)[None]),
                               torch.from_numpy(np.asarray(label, np.float32)[None]), point).cpu().numpy()[0]
     if method != "gradient" and group is None:
         group = case_group(gen, scorer, mid, point, medians)
-    return mid, case_directions(method, mid, group, svm, nets), group
+    return mid, group
 
 
 def visual_check(out: Path, gen, scorer, point, method, z, label, svm, nets, medians, scale) -> Path:
@@ -34,8 +35,9 @@ def visual_check(out: Path, gen, scorer, point, method, z, label, svm, nets, med
     path = out / "visual_check.png"
     if path.is_file():
         return path
-    mid, dirs, _ = _directions(gen, scorer, point, method, z, label, svm, nets, medians)
-    mids, _ = visual_check_mids(mid, dirs, tuple(a * scale for a in VISUAL_ALPHAS))
+    mid, group = _case(gen, scorer, point, method, z, label, medians)
+    editor = case_editor(method, svm, nets)               # the editing API's edit, one property at a time
+    mids = np.stack([editor(mid, {p: np.array([a * scale])}, group, 0)[0] for p in CONTROLLED for a in VISUAL_ALPHAS])
     imgs = postprocess(gen.image_from_mid(torch.from_numpy(np.ascontiguousarray(mids)), point))
     atomic_write_png(path, image_grid(imgs, len(VISUAL_ALPHAS)))     # rows eyes, mouth, pose; α ascending
     return path
@@ -46,9 +48,9 @@ def case_strip(out: Path, name: str, gen, scorer, point, method, rec, svm, nets,
     path = out / name
     if path.is_file():
         return path
-    mid, dirs, _ = _directions(gen, scorer, point, method, rec["z"], rec["label"], svm, nets, medians, rec["group"])
+    mid, group = _case(gen, scorer, point, method, rec["z"], rec["label"], medians, rec["group"])
     table = alpha_table(method, scale)
-    edited = apply(np.repeat(mid[None], len(table), axis=0), {p: table[f"{p}_pm"].to_numpy() for p in CONTROLLED}, dirs)
+    edited = case_editor(method, svm, nets)(mid, {p: table[f"{p}_pm"].to_numpy() for p in CONTROLLED}, group, 0)
     imgs = postprocess(gen.image_from_mid(torch.from_numpy(np.ascontiguousarray(edited)), point))
     atomic_write_png(path, image_grid(imgs, 10))      # rows: mouth α; columns: eyes α × pose α (loop order)
     return path
