@@ -19,7 +19,11 @@ from editing.stylespace import fit_stylespace
 from editing.vectorfind_adapter import case_editor, case_groups, fit_vectorfind
 from tests.editing_tiny import regions, scorer, tiny_generator
 from tests.single_thread import one_thread  # noqa: F401
-from vectorfind.groups import Medians
+from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
+from vectorfind.cases import alpha_table, case_directions, run_case
+from vectorfind.directions import DirectionSet, apply
+from vectorfind.gradient import GradientNets, PropertyMLP
+from vectorfind.groups import GROUP_ORDER, Medians
 from vectorfind.sampling import draw_latents
 
 
@@ -208,11 +212,6 @@ def test_batching_does_not_change_the_edit(g, ifg, cases):
 def test_stage7_case_edit_through_the_api_is_vectorfinds_bit_for_bit(method, dropout):
     """Stage 7 edits its cases through editing.edit_mids (vectorfind_adapter.case_editor): the same
     float32 mid vectors as vectorfind's own directions + apply, SVM sign convention included."""
-    from vectorfind.cases import alpha_table, case_directions, run_case
-    from vectorfind.directions import DirectionSet, apply
-    from vectorfind.gradient import GradientNets, PropertyMLP
-    from vectorfind.groups import GROUP_ORDER
-    from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
     rng = np.random.default_rng(5)
     svm = DirectionSet("w")
     for p in ("eyes", "mouth", "pose"):
