@@ -12,6 +12,7 @@ import torch
 from pipeline import lineage
 from pipeline.profiles import Profile
 from stages import leaderboard as board
+from stages.leaderboard_inputs import upstream_records
 from tests.editing_tiny import scorer, tiny_generator
 from tests.single_thread import one_thread  # noqa: F401
 
@@ -128,7 +129,6 @@ def test_changed_or_unfinished_upstream_is_refused(world):
 
 
 def test_upstreams_named_without_loading(world):
-    from stages.leaderboard_inputs import upstream_records
     root = world.data_root
     v3 = root / "stage5" / "v3"
     v3.mkdir(parents=True)
