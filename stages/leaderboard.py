@@ -57,7 +57,7 @@ from synthface.renderer import render_batch
 from synthface.truth import world as world_of
 
 from .leaderboard_inputs import load_models, upstream_records
-from .leaderboard_report import write_outputs
+from .leaderboard_report import acceptance, write_outputs
 from .settings import profile_of
 
 OUT_SUBDIR = "leaderboard"
@@ -395,6 +395,7 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
                "judges": sorted(models["judges"]), "judge_notes": models["judge_notes"],
                "truth_spread": cache.get("spread", "(all methods resumed)"), "methods": results,
                "inputs": consumed, "seconds": time.perf_counter() - t0}
+    metrics["acceptance"] = acceptance(metrics)
     write_outputs(out, metrics, completion=False)
     lineage.close_stage(out, consumed, metrics)            # lineage.json, then metrics.json last
     return metrics

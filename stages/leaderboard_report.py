@@ -49,6 +49,86 @@ def table(metrics: dict) -> pd.DataFrame:
     return df.sort_values(key, ascending=False, kind="stable") if key else df
 
 
+REFERENCE_ROWS = ("v3_label", "oracle")
+LIMITS = {"passes": 70, "excess_leak": 0.1, "identity": 0.25, "seconds": 1800, "methods": 7}
+
+
+def acceptance(metrics: dict) -> dict:
+    """Issue 19's acceptance figures of a finished board: methods ranked, the best method by the
+    evaluator (passes, excess leak size over the oracle, identity spread), the eyes -> mouth leak size
+    before / after conditional editing, and the run time; each with whether it meets its limit."""
+    res = metrics["methods"]
+    ranked = [n for n in res if n not in REFERENCE_ROWS and "evaluator" in res[n]["judges"]]
+    out = {"methods_ranked": len(ranked), "v3_reference": "v3_label" in res, "seconds": metrics.get("seconds")}
+    out["seconds_ok"] = out["seconds"] is not None and out["seconds"] < LIMITS["seconds"]
+    if ranked:
+        best = max(ranked, key=lambda n: res[n]["judges"]["evaluator"]["passes"])
+        ev = res[best]["judges"]["evaluator"]
+        oracle = res.get("oracle", {}).get("judges", {}).get("evaluator")
+        excess = {part: ev[f"leak_size_{part}"] - (oracle[f"leak_size_{part}"] if oracle else 0.0)
+                  for part in ("controlled", "other")}
+        out["best"] = {"method": best, "passes": ev["passes"], "of": ev.get("n_cases", res[best]["n_cases"]),
+                       "excess_leak_size": excess, "excess_over": "oracle" if oracle else "none (no oracle row)",
+                       "identity_spread": res[best]["identity_spread"]}
+        out["best_ok"] = bool(ev["passes"] >= LIMITS["passes"] and max(excess.values()) <= LIMITS["excess_leak"]
+                              and res[best]["identity_spread"] <= LIMITS["identity"])
+    out["conditional_eyes_to_mouth"] = {
+        base: {"plain": res[base]["judges"]["evaluator"]["leak_size"].get("eyes->mouth"),
+               "conditional": res[cond]["judges"]["evaluator"]["leak_size"].get("eyes->mouth")}
+        for base, cond in (("vectorfind_svm", "vectorfind_svm_conditional"), ("interfacegan", "interfacegan_conditional"))
+        if base in res and cond in res and "evaluator" in res[base]["judges"] and "evaluator" in res[cond]["judges"]}
+    return out
+
+
+def _f(x) -> str:
+    return "" if x is None or pd.isna(x) else f"{x:.3f}"
+
+
+def summary_table(metrics: dict) -> str:
+    """The README's leaderboard table (markdown) from a finished board, rows by evaluator passes."""
+    res = metrics["methods"]
+    judges = [j for j in ("evaluator", "property_cnn", "parsing") if j in metrics["judges"]]
+    oracle = res.get("oracle", {}).get("judges", {}).get("evaluator")
+    n = metrics["settings"]["n_cases"]
+    counts = " / ".join(f"{j} (of {min(n, metrics['settings'].get('parsing_cases') or n) if j == 'parsing' else n})"
+                        for j in judges)
+    lines = [f"| method | passes {counts} | mean r eyes / mouth / pose (evaluator) | excess leak size: controlled / "
+             "hair + background | eyes → mouth leak size | identity spread | judges' pass-share gap |",
+             "|---|---|---|---|---|---|---|"]
+    order = sorted(res, key=lambda k: -res[k]["judges"].get("evaluator", {}).get("passes", -1))
+    for name in order:
+        r = res[name]
+        ev = r["judges"].get("evaluator")
+        if ev is None:
+            continue
+        label = name + (" (reference)" if name in REFERENCE_ROWS else "")
+        passes = " / ".join(str(r["judges"][j]["passes"]) if j in r["judges"] else "–" for j in judges)
+        mean_r = " / ".join(_f(ev["mean_r"][p]) for p in CONTROLLED)
+        excess = " / ".join(_f(ev[f"leak_size_{part}"] - (oracle[f"leak_size_{part}"] if oracle else 0.0))
+                            for part in ("controlled", "other"))
+        gap = r.get("agreement", {}).get("pass_share_gap")
+        lines.append(f"| {label} | {passes} | {mean_r} | {excess} | {_f(ev['leak_size'].get('eyes->mouth'))} | "
+                     f"{_f(r['identity_spread'])} | {'' if gap is None else f'{gap:.2f}'} |")
+    return "\n".join(lines)
+
+
+def acceptance_lines(a: dict) -> list[str]:
+    lines = ["## Acceptance (issue 19)", "",
+             f"* methods ranked: {a['methods_ranked']} (≥ {LIMITS['methods']}); v3 reference row: "
+             f"{'yes' if a['v3_reference'] else 'no'}; run time {a['seconds']:.0f} s "
+             f"({'<' if a['seconds_ok'] else '≥'} {LIMITS['seconds']} s)"]
+    if "best" in a:
+        b = a["best"]
+        lines.append(f"* best by the evaluator: {b['method']}, {b['passes']} / {b['of']} passes (≥ {LIMITS['passes']}); "
+                     f"excess leak size {b['excess_leak_size']['controlled']:.3f} / {b['excess_leak_size']['other']:.3f} "
+                     f"over the {b['excess_over']} (≤ {LIMITS['excess_leak']}); identity spread "
+                     f"{b['identity_spread']:.3f} (≤ {LIMITS['identity']}): {'met' if a['best_ok'] else 'not met'}")
+    for base, v in a["conditional_eyes_to_mouth"].items():
+        lines.append(f"* eyes → mouth leak size of {base}: {v['plain']:.3f} plain, {v['conditional']:.3f} conditional "
+                     f"({'lower' if v['conditional'] < v['plain'] else 'not lower'})")
+    return lines + [""]
+
+
 def markdown(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "---|" * len(df.columns)
@@ -115,6 +195,8 @@ def write_outputs(out: Path, metrics: dict, completion: bool = True) -> None:
              f"Run time {metrics['seconds']:.0f} s.", "", "![passes](passes.png)", "",
              markdown(df) if len(df) else "(no method finished)", "",
              *judge_notes(df, n),
+             *(acceptance_lines(metrics["acceptance"]) if "acceptance" in metrics else []),
+             "## The table in the README's form", "", summary_table(metrics) if len(df) else "", "",
              "Leak: mean |r| of α with the other controlled properties (controlled) or hair colour / length / "
              "background (other); over a 5-point α grid any steady drift gives |r| near 1, so leak_size is the "
              "readable one: the other property's move per move of the edited one, both in their spread over the "

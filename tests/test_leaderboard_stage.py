@@ -85,7 +85,14 @@ def test_three_judges_lineage_and_resume(world):
         assert a["n_cases"] == 4 and a["passes_every_judge"] <= min(j["passes"] for j in js.values())
         shares = [j["passes"] / j["n_cases"] for j in js.values()]
         assert np.isclose(a["pass_share_gap"], max(shares) - min(shares))
-    assert "Judges' agreement" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "Judges' agreement" in text and "## Acceptance (issue 19)" in text
+    a = m["acceptance"]
+    assert a["methods_ranked"] == 3 and not a["v3_reference"] and a["best"]["of"] == 6
+    assert a["best"]["passes"] == max(r["judges"]["evaluator"]["passes"] for r in m["methods"].values())
+    cond = a["conditional_eyes_to_mouth"]["interfacegan"]
+    assert cond["plain"] == m["methods"]["interfacegan"]["judges"]["evaluator"]["leak_size"]["eyes->mouth"]
+    assert "| method | passes evaluator (of 6) / property_cnn (of 6) / parsing (of 4) |" in text
     # lineage: the stage-6 upstream and the generator file are recorded; metrics.json is the last write
     rec = json.loads((out / lineage.LINEAGE).read_text())
     assert rec["state"] == "finished" and set(rec["consumed"]) == {"stage6/v9", "generator"}
