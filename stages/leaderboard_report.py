@@ -61,12 +61,16 @@ def acceptance(metrics: dict) -> dict:
     ranked = [n for n in res if n not in REFERENCE_ROWS and "evaluator" in res[n]["judges"]]
     out = {"methods_ranked": len(ranked), "v3_reference": "v3_label" in res, "seconds": metrics.get("seconds")}
     out["seconds_ok"] = out["seconds"] is not None and out["seconds"] < LIMITS["seconds"]
-    if ranked:
-        best = max(ranked, key=lambda n: res[n]["judges"]["evaluator"]["passes"])
+    oracle = res.get("oracle", {}).get("judges", {}).get("evaluator")
+
+    def excess_of(ev):
+        return {part: ev[f"leak_size_{part}"] - (oracle[f"leak_size_{part}"] if oracle else 0.0)
+                for part in ("controlled", "other")}
+    if ranked:                 # most passes; among equals, the least excess leak
+        best = max(ranked, key=lambda n: (res[n]["judges"]["evaluator"]["passes"],
+                                          -max(excess_of(res[n]["judges"]["evaluator"]).values())))
         ev = res[best]["judges"]["evaluator"]
-        oracle = res.get("oracle", {}).get("judges", {}).get("evaluator")
-        excess = {part: ev[f"leak_size_{part}"] - (oracle[f"leak_size_{part}"] if oracle else 0.0)
-                  for part in ("controlled", "other")}
+        excess = excess_of(ev)
         out["best"] = {"method": best, "passes": ev["passes"], "of": ev.get("n_cases", res[best]["n_cases"]),
                        "excess_leak_size": excess, "excess_over": "oracle" if oracle else "none (no oracle row)",
                        "identity_spread": res[best]["identity_spread"]}
