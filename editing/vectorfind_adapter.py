@@ -97,13 +97,23 @@ class MidView:
         return self.g.image_from_mid(mid, point)
 
 
-def fit_vectorfind(method: str, g, scorer, *, point: str = "w", n: int = 2000, medians: Medians | None = None,
-                   seed: int = 0, gradient_kw: dict | None = None) -> EditDirections:
-    """Sample once (vectorfind's seeded sampling; ``g`` needs the v9 extraction points) and fit
-    vectorfind's ``svm`` or ``gradient`` option on it. ``medians`` default to the sample's own
-    (the original's rule, :meth:`Medians.from_scores`)."""
+def vectorfind_sample(g, scorer, *, point: str = "w", n: int = 2000, seed: int = 0) -> tuple:
+    """(vectorfind's seeded sample of n at ``point``, its seconds): what :func:`fit_vectorfind`
+    fits on; drawn once, it serves both options (the leaderboard fits svm and gradient on one)."""
     t0 = time.perf_counter()
     s = sample(g if hasattr(g, "label_dim") else MidView(g), scorer, point, n, seed=seed)
+    return s, time.perf_counter() - t0
+
+
+def fit_vectorfind(method: str, g, scorer, *, point: str = "w", n: int = 2000, medians: Medians | None = None,
+                   seed: int = 0, gradient_kw: dict | None = None, drawn: tuple | None = None) -> EditDirections:
+    """Sample once (vectorfind's seeded sampling; ``g`` needs the v9 extraction points) and fit
+    vectorfind's ``svm`` or ``gradient`` option on it. ``medians`` default to the sample's own
+    (the original's rule, :meth:`Medians.from_scores`). ``drawn``: a :func:`vectorfind_sample`
+    result of the same (g, scorer, point, n, seed) to fit on instead of sampling again."""
+    s, sample_s = drawn if drawn is not None else vectorfind_sample(g, scorer, point=point, n=n, seed=seed)
+    if len(s) != n or s.point != point:
+        raise ValueError(f"the given sample has {len(s)} rows at {s.point}; expected {n} at {point}")
     medians = medians or Medians.from_scores(s.scores)
     t1 = time.perf_counter()
     if method == "svm":
@@ -115,7 +125,7 @@ def fit_vectorfind(method: str, g, scorer, *, point: str = "w", n: int = 2000, m
     else:
         raise ValueError(f"unknown vectorfind method {method!r}; expected svm or gradient")
     meta = {"n": len(s), "quality": quality, "medians": medians.as_dict(), "samples_needed": len(s),
-            "sample_seconds": t1 - t0, "fit_seconds": time.perf_counter() - t1}
+            "sample_seconds": sample_s, "fit_seconds": time.perf_counter() - t1}
     return from_direction_set(r.directions, meta) if method == "svm" else from_nets(nets, meta)
 
 

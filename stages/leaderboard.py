@@ -42,7 +42,7 @@ from editing.label import label_directions
 from editing.picking import ScoredSample, draw_sample
 from editing.sefa import fit_sefa
 from editing.stylespace import fit_stylespace
-from editing.vectorfind_adapter import case_groups, fit_vectorfind
+from editing.vectorfind_adapter import case_groups, fit_vectorfind, vectorfind_sample
 from pipeline import lineage
 from pipeline.config import resolve, write_run_config
 from pipeline.io import InputError, atomic_write_json, atomic_write_png
@@ -134,8 +134,10 @@ def parser_regions(segmenter):
 
 # ----------------------------------------------------------------------------- fitting
 
-def fit_method(name: str, models: dict, s: BoardSettings, sample: ScoredSample, scorer, out: Path) -> EditDirections:
-    """The method's direction set (saved under out/directions; reused when present)."""
+def fit_method(name: str, models: dict, s: BoardSettings, sample: ScoredSample, scorer, out: Path,
+               cache: dict | None = None) -> EditDirections:
+    """The method's direction set (saved under out/directions; reused when present). ``cache`` keeps
+    vectorfind's sample between its two options (drawn once: same seed, generator and judge)."""
     folder = out / "methods" / name / "directions"
     if (folder / "directions.json").is_file():
         return EditDirections.load(folder)
@@ -154,7 +156,11 @@ def fit_method(name: str, models: dict, s: BoardSettings, sample: ScoredSample, 
             raise InputError("StyleSpace needs the profile's parser (segmentation.checkpoint)")
         ds = fit_stylespace(g, scorer, parser_regions(models["segmenter"]), sample=pick, seed=s.seed)
     elif name in ("vectorfind_svm", "vectorfind_gradient"):
+        cache = {} if cache is None else cache
+        if "vf_sample" not in cache:
+            cache["vf_sample"] = vectorfind_sample(g, scorer, point=s.vf_point, n=s.n_fit, seed=s.seed)
         ds = fit_vectorfind(name.split("_", 1)[1], g, scorer, point=s.vf_point, n=s.n_fit, seed=s.seed,
+                            drawn=cache["vf_sample"],
                             gradient_kw={"max_epochs": s.gradient_max_epochs})
     elif name == "v3_label":
         ds = label_directions(models["g3"].spec.label_names)
@@ -377,7 +383,7 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
             continue
         g = models["g3"] if name == "v3_label" else g9
         base = CONDITIONAL.get(name, name)
-        ds = fit_method(base, models, s, fit_sample(), scorer, out)
+        ds = fit_method(base, models, s, fit_sample(), scorer, out, cache)
         spread = cache["spread"]
         kw = {"conditional": name in CONDITIONAL}
         cal_groups = groups_for(ds, g, *cal, scorer)

@@ -16,7 +16,7 @@ from editing.label import label_directions
 from editing.picking import draw_sample, pick_components
 from editing.sefa import affine_matrix, fit_sefa
 from editing.stylespace import fit_stylespace
-from editing.vectorfind_adapter import case_editor, case_groups, fit_vectorfind
+from editing.vectorfind_adapter import case_editor, case_groups, fit_vectorfind, vectorfind_sample
 from tests.editing_tiny import regions, scorer, tiny_generator
 from tests.single_thread import one_thread  # noqa: F401
 from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
@@ -236,3 +236,20 @@ def test_stage7_case_edit_through_the_api_is_vectorfinds_bit_for_bit(method, dro
     b = run_case(gen, TinyScorer(gen), "w", method, 0, z[0], label[0], editor=editor, **kw)
     pd.testing.assert_frame_equal(a.table, b.table)
     assert a.corr == b.corr and a.group == b.group
+
+
+def test_vectorfind_options_share_one_sample(g):
+    """The leaderboard fits svm and gradient on one drawn sample: the same sets as sampling twice."""
+    drawn = vectorfind_sample(g, scorer, point="w", n=640, seed=0)
+    kw = {"point": "w", "n": 640, "seed": 0}
+    svm, svm0 = fit_vectorfind("svm", g, scorer, drawn=drawn, **kw), fit_vectorfind("svm", g, scorer, **kw)
+    grad = fit_vectorfind("gradient", g, scorer, drawn=drawn, gradient_kw={"max_epochs": 2}, **kw)
+    grad0 = fit_vectorfind("gradient", g, scorer, gradient_kw={"max_epochs": 2}, **kw)
+    assert svm.vectors.keys() == svm0.vectors.keys()
+    for k in svm.vectors:
+        np.testing.assert_array_equal(svm.vectors[k], svm0.vectors[k])
+    for p, sd in grad.nets.state_dicts().items():
+        for key, t in sd.items():
+            torch.testing.assert_close(t, grad0.nets.state_dicts()[p][key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="expected 320"):
+        fit_vectorfind("svm", g, scorer, point="w", n=320, seed=0, drawn=drawn)
