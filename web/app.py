@@ -18,6 +18,8 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.latents import read_latents
 
+from .editor import ALPHA_MAX, EditorRequestError, editor_router
+from .editor_models import EditorModels
 from .emulated import compare, emulated_labels  # compare: for run_labeling.py --check-emulated
 from .labeling import STATIC, labeling_router
 from .labels import LabelRequestError, LabelStateError, LabelStore
@@ -41,6 +43,10 @@ def create_app(pages: dict, title: str = "Oh-LoRA") -> FastAPI:
 
     @app.exception_handler(LabelRequestError)
     async def _request_error(request: Request, exc: LabelRequestError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(EditorRequestError)
+    async def _editor_error(request: Request, exc: EditorRequestError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(LabelStateError)
@@ -99,3 +105,19 @@ def labeling_app(profile, stage1_dir=None, files: dict | None = None, groups=("q
     router = labeling_router(store, stage1_dir / "images", reference, title=f"{profile.name}, writing " + " + ".join(p.name for p in paths.values()))
     app = create_app({"/labeling": ("Hand labels for stage 2", router)}, title=f"Oh-LoRA ({profile.name})")
     return app, store, reference
+
+
+def editor_app(profile, save_root=None, *, v9_source: str = "stage6/v9/generator.pth", board_dir=None,
+               stage7_dir=None, judges=("evaluator", "property_cnn"), alpha_max: float = ALPHA_MAX,
+               sefa_pick: int = 64, preload=("v3", "v9")):
+    """``(app, models)`` of the face editor on ``profile`` (saves under ``save_root``, default
+    ``<data root>/editor``). ``preload``: generators loaded now rather than at the first request."""
+    models = EditorModels(profile, v9_source=v9_source, board_dir=board_dir, stage7_dir=stage7_dir, judges=judges,
+                          sefa_pick=sefa_pick)
+    for which in preload:
+        if any(c.generator == which for c in models.choices.values()):
+            models.generator(which)
+    root = Path(save_root) if save_root else profile.data_root / "editor"
+    router = editor_router(models, root, alpha_max, title=f"{profile.name}, saving to {root}")
+    app = create_app({"/editor": ("Face editor", router)}, title=f"Oh-LoRA ({profile.name})")
+    return app, models
