@@ -102,6 +102,7 @@ class EditorModels:
         self.gcfg, _ = build_configs(profile)
         self.lock = threading.RLock()
         self._gens: dict = {}
+        self._groups: dict = {}
         self.notes: list[str] = []
         path = Path(v9_source)
         path = path if path.is_absolute() else profile.data_root / path
@@ -259,9 +260,14 @@ class EditorModels:
         with self.lock:
             t0 = time.perf_counter()
             group = None
-            if c.groups_from and c.medians is not None:
-                scorer = self.judges.get(c.groups_from) or self.judges[self.truth]
-                group = str(case_groups(scorer(render(g, z, label)), c.medians)[0])
+            if c.groups_from and c.medians is not None:      # the case's group, read from its unedited image
+                key_ = (key, z.tobytes(), label.tobytes())
+                if key_ not in self._groups:
+                    scorer = self.judges.get(c.groups_from) or self.judges[self.truth]
+                    if len(self._groups) > 256:
+                        self._groups.clear()
+                    self._groups[key_] = str(case_groups(scorer(render(g, z, label)), c.medians)[0])
+                group = self._groups[key_]
             kw = {"layers": {p: tuple(r) for p, r in layers.items()}} if layers else {}
             res = edit(g, z, label, {p: float(a) for p, a in alphas.items() if p in c.ds.properties}, c.ds,
                        conditional=bool(conditional and c.ds.space != "label"), group=group, **kw)
