@@ -53,6 +53,7 @@ from stages.vectorfind_inputs import load_generator as load_v9
 
 STAGE1_SEED = 0            # seed n = the z of stage-1 image n (stage 1's default seed)
 CALIBRATION_CASES = 4
+CONDITIONAL_SUFFIX = "_conditional"
 TARGET_STDS = 1.5          # α = ±1 moves the property by this many stds of the truth judge (as the board)
 
 
@@ -67,6 +68,7 @@ class Choice:
     groups_from: str | None = None    # judge whose scores give the SVM group of a case
     medians: Medians | None = None
     note: str = ""
+    conditional: bool = False   # always edits conditionally (a board's *_conditional row)
 
     def describe(self, num_layers: int) -> dict:
         ds = self.ds
@@ -75,7 +77,7 @@ class Choice:
                 "loaded": ds is not None, "layers": layered, "num_layers": num_layers,
                 "default_layers": [list(ds.layers[p]) if p in ds.layers else [0, num_layers] for p in CONTROLLED]
                 if ds is not None else None,
-                "conditional": bool(ds is not None and ds.space not in ("label",)),
+                "conditional": bool(ds is not None and ds.space != "label" and not self.conditional),
                 "space": ds.space if ds is not None else None, "note": self.note,
                 "properties": list(ds.properties) if ds is not None else list(CONTROLLED)}
 
@@ -166,20 +168,37 @@ class EditorModels:
                                      loader=lambda: label_directions(self.generator("v3").spec.label_names))
         out["sefa"] = Choice("sefa", "v9", "SeFa (v9, fitted here)", f"closed form on the v9 generator; picked on "
                              f"{self.sefa_pick} samples", loader=self._fit_sefa)
-        for folder in sorted(board.glob("methods/*/directions")) if board.is_dir() else []:
-            name = folder.parent.name
-            if not (folder / MANIFEST).is_file() or name == "v3_label":
-                continue
-            out[f"board:{name}"] = Choice(f"board:{name}", "v9", f"{name} (leaderboard)", str(folder),
-                                          loader=(lambda f=folder: EditDirections.load(f)),
-                                          note=self._board_note(board))
-            if name in ("vectorfind_svm",):
-                out[f"board:{name}"].groups_from = self._board_fit_judge(board)
+        for mdir in sorted(board.glob("methods/*")) if board.is_dir() else []:
+            c = self._board_choice(board, mdir)
+            if c is not None:
+                out[c.key] = c
         for run in sorted(stage7.iterdir()) if stage7.is_dir() else []:
             c = self._stage7_choice(run)
             if c is not None:
                 out[c.key] = c
         return out
+
+    def _board_choice(self, board: Path, mdir: Path) -> Choice | None:
+        """A finished board method: its direction set (a ``*_conditional`` row edits with its base
+        method's set) and the α scales its calibration found (``result.json``)."""
+        name = mdir.name
+        conditional = name.endswith(CONDITIONAL_SUFFIX)
+        folder = board / "methods" / (name[:-len(CONDITIONAL_SUFFIX)] if conditional else name) / "directions"
+        if name == "v3_label" or not (folder / MANIFEST).is_file():
+            return None                                 # v3 label: offered once, on FineTune-v3
+
+        def load():
+            ds = EditDirections.load(folder)
+            try:
+                ds.scales.update({p: float(v) for p, v in json.loads((mdir / "result.json").read_text())["scales"].items()})
+            except (OSError, ValueError, KeyError):
+                pass                                    # an unfinished board row: the set's own scales (or 1)
+            return ds
+        c = Choice(f"board:{name}", "v9", f"{name} (leaderboard)", str(folder), loader=load,
+                   note=self._board_note(board), conditional=conditional)
+        if name.startswith("vectorfind_svm"):
+            c.groups_from = self._board_fit_judge(board)
+        return c
 
     def _board_note(self, board: Path) -> str:
         try:
@@ -270,7 +289,7 @@ class EditorModels:
                 group = self._groups[key_]
             kw = {"layers": {p: tuple(r) for p, r in layers.items()}} if layers else {}
             res = edit(g, z, label, {p: float(a) for p, a in alphas.items() if p in c.ds.properties}, c.ds,
-                       conditional=bool(conditional and c.ds.space != "label"), group=group, **kw)
+                       conditional=bool((conditional or c.conditional) and c.ds.space != "label"), group=group, **kw)
             t1 = time.perf_counter()
             measured = {}
             for name, judge in self.judges.items():
