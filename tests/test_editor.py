@@ -146,6 +146,11 @@ def test_save_folders_are_whole_and_numbered(editor):
     assert rec["layers"] == {"eyes": [2, 8], "mouth": [2, 8], "pose": [2, 8]} and rec["alphas"] == {"mouth": 0.5}
     assert rec["alpha_scales"] == {"mouth": 1.0} and rec["generator_source"] == "shipped-v1"
     assert "run_fine_tuned_generator" not in rec                  # a v9 edit: not a v3 label
+    # stage 7's QA rows as stage 7 writes them: header 0 … d-1, no index, values to 4 dp
+    z1 = (folder / "latent_codes_part1.csv").read_text().splitlines()
+    z2 = (folder / "latent_codes_part2.csv").read_text().splitlines()
+    assert z1[0] == ",".join(map(str, range(Z_DIM))) and z2 == ["0,1,2,3,4,5,6", "0.0,0.0,0.0,0.0,0.0,0.0,0.0"]
+    assert max(len(x.split(".")[-1]) for x in z1[1].split(",")) <= 4 and rec["group"] is None
     assert not [p for p in (root / "saves").iterdir() if p.name.startswith(".")]
 
 

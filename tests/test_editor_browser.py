@@ -221,8 +221,8 @@ def test_save_reads_back_and_screenshot(page, server):
     saved = read_png_rgb(REPO_ROOT / v3_dir / "image.png")
     assert np.abs(again.astype(int) - saved.astype(int)).max() <= 1
     # stage 7's QA rows: z and label to 4 dp in the original's layout
-    part1 = pd.read_csv(REPO_ROOT / v3_dir / "latent_codes_part1.csv", index_col=0).to_numpy()
-    part2 = pd.read_csv(REPO_ROOT / v3_dir / "latent_codes_part2.csv", index_col=0).to_numpy()
+    part1 = pd.read_csv(REPO_ROOT / v3_dir / "latent_codes_part1.csv").to_numpy()
+    part2 = pd.read_csv(REPO_ROOT / v3_dir / "latent_codes_part2.csv").to_numpy()
     assert part1.shape == (1, 256) and np.allclose(part1, np.round(z, 4)) and np.allclose(part2, np.round(label, 4))
     # SeFa: the saved direction set and settings edit the saved z to the saved image again
     rec = json.loads((REPO_ROOT / sefa_dir / "edit.json").read_text())

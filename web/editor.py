@@ -13,7 +13,8 @@ of range — gets a 4xx with a ``detail`` message naming the field; it never rea
 Save folder ``<save root>/NNNN/`` (written as ``.NNNN.tmp`` and renamed, so a folder is complete or
 absent): ``image.png``; ``z.csv`` (one row, columns ``0 … d-1``: ``run_fine_tuned_generator.py
 --z-file z.csv``); ``latent_codes_part1.csv`` / ``latent_codes_part2.csv`` (z and the generator's label
-rounded to 4 dp, the original's layout: the rows stage 7's QA re-test re-renders); ``directions/``
+rounded to 4 dp, written as stage 7 writes them (:func:`vectorfind.files.latent_frames`): the rows its QA
+re-test re-renders, with ``edit.json``'s group); ``directions/``
 (the set, :meth:`EditDirections.save`); ``edit.json`` (method, generator, α and the α scale, layers,
 conditional, group, labels, the measured values, and the ``run_fine_tuned_generator.py`` flags
 that render a v3 label edit again).
@@ -172,7 +173,7 @@ def save_edit(root: Path, models: EditorModels, req: EditRequest, r: Rendered, r
     write_z_csv(tmp / "z.csv", r.z[None])
     for name, frame in latent_frames(r.z[None], r.label[None]).items():
         if name != "latent_codes_all":
-            atomic_write_text(tmp / f"{name}.csv", frame.to_csv())
+            atomic_write_text(tmp / f"{name}.csv", frame.to_csv(index=False, lineterminator="\n"))
     c.ds.save(tmp / "directions")
     names = list(g.spec.label_names)
     label_text = ",".join(f"{k}={float(v):.9g}" for k, v in zip(names, r.label))
