@@ -161,3 +161,17 @@ def test_editor_binds_localhost_by_default():
               for t in n.targets}
     assert consts["HOST"] == "127.0.0.1" == LOCALHOST
     assert serve.__defaults__[0] == LOCALHOST
+
+
+def test_without_a_world_the_property_cnn_measures(tmp_path):
+    """A profile without a synthetic world (as celeba256): no evaluator; the property CNN measures, with
+    the parser giving the hairstyle for groups."""
+    from web.editor_models import EditorModels
+    profile = load_profile("synthface")
+    profile["data_root"] = str(tmp_path)
+    del profile["world_seed"]
+    models = EditorModels(profile)
+    assert list(models.judges) == ["property_cnn"] and models.truth == "property_cnn"
+    assert "no independent evaluator" in models.judge_notes["evaluator"]
+    r = models.render("v3_label", models.z_of_seed(2), None, {"eyes": 1.0})
+    assert set(r.measured) == {"property_cnn"} and set(r.measured["property_cnn"]) == {"eyes", "mouth", "pose"}

@@ -112,9 +112,12 @@ class EditorModels:
         if self.v9_source != v9_source:
             self.notes.append(f"v9: {path} not found, using v9 made from the shipped FineTune-v1 (shipped-v1)")
         self.judges, self.judge_notes = {}, {}
+        # the property CNN has no hairstyle output (only SVM groups need it): from the evaluator on a
+        # world, else from stages 3-4's parser
+        hairstyle = "evaluator" if "world_seed" in profile else "parsing"
         for name in judges:
             try:
-                self.judges[name] = build_scorers(profile, [name])[0][name]
+                self.judges[name] = build_scorers(profile, [name], hairstyle_judge=hairstyle)[0][name]
             except Exception as exc:               # noqa: BLE001 - a missing judge is shown, not fatal
                 self.judge_notes[name] = str(exc)
         if not self.judges:

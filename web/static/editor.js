@@ -98,7 +98,11 @@ function showMeasured(m) {
 function buildSliders() {
   const tb = document.querySelector("#sliders tbody");
   const max = state.cfg.alpha_max;
-  state.judges.forEach((j, k) => { $("judge-head-" + k).textContent = j + (j === state.cfg.truth ? " (truth)" : ""); });
+  const units = { evaluator: "world units", property_cnn: "label units" };
+  state.judges.forEach((j, k) => {
+    $("judge-head-" + k).textContent = j.replace("_", " ") + (j === state.cfg.truth ? " (truth)" : "");
+    $("judge-head-" + k).title = "measured by the " + j + " on the image shown" + (units[j] ? ", " + units[j] : "");
+  });
   state.cfg.properties.forEach((p) => {
     state.alphas[p] = 0;
     const tr = document.createElement("tr");
