@@ -104,6 +104,22 @@ def test_slider_moves_image_and_measured_property(page, server):
         move(page, prop, "ArrowLeft", 60)                      # -> -1.5
         assert measured(page)[prop] < before, prop
         move(page, prop, "ArrowRight", 30)                     # back to 0
+    # a mouse drag: the image follows while the button is down (events in flight are merged)
+    box = page.locator("#alpha-pose").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    renders = page.evaluate("window.editor.stats.renders")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(1, 16):
+        page.mouse.move(x + i * box["width"] * 0.025, y)
+        page.wait_for_timeout(40)
+    during = page.evaluate("window.editor.stats.renders") - renders
+    page.mouse.up()
+    wait_idle(page)
+    assert during >= 2 and float(page.inner_text("#alpha-pose-v")) > 0.5, during
+    page.click("#reset")
+    wait_idle(page)
+    assert page.inner_text("#alpha-pose-v") == "+0.00"
     assert page.evaluate("window.editor.stats.errors") == 0
 
 
