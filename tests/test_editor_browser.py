@@ -123,8 +123,9 @@ def test_slider_moves_image_and_measured_property(page, server):
     assert page.evaluate("window.editor.stats.errors") == 0
 
 
-def test_latency_50_moves(page, server):
-    open_editor(page, server.url)
+@pytest.mark.parametrize("method", ["v3_label", "sefa"])
+def test_latency_50_moves(page, server, method):
+    open_editor(page, server.url, method)
     page.evaluate("window.editor.stats.latencies.length = 0")
     for i in range(50):
         move(page, ("eyes", "mouth", "pose")[i % 3], "ArrowRight" if (i // 3) % 2 == 0 else "ArrowLeft", 1)
@@ -132,7 +133,7 @@ def test_latency_50_moves(page, server):
     ms = page.evaluate("window.editor.stats.lastMs")
     med = statistics.median(lat)
     load = os.getloadavg()
-    print(f"\nslider event -> image displayed, 50 moves (v3 label, synthface 128 px): median {med:.0f} ms, "
+    print(f"\nslider event -> image displayed, 50 moves ({method}, synthface 128 px): median {med:.0f} ms, "
           f"p90 {np.percentile(lat, 90):.0f} ms, max {max(lat):.0f} ms; last server split {ms}; "
           f"load average {load[0]:.1f} / {load[1]:.1f}")
     assert len(lat) == 50 and page.evaluate("window.editor.stats.errors") == 0

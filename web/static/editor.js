@@ -3,7 +3,7 @@
 // way are answered by the next request, which carries the newest slider positions (no stale queue).
 "use strict";
 
-const state = { cfg: null, method: null, desc: null, zText: "", alphas: {}, judges: [] };
+const state = { cfg: null, method: null, desc: null, zText: "", alphas: {}, judges: [], loading: false };
 let inflight = false;
 let waiting = [];          // time stamps of slider / control events not yet answered by a displayed image
 let seq = 0;
@@ -11,7 +11,7 @@ let seq = 0;
 const stats = { latencies: [], renders: 0, errors: 0, lastError: "", lastMeasured: null, lastMs: null, saved: [] };
 window.editor = {
   stats,
-  idle: () => !inflight && waiting.length === 0,
+  idle: () => !inflight && waiting.length === 0 && !state.loading,
   body: () => body(),
   tryBody: (b) => send(b),
 };
@@ -122,6 +122,7 @@ function buildSliders() {
 
 async function chooseMethod(key) {
   state.method = key;
+  state.loading = true;
   say("loading " + key + " …", true);
   try {
     state.desc = await api("GET", "/api/editor/method/" + encodeURIComponent(key));
@@ -129,6 +130,8 @@ async function chooseMethod(key) {
     stats.errors += 1;
     say(e.message);
     return;
+  } finally {
+    state.loading = false;
   }
   const d = state.desc;
   $("method-note").textContent = d.source + (d.note ? " — " + d.note : "");
