@@ -41,7 +41,7 @@ def main(argv=None):
 
     # imported after parsing: --help answers without loading torch and the web stack
     from pipeline.runtime import apply_threads
-    from web.app import editor_app, serve
+    from web.editor import editor_app, serve
 
     if not 0 <= cfg["port"] < 65536:
         ap.error(f"--port {cfg['port']} is not a TCP port (0..65535)")

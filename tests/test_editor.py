@@ -20,7 +20,7 @@ def editor(tmp_path_factory):
     from editing.directions import EditDirections
     from vectorfind.directions import DirectionSet
     from vectorfind.groups import GROUP_ORDER
-    from web.app import editor_app
+    from web.editor import editor_app
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("editor_api")

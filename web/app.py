@@ -3,8 +3,9 @@
 Why FastAPI (on Starlette) served by uvicorn: both are maintained and widely used; request
 bodies are declared as typed models and validated before our code runs; sync handlers run in a
 thread pool, so a slow write never blocks other tabs; ``fastapi.testclient`` tests the API in
-process without a socket; and a later page (the face editor) is one more ``APIRouter`` passed
-to :func:`create_app`.
+process without a socket; and each page is one more ``APIRouter`` passed to :func:`create_app`
+(the face editor's factory, :func:`web.editor.editor_app`, lives with its router so that the
+labelling server does not import the models).
 """
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeline.latents import read_latents
 
-from .editor import ALPHA_MAX, EditorRequestError, editor_router
-from .editor_models import EditorModels
 from .emulated import compare, emulated_labels  # compare: for run_labeling.py --check-emulated
 from .labeling import STATIC, labeling_router
 from .labels import LabelRequestError, LabelStateError, LabelStore
 from .label_format import stage2_label_format
 
 LOCALHOST = "127.0.0.1"
+
+
+class RequestError(ValueError):
+    """A bad request to a page's API: the reply is ``status`` (4xx) with ``str(exc)`` as its detail."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
 
 
 def create_app(pages: dict, title: str = "Oh-LoRA") -> FastAPI:
@@ -45,8 +52,8 @@ def create_app(pages: dict, title: str = "Oh-LoRA") -> FastAPI:
     async def _request_error(request: Request, exc: LabelRequestError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.exception_handler(EditorRequestError)
-    async def _editor_error(request: Request, exc: EditorRequestError):
+    @app.exception_handler(RequestError)
+    async def _page_error(request: Request, exc: RequestError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(LabelStateError)
@@ -106,18 +113,3 @@ def labeling_app(profile, stage1_dir=None, files: dict | None = None, groups=("q
     app = create_app({"/labeling": ("Hand labels for stage 2", router)}, title=f"Oh-LoRA ({profile.name})")
     return app, store, reference
 
-
-def editor_app(profile, save_root=None, *, v9_source: str = "stage6/v9/generator.pth", board_dir=None,
-               stage7_dir=None, judges=("evaluator", "property_cnn"), alpha_max: float = ALPHA_MAX,
-               sefa_pick: int = 64, preload=("v3", "v9")):
-    """``(app, models)`` of the face editor on ``profile`` (saves under ``save_root``, default
-    ``<data root>/editor``). ``preload``: generators loaded now rather than at the first request."""
-    models = EditorModels(profile, v9_source=v9_source, board_dir=board_dir, stage7_dir=stage7_dir, judges=judges,
-                          sefa_pick=sefa_pick)
-    for which in preload:
-        if any(c.generator == which for c in models.choices.values()):
-            models.generator(which)
-    root = Path(save_root) if save_root else profile.data_root / "editor"
-    router = editor_router(models, root, alpha_max, title=f"{profile.name}, saving to {root}")
-    app = create_app({"/editor": ("Face editor", router)}, title=f"Oh-LoRA ({profile.name})")
-    return app, models

@@ -40,6 +40,8 @@ from stylegan.generator import postprocess
 from vectorfind.files import latent_frames
 from vectorfind.protocols import CONTROLLED
 
+from .app import RequestError, create_app
+from .app import serve  # noqa: F401  (run_editor.py imports its one web module, this one)
 from .editor_models import EditorModels, Rendered
 from .labeling import STATIC
 
@@ -48,12 +50,8 @@ LABEL_MAX = 10.0
 SEED_MAX = 2 ** 31 - 1
 
 
-class EditorRequestError(ValueError):
+class EditorRequestError(RequestError):
     """A bad request: the page shows ``str(exc)``; the reply has ``status`` (4xx)."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 class EditBody(BaseModel):
@@ -236,3 +234,19 @@ def editor_router(models: EditorModels, save_root: str | Path, alpha_max: float 
         return {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir())}
 
     return router
+
+
+def editor_app(profile, save_root=None, *, v9_source: str = "stage6/v9/generator.pth", board_dir=None,
+               stage7_dir=None, judges=("evaluator", "property_cnn"), alpha_max: float = ALPHA_MAX,
+               sefa_pick: int = 64, preload=("v3", "v9")):
+    """``(app, models)`` of the face editor on ``profile`` (saves under ``save_root``, default
+    ``<data root>/editor``). ``preload``: generators loaded now rather than at the first request."""
+    models = EditorModels(profile, v9_source=v9_source, board_dir=board_dir, stage7_dir=stage7_dir, judges=judges,
+                          sefa_pick=sefa_pick)
+    for which in preload:
+        if any(c.generator == which for c in models.choices.values()):
+            models.generator(which)
+    root = Path(save_root) if save_root else profile.data_root / "editor"
+    router = editor_router(models, root, alpha_max, title=f"{profile.name}, saving to {root}")
+    app = create_app({"/editor": ("Face editor", router)}, title=f"Oh-LoRA ({profile.name})")
+    return app, models
