@@ -175,3 +175,12 @@ def test_without_a_world_the_property_cnn_measures(tmp_path):
     assert "no independent evaluator" in models.judge_notes["evaluator"]
     r = models.render("v3_label", models.z_of_seed(2), None, {"eyes": 1.0})
     assert set(r.measured) == {"property_cnn"} and set(r.measured["property_cnn"]) == {"eyes", "mouth", "pose"}
+
+
+def test_a_named_v9_must_exist(tmp_path):
+    from pipeline.io import InputError
+    from web.editor_models import EditorModels
+    profile = load_profile("synthface")
+    profile["data_root"] = str(tmp_path)
+    with pytest.raises(InputError, match="v9 generator .*nope.pth not found"):
+        EditorModels(profile, v9_source="nope.pth", judges=("evaluator",))

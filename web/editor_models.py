@@ -51,6 +51,7 @@ from stages.vectorfind import NN_FILE
 from stages.vectorfind_inputs import SHIPPED_V1, build_scorers
 from stages.vectorfind_inputs import load_generator as load_v9
 
+DEFAULT_V9 = "stage6/v9/generator.pth"   # the stage-6 run's output; when absent: shipped-v1 (a note says so)
 STAGE1_SEED = 0            # seed n = the z of stage-1 image n (stage 1's default seed)
 CALIBRATION_CASES = 4
 CONDITIONAL_SUFFIX = "_conditional"
@@ -97,7 +98,7 @@ class EditorModels:
     """Loads lazily, renders one image at a time (a lock: the generators are shared, and StyleSpace
     edits hook the synthesis modules while they run)."""
 
-    def __init__(self, profile, *, v9_source: str = "stage6/v9/generator.pth", board_dir: str | None = None,
+    def __init__(self, profile, *, v9_source: str = DEFAULT_V9, board_dir: str | None = None,
                  stage7_dir: str | None = None, judges=("evaluator", "property_cnn"), sefa_pick: int = 64,
                  seed: int = 0):
         self.profile, self.seed, self.sefa_pick = profile, int(seed), int(sefa_pick)
@@ -108,6 +109,8 @@ class EditorModels:
         self.notes: list[str] = []
         path = Path(v9_source)
         path = path if path.is_absolute() else profile.data_root / path
+        if v9_source not in (SHIPPED_V1, DEFAULT_V9) and not path.is_file():
+            raise InputError(f"v9 generator {path} not found (give a v9 checkpoint, or {SHIPPED_V1})")
         self.v9_source = v9_source if v9_source == SHIPPED_V1 or path.is_file() else SHIPPED_V1
         if self.v9_source != v9_source:
             self.notes.append(f"v9: {path} not found, using v9 made from the shipped FineTune-v1 (shipped-v1)")
