@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,15 @@ from pipeline.profiles import REPO_ROOT
 CHROMIUM = os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+
+
+def screenshot_path(name: str) -> Path:
+    """Where a page test saves its screenshot: the README's copy in ``docs/`` only when asked
+    (``OHLORA_SCREENSHOTS=1``, e.g. ``make screenshots``), else a temporary file, so that
+    ``make test`` leaves the checkout unchanged."""
+    if os.environ.get("OHLORA_SCREENSHOTS") == "1":
+        return REPO_ROOT / "docs" / name
+    return Path(tempfile.gettempdir()) / f"ohlora-test-{name}"
 
 
 def missing_browser() -> str | None:

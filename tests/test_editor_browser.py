@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 
 from pipeline.profiles import REPO_ROOT
-from tests.browser_support import Server, launch_browser
+from tests.browser_support import screenshot_path, Server, launch_browser
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOT = REPO_ROOT / "docs" / "editor_page.jpg"
+SCREENSHOT = screenshot_path("editor_page.jpg")
 MAX_MS = float(os.environ.get("OHLORA_EDITOR_MAX_MS", "150"))
 
 

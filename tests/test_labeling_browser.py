@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from pipeline.profiles import REPO_ROOT, load_profile
-from tests.browser_support import Server, launch_browser
+from tests.browser_support import screenshot_path, Server, launch_browser
 from tests.labeling_world import hand_label_settings, make_stage1
 
 pytestmark = pytest.mark.browser
 
 N_IMAGES = 120
-SCREENSHOT = REPO_ROOT / "docs" / "labeling_page.jpg"
+SCREENSHOT = screenshot_path("labeling_page.jpg")
 QG_FILE = "synthesize_results_quality_and_gender.csv"
 AG_FILE = "synthesize_results_age_and_glass.csv"
 
