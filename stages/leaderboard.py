@@ -15,8 +15,9 @@ thresholds, vectorfind.cases.PASS_THRESHOLDS, signed: +α must raise the propert
 spread = mean pixel distance (32 px) of a case's edits to its unedited image / mean distance
 between different cases' unedited images.
 
-Outputs under ``<data root>/leaderboard/`` (or ``--out``): ``methods/<name>/`` (the direction set,
-``scores.npz``, ``result.json``, ``strip.png``; a method whose ``result.json`` holds the same settings
+Outputs under ``<data root>/leaderboard/`` (or ``--out``): ``methods/<name>/`` (the fitted direction
+set ``directions/``, the set as the row edits ``edit_set/`` — α scales saved, ``meta.row.conditional``
+—, ``scores.npz``, ``result.json``, ``strip.png``; a method whose ``result.json`` holds the same settings
 is not redone, so an interrupted run resumes; other settings redo it), ``leaderboard.csv``,
 ``report.md`` with a bar chart, ``lineage.json`` (inputs: :mod:`stages.leaderboard_inputs`) and
 ``metrics.json`` last.
@@ -70,6 +71,7 @@ LEAK_OTHER = ("hair_color", "hair_length", "background_mean")
 # parsing classes (pipeline.vocabulary.CLASS_NAMES ids) of each property's region, for StyleSpace
 REGION_CLASSES = {"eyes": (2, 3, 4, 5), "mouth": (7, 8, 9), "pose": (1, 2, 3, 4, 5, 6, 7, 8, 9)}
 CASE_STREAM, CALIBRATION_STREAM = 9301, 9302
+EDIT_SET = "edit_set"        # methods/<row>/edit_set: the calibrated set (directions/ holds the fit, scale 1)
 
 
 @dataclass
@@ -391,6 +393,8 @@ def run_leaderboard(profile, s: BoardSettings, out: Path, progress: bool = True,
             kw["group"] = cal_groups
         for p in CONTROLLED:
             calibrate(g, ds, truth, *cal, target=s.target_stds * spread[p], properties=(p,), **kw)
+        ds.meta["row"] = {"method": name, "conditional": name in CONDITIONAL}
+        ds.save(mdir / EDIT_SET)               # the set as this row edits: its α scales saved with it (ISSUES #53)
         results[name] = {**score_method(name, ds, g, models, s, cases, scorer, mdir), "settings": key}
         atomic_write_json(done, results[name])
         if progress:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from editing.directions import EditDirections
 from pipeline import lineage
 from pipeline.profiles import Profile
 from stages import leaderboard as board
@@ -85,6 +86,11 @@ def test_three_judges_lineage_and_resume(world):
         assert a["n_cases"] == 4 and a["passes_every_judge"] <= min(j["passes"] for j in js.values())
         shares = [j["passes"] / j["n_cases"] for j in js.values()]
         assert np.isclose(a["pass_share_gap"], max(shares) - min(shares))
+    # each row's calibrated set is saved with its α scales (a conditional row: the base set, flagged)
+    for name in METHODS:
+        es = EditDirections.load(out / "methods" / name / "edit_set")
+        assert es.scales == pytest.approx(m["methods"][name]["scales"]) and len(es.scales) == 3
+        assert es.meta["row"] == {"method": name, "conditional": name.endswith("_conditional")}
     text = (out / "report.md").read_text()
     assert "Judges' agreement" in text and "## Acceptance (issue 19)" in text
     a = m["acceptance"]
