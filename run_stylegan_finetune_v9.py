@@ -42,6 +42,7 @@ REGRESS_JUDGED = 1000        # regress: v1 outputs judged by the stage-2 CNNs
 REGRESS_SAMPLES = 20000      # regress: (z, label) pairs the branch is fitted on
 REGRESS_MARGIN = 1.0         # regress: margin past each concept hyperplane, in projection stds
 REGRESS_MARGIN_GLASS = 0.0   # regress: the glasses margin (0: REGRESS_MARGIN)
+REGRESS_MARGIN_AGE = 0.0     # regress: the age margin (0: REGRESS_MARGIN)
 REGRESS_CONDITIONAL = ""     # regress: properties whose direction is taken among samples passing the others ("glass")
 DROP_LABELS = False          # zero v1's label_weight, so outputs do not depend on the label (v9 trains with zeros)
 MONITOR_IMAGES = 100         # per log point (idx % 50 == 0; epoch 0 also idx < 10 and idx % 25 == 0)

@@ -84,6 +84,7 @@ class V9StageSettings:
     regress_samples: int = 20000
     regress_margin: float = 1.0
     regress_margin_glass: float = 0.0    # glasses' own margin (0: regress_margin)
+    regress_margin_age: float = 0.0      # age's own margin (0: regress_margin)
     regress_conditional: str = ""        # comma-separated properties with conditional directions ("glass")
     drop_labels: bool = False            # zero v1's label_weight: the label no longer reaches the mapping (a deviation)
     monitor_images: int = 100
@@ -101,6 +102,8 @@ class V9StageSettings:
         bad = sorted(set(self.conditional()) - set(SPEC_FILTER))
         if bad:
             raise ValueError(f"regress_conditional names unknown properties {bad} (known: {sorted(SPEC_FILTER)})")
+        if self.regress_margin_glass < 0 or self.regress_margin_age < 0:
+            raise ValueError("regress_margin_glass / regress_margin_age must be >= 0 (0: regress_margin)")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         self.trainer().validate()
@@ -118,9 +121,10 @@ class V9StageSettings:
 
 
 def run_key(s: "V9StageSettings") -> dict:
-    """The settings a re-run / shipped run must share; ``regress_margin_glass``, ``regress_conditional`` and
-    ``drop_labels`` only when set, so runs made before they existed (the first shipped v9 of 2026-12-06) still match at their defaults."""
-    later = tuple(k for k, on in (("regress_margin_glass", s.regress_margin_glass > 0), ("drop_labels", s.drop_labels),
+    """The settings a re-run / shipped run must share; ``regress_margin_glass`` / ``_age``, ``regress_conditional``
+    and ``drop_labels`` only when set, so runs made before they existed still match at their defaults."""
+    later = tuple(k for k, on in (("regress_margin_glass", s.regress_margin_glass > 0),
+                                  ("regress_margin_age", s.regress_margin_age > 0), ("drop_labels", s.drop_labels),
                                   ("regress_conditional", bool(s.conditional()))) if not on)
     return settings_key(s, exclude=("epochs",) + later)
 
@@ -265,7 +269,7 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
             init_done["regressed_start"] = regressed_start(
                 g, g1_start, score, filter_rules(p["stage2"], profile), judged=s.regress_judged,
                 samples=s.regress_samples, margin=s.regress_margin,
-                margins={"glass": s.regress_margin_glass} if s.regress_margin_glass > 0 else None,
+                margins={q: m for q, m in (("glass", s.regress_margin_glass), ("age", s.regress_margin_age)) if m > 0},
                 seed=s.seed, conditional=s.conditional())
         init_done["branch_start"] = branch_sample(g, s.seed)
         loop.log["init_done"] = init_done

@@ -246,7 +246,7 @@ def test_conditional_directions_separate_among_the_other_concepts_positives():
 
 
 def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
-    """The key omits ``regress_margin_glass``, ``regress_conditional`` and ``drop_labels`` at their defaults,
+    """The key omits ``regress_margin_glass`` / ``_age``, ``regress_conditional`` and ``drop_labels`` at their defaults,
     so a shipped v9 made before they existed still installs; set, they are part of the key."""
     from dataclasses import replace
     from stages.finetune_v9 import V9StageSettings, run_key
@@ -257,9 +257,11 @@ def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
     assert "regress_margin_glass" not in key
     assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == key
     assert run_key(replace(s, regress_margin_glass=2.0))["regress_margin_glass"] == 2.0
-    for k in ("regress_conditional", "drop_labels"):
+    for k in ("regress_conditional", "drop_labels", "regress_margin_age"):
         assert k not in key
-    on = run_key(replace(s, regress_conditional="glass", drop_labels=True))
-    assert on["regress_conditional"] == "glass" and on["drop_labels"] is True
+    on = run_key(replace(s, regress_conditional="glass", drop_labels=True, regress_margin_age=0.5))
+    assert on["regress_conditional"] == "glass" and on["drop_labels"] is True and on["regress_margin_age"] == 0.5
+    with pytest.raises(ValueError, match="must be >= 0"):
+        replace(s, regress_margin_age=-1.0).validate()
     with pytest.raises(ValueError, match="unknown properties"):
         replace(s, regress_conditional="glasses").validate()
