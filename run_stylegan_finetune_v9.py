@@ -41,7 +41,10 @@ START = "original"           # "original": new branch N(0, 0.15²); "regress": f
 REGRESS_JUDGED = 1000        # regress: v1 outputs judged by the stage-2 CNNs
 REGRESS_SAMPLES = 20000      # regress: (z, label) pairs the branch is fitted on
 REGRESS_MARGIN = 1.0         # regress: margin past each concept hyperplane, in projection stds
-REGRESS_MARGIN_GLASS = 0.0   # regress: the glasses margin (0: REGRESS_MARGIN; 2.0 reaches 97 % no glasses)
+REGRESS_MARGIN_GLASS = 0.0   # regress: the glasses margin (0: REGRESS_MARGIN)
+REGRESS_MARGIN_AGE = 0.0     # regress: the age margin (0: REGRESS_MARGIN)
+REGRESS_CONDITIONAL = ""     # regress: properties whose direction is taken among samples passing the others ("glass")
+DROP_LABELS = False          # zero v1's label_weight, so outputs do not depend on the label (v9 trains with zeros)
 MONITOR_IMAGES = 100         # per log point (idx % 50 == 0; epoch 0 also idx < 10 and idx % 25 == 0)
 MONITOR_JPEG_QUALITY = 95    # OpenCV JPEG round trip before the CNNs (0: none)
 MONITOR_CNN_TRAIN_MODE = False    # the original scored with dropout on (True)

@@ -22,6 +22,7 @@ A finished run only re-tests and reports; a fresh data root installs the shipped
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -44,7 +45,8 @@ from pipeline.shipped import install_record, pack_run, run_settings
 from pipeline.vocabulary import FILTER_PROPERTIES
 from stylegan_modified.distributed import DistContext, init_distributed
 from stylegan_modified.loading import load_generator
-from stylegan_modified.v9 import branch_stats, build_v9_generator, init_v9_from_v1, load_v9_discriminator
+from stylegan_modified.v9 import (branch_stats, build_v9_generator, drop_label_input, init_v9_from_v1,
+                                  load_v9_discriminator)
 from training.loop import STATE_FILE, FineTuneLoop, LoopSettings, ShippedRun, settings_key
 from training.v9 import MonitorSettings, V9Monitor, V9Settings, V9Trainer, load_monitor_cnns
 from training.v9_start import regressed_start
@@ -82,6 +84,9 @@ class V9StageSettings:
     regress_samples: int = 20000
     regress_margin: float = 1.0
     regress_margin_glass: float = 0.0    # glasses' own margin (0: regress_margin)
+    regress_margin_age: float = 0.0      # age's own margin (0: regress_margin)
+    regress_conditional: str = ""        # comma-separated properties with conditional directions ("glass")
+    drop_labels: bool = False            # zero v1's label_weight: the label no longer reaches the mapping (a deviation)
     monitor_images: int = 100
     monitor_jpeg_quality: int = 95       # 0: score the in-memory images
     monitor_cnn_train_mode: bool = False
@@ -94,9 +99,17 @@ class V9StageSettings:
     def validate(self) -> None:
         if self.start not in ("original", "regress"):
             raise ValueError(f"start must be 'original' or 'regress', got {self.start!r}")
+        bad = sorted(set(self.conditional()) - set(SPEC_FILTER))
+        if bad:
+            raise ValueError(f"regress_conditional names unknown properties {bad} (known: {sorted(SPEC_FILTER)})")
+        if self.regress_margin_glass < 0 or self.regress_margin_age < 0:
+            raise ValueError("regress_margin_glass / regress_margin_age must be >= 0 (0: regress_margin)")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         self.trainer().validate()
+
+    def conditional(self) -> tuple:
+        return tuple(q.strip() for q in str(self.regress_conditional or "").split(",") if q.strip())
 
     def trainer(self) -> V9Settings:
         names = {f.name for f in fields(V9Settings)}
@@ -108,9 +121,12 @@ class V9StageSettings:
 
 
 def run_key(s: "V9StageSettings") -> dict:
-    """The settings a re-run / shipped run must share; ``regress_margin_glass`` only when set, so runs
-    made before it existed (the shipped v9 of 2026-12-06) still match at its default."""
-    return settings_key(s, exclude=("epochs",) + (() if s.regress_margin_glass > 0 else ("regress_margin_glass",)))
+    """The settings a re-run / shipped run must share; ``regress_margin_glass`` / ``_age``, ``regress_conditional``
+    and ``drop_labels`` only when set, so runs made before they existed still match at their defaults."""
+    later = tuple(k for k, on in (("regress_margin_glass", s.regress_margin_glass > 0),
+                                  ("regress_margin_age", s.regress_margin_age > 0), ("drop_labels", s.drop_labels),
+                                  ("regress_conditional", bool(s.conditional()))) if not on)
+    return settings_key(s, exclude=("epochs",) + later)
 
 
 def paths_of(profile, out_dir=None, v1_dir=None) -> dict:
@@ -156,7 +172,8 @@ def consumed_records(p: dict) -> dict:
 
 
 def start_models(profile, s: V9StageSettings, v1_dir: Path):
-    """(v9 G from v1 with the new branch drawn, v1's D, v1 G, what was done)."""
+    """(v9 G from v1 with the new branch drawn, v1's D, v1 G, what was done). With ``drop_labels`` the
+    v9 G's ``label_weight`` is zeroed (:func:`stylegan_modified.v9.drop_label_input`); v1 G stays v1."""
     gcfg, dcfg = build_configs(profile)
     for name in SHIPPED_MODELS:
         if not (v1_dir / name).is_file():
@@ -167,6 +184,8 @@ def start_models(profile, s: V9StageSettings, v1_dir: Path):
         g1 = load_generator(v1_state, gcfg, "v1").eval()
         g = build_v9_generator(gcfg, seed=s.seed)
         init = init_v9_from_v1(g, v1_state, seed=s.seed)
+        if s.drop_labels:
+            init.update(drop_label_input(g))
     except CheckpointError as exc:                       # name the file, not only the model
         raise CheckpointError(f"{v1_dir / 'generator.pth'}: {exc}") from None
     done = {"generator_source": str(v1_dir / "generator.pth"), "discriminator_source": str(v1_dir / "discriminator.pth"),
@@ -243,11 +262,15 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
         init_done["branch_original_init"] = branch_sample(g, s.seed)
         if s.start == "regress":
             score = lambda imgs: {q: monitor.score(imgs)[f"{q}_score"].to_numpy() for q in FILTER_PROPERTIES}
+            g1_start = g1
+            if s.drop_labels:                            # judge and regress what v9 maps: v1 with the label dropped
+                g1_start = copy.deepcopy(g1)
+                drop_label_input(g1_start)
             init_done["regressed_start"] = regressed_start(
-                g, g1, score, filter_rules(p["stage2"], profile), judged=s.regress_judged,
+                g, g1_start, score, filter_rules(p["stage2"], profile), judged=s.regress_judged,
                 samples=s.regress_samples, margin=s.regress_margin,
-                margins={"glass": s.regress_margin_glass} if s.regress_margin_glass > 0 else None,
-                seed=s.seed)
+                margins={q: m for q, m in (("glass", s.regress_margin_glass), ("age", s.regress_margin_age)) if m > 0},
+                seed=s.seed, conditional=s.conditional())
         init_done["branch_start"] = branch_sample(g, s.seed)
         loop.log["init_done"] = init_done
 

@@ -218,6 +218,18 @@ def init_v9_from_v1(g: V9Generator, source, *, seed: int = 0, std: float = NEW_B
             "new_branch_init": f"N(0, {std}^2) on the stored parameters, seed {int(seed)}"}
 
 
+def drop_label_input(g: ConditionalGenerator) -> dict:
+    """Zero ``mapping.label_weight`` in place, so the label no longer reaches the mapping: the output for
+    any label is the output for label 0 (a documented deviation of the synthface profile,
+    docs/notes/v9_regress_start.md). FineTune-v9 feeds zero labels in training, so ``label_weight``
+    receives no gradient and AdamW keeps it at zero. Returns the dropped embedding's size."""
+    w = g.mapping.label_weight
+    before = float(w.detach().pow(2).sum())
+    with torch.no_grad():
+        w.zero_()
+    return {"label_input": "dropped (mapping.label_weight = 0)", "label_weight_sq_norm_before": before}
+
+
 def load_v9_generator(source, cfg: GeneratorConfig | None = None, key: str | None = None) -> V9Generator:
     """A saved v9 generator (path or state dict), loaded strictly, in eval mode."""
     g = build_v9_generator(cfg)
@@ -376,5 +388,6 @@ def regress_new_branch(g: V9Generator, z, target_dw, label=None, *, method: str 
 
 
 __all__ = ["NEW_BRANCH_INIT_STD", "NEW_BRANCH_KEYS", "POINTS", "V9_SPEC", "V9Generator", "V9Mapping", "branch_stats",
-           "build_v9_discriminator", "build_v9_generator", "check_point", "concept_directions", "concept_shift", "init_new_branch",
+           "build_v9_discriminator", "build_v9_generator", "check_point", "concept_directions", "concept_shift", "drop_label_input",
+           "init_new_branch",
            "init_v9_from_v1", "load_v9_discriminator", "load_v9_generator", "regress_new_branch"]

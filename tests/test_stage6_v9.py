@@ -225,8 +225,29 @@ def test_regressed_start_per_property_margin():
         regressed_start(g9, g1, score, rules, judged=20, samples=50, margins={"glasses": 2.0})
 
 
+def test_conditional_directions_separate_among_the_other_concepts_positives():
+    """A concept correlated with another: its conditional direction is the class-mean direction among the
+    samples passing the other concept, not the plain one; too few samples on a side keep the plain one."""
+    from stylegan_modified.v9 import concept_directions
+    from training.v9_start import conditional_directions
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4000, 6))
+    a = w[:, 0] > 0                                   # concept 0 on axis 0
+    b = (w[:, 1] + 1.5 * w[:, 0]) > 0                 # concept 1: axis 1, confounded with axis 0
+    pos = np.stack([a, b], 1)
+    plain, _ = concept_directions(w, pos)
+    dirs, offs, used = conditional_directions(w, pos, [1])
+    assert used == {1: int(a.sum())} and np.allclose(dirs[0], plain[0])
+    among, _ = concept_directions(w[a], b[a][:, None])
+    assert np.allclose(dirs[1], among[0])
+    assert abs(dirs[1][1]) > abs(plain[1][1]) and abs(dirs[1][0]) < abs(plain[1][0])   # less of the confound
+    dirs2, _, used2 = conditional_directions(w, pos, [1], min_n=10_000)
+    assert used2 == {} and np.allclose(dirs2, plain)
+
+
 def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
-    """The key omits ``regress_margin_glass`` at 0, so the shipped v9 (made before it existed) still installs."""
+    """The key omits ``regress_margin_glass`` / ``_age``, ``regress_conditional`` and ``drop_labels`` at their defaults,
+    so a shipped v9 made before they existed still installs; set, they are part of the key."""
     from dataclasses import replace
     from stages.finetune_v9 import V9StageSettings, run_key
     s = V9StageSettings(epochs=1, start="regress")
@@ -236,3 +257,11 @@ def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
     assert "regress_margin_glass" not in key
     assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == key
     assert run_key(replace(s, regress_margin_glass=2.0))["regress_margin_glass"] == 2.0
+    for k in ("regress_conditional", "drop_labels", "regress_margin_age"):
+        assert k not in key
+    on = run_key(replace(s, regress_conditional="glass", drop_labels=True, regress_margin_age=0.5))
+    assert on["regress_conditional"] == "glass" and on["drop_labels"] is True and on["regress_margin_age"] == 0.5
+    with pytest.raises(ValueError, match="must be >= 0"):
+        replace(s, regress_margin_age=-1.0).validate()
+    with pytest.raises(ValueError, match="unknown properties"):
+        replace(s, regress_conditional="glasses").validate()

@@ -198,3 +198,20 @@ def test_train_log_columns_exact_and_cadence(tmp_path):
     assert list(back.index) == [0, 1] and int(back["d_train_count"].iloc[0]) == 1
     with pytest.raises(KeyError, match="mean_glass_score"):
         log_row({k: v for k, v in step.items() if not k.startswith("mean_")}, {"mean_gender_score": 0.1})
+
+
+def test_dropped_label_input_stays_dropped_through_training_steps():
+    """``drop_label_input``: the output no longer depends on the label, and the zero-label training
+    (AdamW over all parameters, weight decay on) leaves ``label_weight`` at exactly zero."""
+    from stylegan_modified.conditional import synthesize
+    from stylegan_modified.v9 import drop_label_input
+    tr = make_trainer()
+    done = drop_label_input(tr.g)
+    assert done["label_weight_sq_norm_before"] > 0
+    z = torch.randn(3, G_CFG.z_dim, generator=torch.Generator().manual_seed(4))
+    y = torch.randn(3, 7, generator=torch.Generator().manual_seed(5))
+    for step in range(2):
+        tr.train_step(reals(), torch.zeros(4, 7), 0, step)
+    assert torch.count_nonzero(tr.g.mapping.label_weight) == 0
+    tr.g.eval()
+    assert torch.equal(synthesize(tr.g, z, y), synthesize(tr.g, z, torch.zeros(3, 7)))

@@ -24,6 +24,26 @@ from stylegan_modified.conditional import ConditionalGenerator, map_to_w, synthe
 from stylegan_modified.v9 import V9Generator, branch_stats, concept_directions, concept_shift, regress_new_branch
 
 MIN_CLASS_SHARE = 0.01      # a concept with fewer samples on one side is skipped (no direction to learn)
+MIN_CONDITIONAL = 20        # a conditional direction needs this many samples on each side, else the plain one
+
+
+def conditional_directions(w: np.ndarray, positive: np.ndarray, which, min_n: int = MIN_CONDITIONAL) -> tuple:
+    """Class-mean directions (:func:`concept_directions`) where, for the concepts in ``which`` (column
+    indices), the class means are taken only over the samples on the concept side of every *other*
+    concept. A concept that is correlated with the others (glasses with age in the synthface world) then
+    gets the direction that separates it among the samples the other shifts produce, not the one that
+    also carries the others' features (hair colour). Falls back to the plain direction when a side has
+    fewer than ``min_n`` samples. Returns (directions, offsets, {index: samples used})."""
+    pos = np.asarray(positive, bool)
+    dirs, offs = concept_directions(w, pos)
+    used = {}
+    for k in which:
+        rest = np.all(np.delete(pos, k, axis=1), axis=1)
+        if min(int(pos[rest, k].sum()), int((~pos[rest, k]).sum())) >= min_n:
+            d, o = concept_directions(np.asarray(w)[rest], pos[rest][:, [k]])
+            dirs[k], offs[k] = d[0], o[0]
+            used[int(k)] = int(rest.sum())
+    return dirs, offs, used
 
 
 def concept_positive(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, tuple[str, float]]) -> dict:
@@ -38,13 +58,14 @@ def concept_positive(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, 
 def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callable[[np.ndarray], dict],
                     thresholds: Mapping[str, tuple[str, float]], *, judged: int = 1000, samples: int = 20000,
                     margin: float = 1.0, margins: Mapping[str, float] | None = None, seed: int = 0,
-                    batch_size: int = 50) -> dict:
+                    batch_size: int = 50, conditional: tuple = ()) -> dict:
     """Fit ``g9``'s new branch in place (module docstring); ``score_fn(uint8 NHWC) -> {property: scores}``.
     ``margins`` overrides ``margin`` per property (e.g. ``{"glass": 2.0}``: only glasses pushed further).
+    ``conditional`` names properties whose direction comes from :func:`conditional_directions`.
     Returns what was done: the judged shares, the concepts used, the fit's figures and branch stats."""
-    unknown = sorted(set(margins or {}) - set(thresholds))
+    unknown = sorted((set(margins or {}) | set(conditional)) - set(thresholds))
     if unknown:
-        raise ValueError(f"margins: unknown properties {unknown} (known: {sorted(thresholds)})")
+        raise ValueError(f"margins / conditional: unknown properties {unknown} (known: {sorted(thresholds)})")
     m_of = {p: float((margins or {}).get(p, margin)) for p in thresholds}
     rng = np.random.default_rng([int(seed), 61])
     z = rng.normal(size=(judged, g1.cfg.z_dim)).astype(np.float32)
@@ -66,7 +87,9 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
     if not used:
         return {**done, "fit": None}
     w = map_to_w(g1, z, y).numpy()
-    dirs, offs = concept_directions(w, np.stack([pos[p] for p in used], 1))
+    dirs, offs, cond = conditional_directions(w, np.stack([pos[p] for p in used], 1),
+                                              [used.index(p) for p in conditional if p in used])
+    done["conditional"] = {used[k]: n for k, n in cond.items()}
     sd = (w @ dirs.T).std(0)
     zr = rng.normal(size=(samples, g1.cfg.z_dim)).astype(np.float32)
     yr = rng.normal(size=(samples, g1.spec.label_dim)).astype(np.float32)
@@ -78,4 +101,4 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
             "branch": branch_stats(g9, zt, torch.as_tensor(yr[:1000]))}
 
 
-__all__ = ["concept_positive", "regressed_start"]
+__all__ = ["concept_positive", "conditional_directions", "regressed_start"]
