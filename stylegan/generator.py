@@ -202,20 +202,22 @@ class SynthesisNetwork(nn.Module):
         split = self.num_layers if path != "relaxed" or wp.shape[0] == 1 else self._split_layer()
         for i in range(split):
             x = self._layer(i, x, wp, randomize_noise, generator, noise, path, out)
+        to_rgb = getattr(self, f"output{self.num_layers // 2 - 1}")
         if split < self.num_layers:
-            # large activations one sample at a time (SPLIT_ELEMENTS)
+            # large activations one sample at a time (SPLIT_ELEMENTS), through toRGB: only the
+            # 3-channel images are put together, never a batch of the last (largest) activation
             parts = []
             for b in range(wp.shape[0]):
                 nb = None if noise is None else [n[b:b + 1] for n in noise]
                 xb, styles = x[b:b + 1], {}
                 for i in range(split, self.num_layers):
                     xb = self._layer(i, xb, wp[b:b + 1], False, None, nb, path, styles)
-                parts.append((xb, styles))
-            x = torch.cat([p[0] for p in parts])
+                parts.append((to_rgb.forward_fast(xb, path), styles))
+            image = torch.cat([p[0].contiguous() for p in parts])
             for key in parts[0][1]:
                 out[key] = torch.cat([p[1][key] for p in parts])
-        to_rgb = getattr(self, f"output{self.num_layers // 2 - 1}")
-        image = to_rgb(x) if path == "plain" else to_rgb.forward_fast(x, path)
+        else:
+            image = to_rgb(x) if path == "plain" else to_rgb.forward_fast(x, path)
         out["image"] = image.contiguous()
         return out
 

@@ -14,8 +14,9 @@ The synthesis layers also have inference paths (:meth:`SynthesisLayer.forward_fa
 * ``"relaxed"``: channels-last tensors; the nearest-upsample + 3x3 conv (and the
   transposed-conv upsampling, which is nearest upsampling + the flipped kernel) in a
   9-product form on the low-resolution input (:func:`upconv_relaxed`, 4x fewer
-  multiply-adds) for wide layers, as one channels-last transposed conv for narrow ones; 3x3 convs with many channels by Winograd F(2x2, 3x3)
-  (:func:`conv3x3_winograd`, 2.25x fewer), noise and bias added as one cached map,
+  multiply-adds) for wide layers, as one channels-last transposed conv for narrow ones; 3x3 convs
+  with many channels by Winograd F(4x4, 3x3) (:func:`conv3x3_winograd`, 4x fewer), noise and bias
+  added as one cached map,
   instance norm and style modulation as one per-channel affine (a batch-norm call for
   a single sample). The same function up to float rounding (images within ~2e-5 of
   the plain path, relative to their range).
@@ -32,8 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import (_UP_G, _WINO_G, UPCONV_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS, _transform_weight, conv3x3_winograd,
-                      upconv_relaxed)
+from .kernels import (_UP_G, _WINO_G, UPCONV_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_SIZE, _transform_weight,
+                      conv3x3_winograd, upconv_relaxed)
 
 LRELU_SLOPE = 0.2
 DEFAULT_GAIN = math.sqrt(2.0)
@@ -315,7 +316,8 @@ class SynthesisLayer(nn.Module):
         else:
             x = x.contiguous(memory_format=cl)
             if self.kind == "conv":
-                if x.shape[1] >= WINOGRAD_MIN_CHANNELS and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+                if (x.shape[1] >= WINOGRAD_MIN_CHANNELS and min(x.shape[2:]) >= WINOGRAD_MIN_SIZE
+                        and x.shape[2] % 4 == 0 and x.shape[3] % 4 == 0):
                     x = conv3x3_winograd(x, self._cached("wino", "relaxed"))
                 else:
                     x = F.conv2d(x, self._cached("weight", "relaxed"), padding=1)
