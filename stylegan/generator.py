@@ -59,6 +59,13 @@ class InferencePlan:
 
 
 PLAIN = InferencePlan(path="plain", micro_batch=0)
+# What ``plan=None`` means: the exact path (cached scaled weights; bit-identical to plain, and
+# plain itself in train mode or with autograd on), one call per request. A model's own default
+# is ``synthesis.default_plan`` (:func:`stylegan.sampling.set_inference_plan`).
+DEFAULT_PLAN = InferencePlan(path="exact", micro_batch=0)
+# The fast path for callers that accept float rounding (within 1e-4 of plain, not byte-identical),
+# in padded micro-batches of 8 so that an image does not depend on the request size.
+FAST = InferencePlan(path="relaxed", micro_batch=8)
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,7 @@ class SynthesisNetwork(nn.Module):
             self.add_module(f"layer{2 * b + 1}", SynthesisLayer("conv", ch, ch, res, cfg.w_dim))
             self.add_module(f"output{b}", ToRGB(ch, cfg.image_channels))
         self._compiled: dict = {}                 # not a module / buffer: never in the state_dict
+        self.default_plan: InferencePlan = DEFAULT_PLAN   # what plan=None means (not in the state_dict)
 
     def noise_resolutions(self) -> list[int]:
         """Resolution of each layer's noise map, in layer order."""
@@ -176,8 +184,9 @@ class SynthesisNetwork(nn.Module):
                 generator: torch.Generator | None = None, *, plan: InferencePlan | None = None,
                 noise: list[torch.Tensor] | None = None) -> dict:
         """``noise``: optional explicit maps, one [B, 1, R, R] tensor per layer (overrides
-        ``randomize_noise``). ``plan``: the inference path (None: plain). In train mode or
-        with autograd enabled every path is the plain computation."""
+        ``randomize_noise``). ``plan``: the inference path (None: ``self.default_plan``, the
+        exact path unless set otherwise; :data:`PLAIN` for the reference computation). In train
+        mode or with autograd enabled every path is the plain computation."""
         if float(self.lod) != 0.0:
             raise ValueError(f"synthesis.lod is {float(self.lod)}; only finished models (lod 0) are supported")
         if wp.ndim != 3 or wp.shape[1] != self.num_layers:
@@ -186,7 +195,8 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise must hold {self.num_layers} maps, got {len(noise)}")
         # the fast paths update activations in place: they run only without autograd
         # (inference_mode / no_grad) and in eval mode; otherwise the plain computation runs
-        path = "plain" if plan is None or self.training or torch.is_grad_enabled() else plan.path
+        plan = self.default_plan if plan is None else plan
+        path = "plain" if self.training or torch.is_grad_enabled() else plan.path
         if path != "plain" and plan.compile:
             return self._run_compiled(wp, randomize_noise, generator, noise, plan)
         return self._run(wp, randomize_noise, generator, noise, path)

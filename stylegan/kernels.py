@@ -58,9 +58,12 @@ _WINO_G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
            (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
 _WINO_AT = ((1.0, 1.0, 1.0, 1.0, 1.0, 0.0), (0.0, 1.0, -1.0, 2.0, -2.0, 0.0), (0.0, 1.0, 1.0, 4.0, 4.0, 0.0),
             (0.0, 1.0, -1.0, 8.0, -8.0, 1.0))
-# values per temporary of the tiled kernels: strips of tile rows keep the [36, tiles, C] blocks small
-# (cache-resident, and below glibc's mmap threshold, so no fresh pages per call)
-STRIP_VALUES = 1 << 21
+# Values per temporary of the tiled kernel: strips of tile rows (or groups of samples) keep the
+# [36, tiles, C] blocks small: cache-resident, and below glibc's largest mmap threshold (32 MiB),
+# so no fresh pages per call. A block is at least as large as the transformed weight (read once
+# per block). Measured with benchmarks/bench_generator.py --kernels.
+STRIP_VALUES = 1 << 19
+STRIP_MAX = 7 << 20
 
 
 def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -77,12 +80,13 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     xp = _padded_nhwc(x)
     sb, sh, sw, sc = xp.stride()
     out = x.new_empty(b, th, 4, tw, 4, o)
+    budget = min(max(STRIP_VALUES, u.numel()), STRIP_MAX)
     per_sample = 36 * th * tw * max(c, o)
-    if per_sample <= STRIP_VALUES:              # small maps: whole samples, several per block
-        step = STRIP_VALUES // per_sample
+    if per_sample <= budget:                    # small maps: whole samples, several per block
+        step = budget // per_sample
         blocks = [(i, min(step, b - i), 0, th) for i in range(0, b, step)]
     else:                                       # large maps: strips of tile rows of one sample
-        rows = max(1, STRIP_VALUES // (36 * tw * max(c, o)))
+        rows = max(1, budget // (36 * tw * max(c, o)))
         blocks = [(i, 1, r, min(rows, th - r)) for i in range(b) for r in range(0, th, rows)]
     for i, nb, r0, k in blocks:
         d = xp.as_strided((6, 6, nb, k, tw, c), (sh, sw, sb, 4 * sh, 4 * sw, sc),
