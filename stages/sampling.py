@@ -95,7 +95,10 @@ def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: 
     profile = load_profile(profile_name)
     cfg = resolve(consts, profile, "stage1", flags)            # every flag checked before anything is written
     shard_ = Shard.parse(shard)
-    plan = stage_plan(str(cfg["inference_path"]))               # "exact" (byte-identical) or "relaxed"
+    try:
+        plan = stage_plan(str(cfg["inference_path"]))           # "exact" (byte-identical) or "relaxed"
+    except ValueError as exc:
+        raise ConfigError(f"INFERENCE_PATH: {exc}") from exc
     apply_threads(int(cfg["threads"]))
     result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=shard_,
                           show_progress=show_progress, sources=cfg.sources, plan=plan)
