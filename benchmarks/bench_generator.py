@@ -138,7 +138,7 @@ def one(config: str, batch: int, path: str, threads: int) -> None:
 def kernel_ab(config: str, batch: int, repeats: int = 5) -> list[dict]:
     """Per layer of ``config``: the relaxed path's candidate kernels, interleaved, median CPU ms
     (process time: steadier than wall time on a shared machine). These figures set
-    ``WINOGRAD_MIN_CHANNELS`` / ``WINOGRAD_MIN_SIZE`` / ``UPCONV_MIN_CHANNELS`` / ``STRIP_VALUES``
+    ``WINOGRAD_MIN_CHANNELS`` / ``WINOGRAD_MIN_TILES`` / ``UPCONV_MIN_CHANNELS`` / ``STRIP_VALUES``
     in stylegan.kernels."""
     import torch
     import torch.nn.functional as F

@@ -100,7 +100,8 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 # Measured per layer on this CPU (AVX-512, 1 thread, batch 1 and 8): bench_generator.py --kernels
-WINOGRAD_MIN_CHANNELS = 128     # 3x3 convs: Winograd F(4x4, 3x3) beats oneDNN's direct conv from 128 channels
-WINOGRAD_MIN_SIZE = 8           # and from 8 px on (at 4 px the direct conv wins)
+WINOGRAD_MIN_CHANNELS = 64      # 3x3 convs: Winograd F(4x4, 3x3) beats oneDNN's direct conv from 64 channels
+WINOGRAD_MIN_TILES = 16         # and from 16 tiles of 4x4 per call (batch x H/4 x W/4): below, reading the
+                                # 36 transformed weight matrices costs more than it saves
 UPCONV_MIN_CHANNELS = 256       # upsampling convs: the 9-product form wins from 256 output channels,
                                 # below that a channels-last transposed conv does
