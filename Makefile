@@ -9,7 +9,7 @@ PROFILE ?= synthface
 # from the shipped FineTune-v1 before any v9 training)
 VF_GENERATOR ?= stage6/v9/generator.pth
 
-.PHONY: setup demo test reliability bench clean-runs
+.PHONY: setup demo test reliability bench screenshots clean-runs
 
 $(STAMP): requirements.txt Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: setup
 # The fault suite with its slow kill -9 cases; writes the table of cases to docs/reliability_table.md.
 reliability: setup
 	OHLORA_RELIABILITY_SLOW=1 OHLORA_RELIABILITY_TABLE=docs/reliability_table.md $(VPY) -m pytest -q tests/reliability
+
+# Re-take the README's page screenshots (docs/*_page.jpg) in the browser tests; `make test` writes
+# them to a temporary folder instead.
+screenshots: setup
+	OHLORA_SCREENSHOTS=1 OHLORA_REQUIRE_BROWSER=1 $(VPY) -m pytest -q tests/test_labeling_browser.py tests/test_editor_browser.py
 
 bench: setup
 	$(VPY) benchmarks/bench_generator.py

@@ -6,12 +6,7 @@ Skipped (with the reason) when playwright or chromium is missing, unless OHLORA_
 then it fails. The server runs as ``python run_labeling.py`` in a subprocess on a synthface
 stage 1 of 120 rendered faces; the page-time figure is printed (run with -s to see it).
 """
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,43 +16,20 @@ import pandas as pd
 import pytest
 
 from pipeline.profiles import REPO_ROOT, load_profile
+from tests.browser_support import screenshot_path, Server, launch_browser
 from tests.labeling_world import hand_label_settings, make_stage1
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("OHLORA_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 N_IMAGES = 120
-SCREENSHOT = REPO_ROOT / "docs" / "labeling_page.jpg"
+SCREENSHOT = screenshot_path("labeling_page.jpg")
 QG_FILE = "synthesize_results_quality_and_gender.csv"
 AG_FILE = "synthesize_results_age_and_glass.csv"
 
 
-def _missing_browser() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        return f"playwright is not installed ({exc}); pip install -r requirements.txt"
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        return f"chromium not found at {CHROMIUM} (apt-get install chromium, or set OHLORA_CHROMIUM)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
-    reason = _missing_browser()
-    if reason:
-        msg = f"browser tests need a browser: {reason}"
-        if os.environ.get("OHLORA_REQUIRE_BROWSER") == "1":
-            pytest.fail(msg + " (OHLORA_REQUIRE_BROWSER=1)")
-        print("SKIPPED: " + msg, file=sys.stderr)
-        pytest.skip(msg)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from launch_browser()
 
 
 @pytest.fixture(scope="module")
@@ -84,59 +56,9 @@ def data_root(template, tmp_path):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python run_labeling.py`` on ``data_root`` in a subprocess."""
-
-    def __init__(self, data_root: Path, log: Path):
-        self.data_root, self.log = data_root, log
-        self.port = _free_port()
-        self.proc = None
-
-    def start(self, timeout=180.0):
-        env = {**os.environ, "OHLORA_DATA_ROOT": str(self.data_root), "PYTHONUNBUFFERED": "1"}
-        self.out = open(self.log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "run_labeling.py", "--port", str(self.port)], cwd=REPO_ROOT,
-                                     env=env, stdout=self.out, stderr=subprocess.STDOUT)
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"run_labeling.py exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}api/labeling/config", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"run_labeling.py did not answer within {timeout} s: {self.log.read_text()[-3000:]}")
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}/"
-
-    def kill9(self):
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
-
-
 @pytest.fixture
 def server(data_root, tmp_path):
-    s = Server(data_root, tmp_path / "server.log").start()
+    s = Server("run_labeling.py", data_root, tmp_path / "server.log", "api/labeling/config").start()
     yield s
     s.stop()
 

@@ -3,8 +3,9 @@
 Why FastAPI (on Starlette) served by uvicorn: both are maintained and widely used; request
 bodies are declared as typed models and validated before our code runs; sync handlers run in a
 thread pool, so a slow write never blocks other tabs; ``fastapi.testclient`` tests the API in
-process without a socket; and a later page (the face editor) is one more ``APIRouter`` passed
-to :func:`create_app`.
+process without a socket; and each page is one more ``APIRouter`` passed to :func:`create_app`
+(the face editor's factory, :func:`web.editor.editor_app`, lives with its router so that the
+labelling server does not import the models).
 """
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ from .label_format import stage2_label_format
 LOCALHOST = "127.0.0.1"
 
 
+class RequestError(ValueError):
+    """A bad request to a page's API: the reply is ``status`` (4xx) with ``str(exc)`` as its detail."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
 def create_app(pages: dict, title: str = "Oh-LoRA") -> FastAPI:
     """One app serving ``pages`` ({path: (name, APIRouter)}, e.g. ``{"/labeling": ("Hand labels", router)}``)."""
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
@@ -41,6 +50,10 @@ def create_app(pages: dict, title: str = "Oh-LoRA") -> FastAPI:
 
     @app.exception_handler(LabelRequestError)
     async def _request_error(request: Request, exc: LabelRequestError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestError)
+    async def _page_error(request: Request, exc: RequestError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(LabelStateError)
@@ -99,3 +112,4 @@ def labeling_app(profile, stage1_dir=None, files: dict | None = None, groups=("q
     router = labeling_router(store, stage1_dir / "images", reference, title=f"{profile.name}, writing " + " + ".join(p.name for p in paths.values()))
     app = create_app({"/labeling": ("Hand labels for stage 2", router)}, title=f"Oh-LoRA ({profile.name})")
     return app, store, reference
+
