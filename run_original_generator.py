@@ -22,6 +22,7 @@ TRUNC_LAYERS = 0           # 0 = no truncation
 STYLE_MIXING_PROB = 0.0    # 0 = eval-mode sampling; 0.9 reproduces the original's training-mode mixing
 RANDOMIZE_NOISE = False    # False: the stored per-layer noise maps (the original's setting)
 THREADS = 0                # torch intra-op threads (0: torch's default); recorded: 1 and 2 threads differ slightly
+INFERENCE_PATH = "exact"   # "exact": byte-identical to the plain generator; "relaxed": the fast path (within 1e-4, recorded)
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ plain, ...), so machine load hits them alike; each figure is the median of the r
 and the 1-minute load average is printed beside it (read figures taken at load > cores
 with care). Peak RSS is measured separately, one fresh process per (config, batch, path).
 
-    nice -n 10 python benchmarks/bench_generator.py                      # 256 + synthface, batch 1 and 8, 1 and 2 threads
+    nice -n 10 python benchmarks/bench_generator.py                      # 256 + synthface, batch 1 and 8, 1, 2 and N threads
     nice -n 10 python benchmarks/bench_generator.py --config 256 --batches 1 8 --threads 1
     python benchmarks/bench_generator.py --paths plain exact relaxed compiled   # + torch.compile (slow first call)
     python benchmarks/bench_generator.py --no-memory --sampler           # + the sampler (generate) rows
@@ -49,10 +49,10 @@ def load_generator(config: str):
 
 
 def plan_of(path: str):
-    from stylegan.generator import InferencePlan
+    from stylegan.generator import PLAIN, InferencePlan
 
     if path == "plain":
-        return None
+        return PLAIN                               # not None: None is the model's default (exact) plan
     if path == "compiled":
         return InferencePlan(path="relaxed", compile=True)
     return InferencePlan(path=path)
@@ -62,22 +62,25 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-def time_paths(g, batch: int, paths, repeats: int) -> dict:
-    """Median seconds per call of each path, interleaved; the first call of each is a warm-up."""
+def time_paths(g, batch: int, paths, repeats: int) -> tuple[dict, dict]:
+    """Median wall and CPU (process, all threads) seconds per call of each path, interleaved; the
+    first call of each is a warm-up. On a loaded machine the CPU seconds are the steadier figure."""
     import torch
 
     z = torch.randn(batch, g.cfg.z_dim, generator=torch.Generator().manual_seed(batch))
     plans = {p: plan_of(p) for p in paths}
     times = {p: [] for p in paths}
+    cpu = {p: [] for p in paths}
     with torch.inference_mode():
         for p in paths:
             g(z, plan=plans[p])
         for _ in range(repeats):
             for p in paths:
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 g(z, plan=plans[p])
                 times[p].append(time.perf_counter() - t)
-    return {p: statistics.median(v) for p, v in times.items()}
+                cpu[p].append(time.process_time() - c)
+    return ({p: statistics.median(v) for p, v in times.items()}, {p: statistics.median(v) for p, v in cpu.items()})
 
 
 def time_sampler(g, batch: int, paths, repeats: int) -> dict:
@@ -133,8 +136,10 @@ def one(config: str, batch: int, path: str, threads: int) -> None:
 
 
 def kernel_ab(config: str, batch: int, repeats: int = 5) -> list[dict]:
-    """Per layer of ``config``: the relaxed path's candidate kernels, interleaved, median ms.
-    These figures set ``WINOGRAD_MIN_CHANNELS`` / ``UPCONV_MIN_CHANNELS`` in stylegan.layers."""
+    """Per layer of ``config``: the relaxed path's candidate kernels, interleaved, median CPU ms
+    (process time: steadier than wall time on a shared machine). These figures set
+    ``WINOGRAD_MIN_CHANNELS`` / ``WINOGRAD_MIN_TILES`` / ``UPCONV_MIN_CHANNELS`` / ``STRIP_VALUES``
+    in stylegan.kernels."""
     import torch
     import torch.nn.functional as F
 
@@ -166,9 +171,9 @@ def kernel_ab(config: str, batch: int, repeats: int = 5) -> list[dict]:
                 f()
             for _ in range(repeats):
                 for k, f in fns.items():
-                    t = time.perf_counter()
+                    t = time.process_time()
                     f()
-                    times[k].append(1000 * (time.perf_counter() - t))
+                    times[k].append(1000 * (time.process_time() - t))
             rows.append({"config": config, "batch": batch, "layer": i, "kind": layer.kind, "res": res,
                          "in": cin, "out": cout, **{k: round(statistics.median(v), 2) for k, v in times.items()},
                          "load1": round(load1(), 2)})
@@ -180,7 +185,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", nargs="+", default=["256", "synthface"], choices=["256", "synthface"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--threads", nargs="+", type=int, default=sorted({1, 2, os.cpu_count() or 1}))
     ap.add_argument("--paths", nargs="+", default=["plain", "exact", "relaxed"], choices=PATHS)
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per path (default: by cost)")
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-RSS column")
@@ -223,13 +228,14 @@ def main():
             for batch in args.batches:
                 reps = args.repeats or max(3, (8 if config == "synthface" else 3) * 8 // batch)
                 before = load1()
-                t = time_paths(g, batch, args.paths, reps)
+                t, cpu = time_paths(g, batch, args.paths, reps)
                 sampler = time_sampler(g, batch, args.paths, max(3, reps // 2)) if args.sampler else {}
                 after = load1()
                 for p in args.paths:
                     row = {"config": config, "threads": threads, "batch": batch, "path": p, "repeats": reps,
                            "s_per_call": t[p], "s_per_image": t[p] / batch, "images_per_s": batch / t[p],
-                           "speedup_vs_plain": t["plain"] / t[p], "load1_before": before, "load1_after": after}
+                           "speedup_vs_plain": t["plain"] / t[p], "cpu_s_per_image": cpu[p] / batch,
+                           "cpu_speedup_vs_plain": cpu["plain"] / cpu[p], "load1_before": before, "load1_after": after}
                     if p in sampler:
                         row["sampler_images_per_s"] = batch / sampler[p]
                     rows.append(row)
@@ -240,13 +246,14 @@ def main():
             if r["threads"] == args.threads[0]:
                 r["peak_rss_mb"] = peak_memory(r["config"], r["batch"], r["path"], r["threads"])
     print()
-    print("| config | threads | batch | path | s / image | images/s | × plain | sampler images/s (micro-batch 8) | peak RSS MiB | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | threads | batch | path | s / image | images/s | × plain | CPU s / image | × plain (CPU) | sampler images/s (micro-batch 8) | peak RSS MiB | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         sampler = f"{r['sampler_images_per_s']:.2f}" if "sampler_images_per_s" in r else ""
         rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
         print(f"| {r['config']} | {r['threads']} | {r['batch']} | {r['path']} | {r['s_per_image']:.4f} | "
-              f"{r['images_per_s']:.2f} | {r['speedup_vs_plain']:.2f} | {sampler} | {rss} | "
+              f"{r['images_per_s']:.2f} | {r['speedup_vs_plain']:.2f} | {r['cpu_s_per_image']:.4f} | "
+              f"{r['cpu_speedup_vs_plain']:.2f} | {sampler} | {rss} | "
               f"{r['load1_before']:.2f}–{r['load1_after']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -18,7 +18,7 @@ import torch
 from stylegan.generator import postprocess
 
 from .property_scores import PROPERTIES, scores_v2
-from .synth_segmenter import load_segmenter, parse_crops, whole_frame_crops
+from .synth_segmenter import for_inference, load_segmenter, parse_crops, whole_frame_crops
 
 
 class ParsingJudge:
@@ -40,7 +40,7 @@ class ParsingJudge:
             raise FileNotFoundError(f"the parsing judge needs the profile's segmenter; {path} not found")
         if not stats_path.is_file():
             raise FileNotFoundError(f"the parsing judge needs {stats_path} (run compute_property_scores_v2.py)")
-        return cls(load_segmenter(path), json.loads(stats_path.read_text())["columns"], name=name)
+        return cls(for_inference(load_segmenter(path)), json.loads(stats_path.read_text())["columns"], name=name)
 
     def describe(self) -> dict:
         return {"kind": "stage 3-4: default parser + 2nd property-score algorithm, stage-4 normalisation"}

@@ -199,12 +199,28 @@ def resize_mask_nearest(mask: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
+def for_inference(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with its 4-D weights in channels-last layout, in place (values unchanged).
+    oneDNN runs these convolutions 1.3-1.4x faster per batch in that layout on this CPU; the class
+    maps equalled the NCHW ones on 96 stage-1 images (4.8 M pixels). Call it outside inference mode
+    (weights made inside it could not be trained later)."""
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def _layout_of(model: nn.Module) -> torch.memory_format:
+    w = next((p for p in model.parameters() if p.ndim == 4), None)
+    cl = w is not None and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 @torch.inference_mode()
 def parse_crops(model: nn.Module, crops_uint8, batch_size: int = 32) -> np.ndarray:
-    """uint8 crops [N, S, S, 3] -> uint8 class maps [N, S, S] (argmax of the logits)."""
+    """uint8 crops [N, S, S, 3] -> uint8 class maps [N, S, S] (argmax of the logits). The input
+    takes the model's weight layout (channels-last after :func:`for_inference`)."""
+    layout = _layout_of(model)
     out = []
     for i in range(0, len(crops_uint8), batch_size):
-        logits = model(normalise(crops_uint8[i:i + batch_size]))
+        logits = model(normalise(crops_uint8[i:i + batch_size]).contiguous(memory_format=layout))
         out.append(logits.argmax(1).to(torch.uint8).numpy())
     return np.concatenate(out) if out else np.zeros((0,) + tuple(np.shape(crops_uint8)[1:3]), np.uint8)
 

@@ -26,7 +26,8 @@ from pipeline.reports import contact_sheet_figure, markdown_table, write_report
 from pipeline.profiles import Profile, load_profile
 from pipeline.runtime import Shard, apply_threads, check_run_manifest, peak_rss_mb
 from stylegan.generator import postprocess
-from stylegan.sampling import DETERMINISTIC, build_generator, generate, inference_signature, latent_z, mixing_plan
+from stylegan.generator import InferencePlan
+from stylegan.sampling import DETERMINISTIC, build_generator, generate, inference_signature, latent_z, mixing_plan, stage_plan
 from synthface.hand_labels import write_labels_for_stage1
 
 IMAGE_DIR = "images"
@@ -94,9 +95,13 @@ def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: 
     profile = load_profile(profile_name)
     cfg = resolve(consts, profile, "stage1", flags)            # every flag checked before anything is written
     shard_ = Shard.parse(shard)
+    try:
+        plan = stage_plan(str(cfg["inference_path"]))           # "exact" (byte-identical) or "relaxed"
+    except ValueError as exc:
+        raise ConfigError(f"INFERENCE_PATH: {exc}") from exc
     apply_threads(int(cfg["threads"]))
     result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=shard_,
-                          show_progress=show_progress, sources=cfg.sources)
+                          show_progress=show_progress, sources=cfg.sources, plan=plan)
     if result.get("hand_labels"):
         print(f"emulated hand labels: {result['hand_labels']['count']} images, "
               f"{result['hand_labels']['noise_rate']:.1%} label noise")
@@ -108,8 +113,14 @@ def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: 
 
 
 def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | None = None, shard: Shard = Shard(),
-                 show_progress: bool = True, sources: dict | None = None) -> dict:
+                 show_progress: bool = True, sources: dict | None = None,
+                 plan: InferencePlan = DETERMINISTIC) -> dict:
+    """``plan``: the generator's inference plan, batch-size independent (micro_batch > 0):
+    :data:`DETERMINISTIC` (exact path) or ``FAST`` (relaxed path, within 1e-4 of it); part of the
+    folder's recorded settings (``inference``), so a folder is never finished under another."""
     settings.validate()
+    if plan.micro_batch < 1:
+        raise ValueError("stage 1 needs a batch-size independent plan (micro_batch >= 1)")
     out_dir = Path(out_dir) if out_dir else profile.stage_dir("stage1")
     image_dir = out_dir / IMAGE_DIR
     g = build_generator(profile)
@@ -121,7 +132,7 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
         "profile": profile.name, "generator": cfg.to_dict(), "generator_checkpoint": ckpt,
         "generator_checkpoint_sha256": sha256_file(profile.path(ckpt)) if ckpt else None,
         "random_init_seed": profile.get("random_init_seed"), **asdict(settings),
-        "inference": inference_signature(DETERMINISTIC)},
+        "inference": inference_signature(plan)},
         sources={k: v for k, v in (sources or {}).items() if v != "constant"})
     known = _finished_outputs(out_dir)
     consumed = lineage.open_stage(out_dir, restart_hint="use another --out folder or delete it to start over")
@@ -140,7 +151,7 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
             skipped += len(idx)
             continue
         t = time.perf_counter()
-        images = _render_chunk(g, idx, settings, cfg)
+        images = _render_chunk(g, idx, settings, cfg, plan)
         gen_seconds += time.perf_counter() - t
         for n, img in zip(idx, images):      # a file that differs (broken, older) is replaced
             if write_if_different(image_dir / image_name(n), encode_png(img)):
@@ -158,14 +169,14 @@ def run_sampling(profile: Profile, settings: SamplingSettings, out_dir: Path | N
 
 
 @torch.inference_mode()
-def _render_chunk(g, idx: range, settings: SamplingSettings, cfg) -> np.ndarray:
+def _render_chunk(g, idx: range, settings: SamplingSettings, cfg, plan: InferencePlan = DETERMINISTIC) -> np.ndarray:
     z = latent_z(idx, cfg.z_dim, settings.seed)
     z2 = cutoff = None
     if settings.style_mixing_prob > 0:
         z2, cutoff = mixing_plan(idx, cfg.z_dim, settings.seed, settings.style_mixing_prob, cfg.num_layers)
     img = generate(g, z, trunc_psi=settings.trunc_psi, trunc_layers=settings.trunc_layers, z2=z2, cutoff=cutoff,
                    randomize_noise=settings.randomize_noise, noise_seed=settings.seed, noise_ids=idx,
-                   plan=DETERMINISTIC)     # fixed micro-batches, per-image noise: the batch size does not matter
+                   plan=plan)     # fixed micro-batches, per-image noise: the batch size does not matter
     return postprocess(img)
 
 

@@ -59,6 +59,13 @@ class InferencePlan:
 
 
 PLAIN = InferencePlan(path="plain", micro_batch=0)
+# What ``plan=None`` means: the exact path (cached scaled weights; bit-identical to plain, and
+# plain itself in train mode or with autograd on), one call per request. A model's own default
+# is ``synthesis.default_plan`` (:func:`stylegan.sampling.set_inference_plan`).
+DEFAULT_PLAN = InferencePlan(path="exact", micro_batch=0)
+# The fast path for callers that accept float rounding (within 1e-4 of plain, not byte-identical),
+# in padded micro-batches of 8 so that an image does not depend on the request size.
+FAST = InferencePlan(path="relaxed", micro_batch=8)
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,7 @@ class SynthesisNetwork(nn.Module):
             self.add_module(f"layer{2 * b + 1}", SynthesisLayer("conv", ch, ch, res, cfg.w_dim))
             self.add_module(f"output{b}", ToRGB(ch, cfg.image_channels))
         self._compiled: dict = {}                 # not a module / buffer: never in the state_dict
+        self.default_plan: InferencePlan = DEFAULT_PLAN   # what plan=None means (not in the state_dict)
 
     def noise_resolutions(self) -> list[int]:
         """Resolution of each layer's noise map, in layer order."""
@@ -176,8 +184,9 @@ class SynthesisNetwork(nn.Module):
                 generator: torch.Generator | None = None, *, plan: InferencePlan | None = None,
                 noise: list[torch.Tensor] | None = None) -> dict:
         """``noise``: optional explicit maps, one [B, 1, R, R] tensor per layer (overrides
-        ``randomize_noise``). ``plan``: the inference path (None: plain). In train mode or
-        with autograd enabled every path is the plain computation."""
+        ``randomize_noise``). ``plan``: the inference path (None: ``self.default_plan``, the
+        exact path unless set otherwise; :data:`PLAIN` for the reference computation). In train
+        mode or with autograd enabled every path is the plain computation."""
         if float(self.lod) != 0.0:
             raise ValueError(f"synthesis.lod is {float(self.lod)}; only finished models (lod 0) are supported")
         if wp.ndim != 3 or wp.shape[1] != self.num_layers:
@@ -186,7 +195,8 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise must hold {self.num_layers} maps, got {len(noise)}")
         # the fast paths update activations in place: they run only without autograd
         # (inference_mode / no_grad) and in eval mode; otherwise the plain computation runs
-        path = "plain" if plan is None or self.training or torch.is_grad_enabled() else plan.path
+        plan = self.default_plan if plan is None else plan
+        path = "plain" if self.training or torch.is_grad_enabled() else plan.path
         if path != "plain" and plan.compile:
             return self._run_compiled(wp, randomize_noise, generator, noise, plan)
         return self._run(wp, randomize_noise, generator, noise, path)
@@ -202,20 +212,22 @@ class SynthesisNetwork(nn.Module):
         split = self.num_layers if path != "relaxed" or wp.shape[0] == 1 else self._split_layer()
         for i in range(split):
             x = self._layer(i, x, wp, randomize_noise, generator, noise, path, out)
+        to_rgb = getattr(self, f"output{self.num_layers // 2 - 1}")
         if split < self.num_layers:
-            # large activations one sample at a time (SPLIT_ELEMENTS)
+            # large activations one sample at a time (SPLIT_ELEMENTS), through toRGB: only the
+            # 3-channel images are put together, never a batch of the last (largest) activation
             parts = []
             for b in range(wp.shape[0]):
                 nb = None if noise is None else [n[b:b + 1] for n in noise]
                 xb, styles = x[b:b + 1], {}
                 for i in range(split, self.num_layers):
                     xb = self._layer(i, xb, wp[b:b + 1], False, None, nb, path, styles)
-                parts.append((xb, styles))
-            x = torch.cat([p[0] for p in parts])
+                parts.append((to_rgb.forward_fast(xb, path), styles))
+            image = torch.cat([p[0].contiguous() for p in parts])
             for key in parts[0][1]:
                 out[key] = torch.cat([p[1][key] for p in parts])
-        to_rgb = getattr(self, f"output{self.num_layers // 2 - 1}")
-        image = to_rgb(x) if path == "plain" else to_rgb.forward_fast(x, path)
+        else:
+            image = to_rgb(x) if path == "plain" else to_rgb.forward_fast(x, path)
         out["image"] = image.contiguous()
         return out
 

@@ -10,19 +10,23 @@ import torch
 # Relaxed-path convolution kernels in minimal-multiplication form (channels-last tensors;
 # the inputs go through cheap add / subtract transforms, the products are batched GEMMs).
 _UP_G = ((1.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 1.0))
-_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
 
 def _transform_weight(w: torch.Tensor, g_rows) -> torch.Tensor:
-    """[O, I, 3, 3] -> [T*T, I, O]: G w G^T per (o, i) for the T x 3 matrix ``g_rows``."""
-    g = torch.tensor(g_rows, dtype=w.dtype, device=w.device)
-    u = torch.einsum("pk,oikl,ql->pqio", g, w, g)
-    return u.reshape(g.shape[0] ** 2, w.shape[1], w.shape[0]).contiguous()
+    """[O, I, 3, 3] -> [T*T, I, O]: G w G^T per (o, i) for the T x 3 matrix ``g_rows`` (in float64)."""
+    g = torch.tensor(g_rows, dtype=torch.float64, device=w.device)
+    u = torch.einsum("pk,oikl,ql->pqio", g, w.double(), g)
+    return u.reshape(g.shape[0] ** 2, w.shape[1], w.shape[0]).to(w.dtype).contiguous()
 
 
 def _padded_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H+2, W+2, C] with a zero border (only the border is written twice)."""
     b, c, h, w = x.shape
-    xp = x.new_zeros(b, h + 2, w + 2, c)
+    xp = x.new_empty(b, h + 2, w + 2, c)
+    xp[:, 0].zero_()
+    xp[:, -1].zero_()
+    xp[:, 1:-1, 0].zero_()
+    xp[:, 1:-1, -1].zero_()
     xp[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
     return xp
 
@@ -51,30 +55,58 @@ def upconv_relaxed(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out.view(b, 2 * h, 2 * wd, o).permute(0, 3, 1, 2)
 
 
+# Winograd F(4x4, 3x3) (interpolation points 0, +-1, +-2, infinity): 36 instead of 144 products per
+# 4x4 output tile. Input transform B^T d B, weight transform G w G^T, output transform A^T m A.
+_WINO_BT = ((4.0, 0.0, -5.0, 0.0, 1.0, 0.0), (0.0, -4.0, -4.0, 1.0, 1.0, 0.0), (0.0, 4.0, -4.0, -1.0, 1.0, 0.0),
+            (0.0, -2.0, -1.0, 2.0, 1.0, 0.0), (0.0, 2.0, -1.0, -2.0, 1.0, 0.0), (0.0, 4.0, 0.0, -5.0, 0.0, 1.0))
+_WINO_G = ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+           (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))
+_WINO_AT = ((1.0, 1.0, 1.0, 1.0, 1.0, 0.0), (0.0, 1.0, -1.0, 2.0, -2.0, 0.0), (0.0, 1.0, 1.0, 4.0, 4.0, 0.0),
+            (0.0, 1.0, -1.0, 8.0, -8.0, 1.0))
+# Values per temporary of the tiled kernel: strips of tile rows (or groups of samples) keep the
+# [36, tiles, C] blocks small: cache-resident, and below glibc's largest mmap threshold (32 MiB),
+# so no fresh pages per call. A block is at least as large as the transformed weight (read once
+# per block). Measured with benchmarks/bench_generator.py --kernels.
+STRIP_VALUES = 1 << 19
+STRIP_MAX = 7 << 20
+
+
 def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """3x3 conv (padding 1, even H and W) by Winograd F(2x2, 3x3): 16 instead of 36 products
-    per 2x2 output tile. ``u`` = :func:`_transform_weight` (w, _WINO_G). Channels-last out."""
+    """3x3 conv (padding 1, H and W divisible by 4) by Winograd F(4x4, 3x3). ``u`` =
+    :func:`_transform_weight` (w, _WINO_G) (computed in float64). The 6x6 input tiles are gathered
+    in strips of tile rows; the input and output transforms are small matrix products over the tile
+    axes, the 36 tile positions one batched GEMM. Channels-last out; within ~1e-5 of the direct
+    convolution relative to its range (the direct one: ~2e-6)."""
     b, c, h, wd = x.shape
     o = u.shape[2]
+    th, tw = h // 4, wd // 4
+    bt = torch.tensor(_WINO_BT, dtype=x.dtype, device=x.device)
+    at = torch.tensor(_WINO_AT, dtype=x.dtype, device=x.device)
     xp = _padded_nhwc(x)
-    d = [xp[:, i:h + i:2] for i in range(4)]                                # [B, H/2, W+2, C]
-    t = (d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3])
-    v = x.new_empty(16, b, h // 2, wd // 2, c)
-    for i, ti in enumerate(t):
-        e = [ti[:, :, j:wd + j:2] for j in range(4)]
-        torch.sub(e[0], e[2], out=v[4 * i])
-        torch.add(e[1], e[2], out=v[4 * i + 1])
-        torch.sub(e[2], e[1], out=v[4 * i + 2])
-        torch.sub(e[1], e[3], out=v[4 * i + 3])
-    m = torch.bmm(v.view(16, -1, c), u).view(4, 4, b, h // 2, wd // 2, o)
-    out = x.new_empty(b, h // 2, 2, wd // 2, 2, o)
-    for a, r in ((0, m[0] + m[1] + m[2]), (1, m[1] - m[2] - m[3])):
-        torch.add(r[0] + r[1], r[2], out=out[:, :, a, :, 0])
-        torch.sub(r[1] - r[2], r[3], out=out[:, :, a, :, 1])
+    sb, sh, sw, sc = xp.stride()
+    out = x.new_empty(b, th, 4, tw, 4, o)
+    budget = min(max(STRIP_VALUES, u.numel()), STRIP_MAX)
+    per_sample = 36 * th * tw * max(c, o)
+    if per_sample <= budget:                    # small maps: whole samples, several per block
+        step = budget // per_sample
+        blocks = [(i, min(step, b - i), 0, th) for i in range(0, b, step)]
+    else:                                       # large maps: strips of tile rows of one sample
+        rows = max(1, budget // (36 * tw * max(c, o)))
+        blocks = [(i, 1, r, min(rows, th - r)) for i in range(b) for r in range(0, th, rows)]
+    for i, nb, r0, k in blocks:
+        d = xp.as_strided((6, 6, nb, k, tw, c), (sh, sw, sb, 4 * sh, 4 * sw, sc),
+                          xp.storage_offset() + i * sb + 4 * r0 * sh).reshape(6, -1)    # gathered tiles
+        n = nb * k * tw
+        v = torch.matmul(bt, torch.mm(bt, d).view(6, 6, -1))                          # [6, 6, n*c]
+        m = torch.bmm(v.view(36, n, c), u)                                            # [36, n, o]
+        y = torch.matmul(at, torch.mm(at, m.view(6, -1)).view(4, 6, -1))             # [4, 4, n*o]
+        out[i:i + nb, r0:r0 + k].copy_(y.view(4, 4, nb, k, tw, o).permute(2, 3, 0, 4, 1, 5))
     return out.view(b, h, wd, o).permute(0, 3, 1, 2)
 
 
 # Measured per layer on this CPU (AVX-512, 1 thread, batch 1 and 8): bench_generator.py --kernels
-WINOGRAD_MIN_CHANNELS = 256     # 3x3 convs: Winograd beats oneDNN's direct conv from 256 channels on
+WINOGRAD_MIN_CHANNELS = 64      # 3x3 convs: Winograd F(4x4, 3x3) beats oneDNN's direct conv from 64 channels
+WINOGRAD_MIN_TILES = 16         # and from 16 tiles of 4x4 per call (batch x H/4 x W/4): below, reading the
+                                # 36 transformed weight matrices costs more than it saves
 UPCONV_MIN_CHANNELS = 256       # upsampling convs: the 9-product form wins from 256 output channels,
                                 # below that a channels-last transposed conv does

@@ -14,8 +14,9 @@ The synthesis layers also have inference paths (:meth:`SynthesisLayer.forward_fa
 * ``"relaxed"``: channels-last tensors; the nearest-upsample + 3x3 conv (and the
   transposed-conv upsampling, which is nearest upsampling + the flipped kernel) in a
   9-product form on the low-resolution input (:func:`upconv_relaxed`, 4x fewer
-  multiply-adds) for wide layers, as one channels-last transposed conv for narrow ones; 3x3 convs with many channels by Winograd F(2x2, 3x3)
-  (:func:`conv3x3_winograd`, 2.25x fewer), noise and bias added as one cached map,
+  multiply-adds) for wide layers, as one channels-last transposed conv for narrow ones; 3x3 convs
+  with many channels by Winograd F(4x4, 3x3) (:func:`conv3x3_winograd`, 4x fewer), noise and bias
+  added as one cached map,
   instance norm and style modulation as one per-channel affine (a batch-norm call for
   a single sample). The same function up to float rounding (images within ~2e-5 of
   the plain path, relative to their range).
@@ -32,8 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import (_UP_G, _WINO_G, UPCONV_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS, _transform_weight, conv3x3_winograd,
-                      upconv_relaxed)
+from .kernels import (_UP_G, _WINO_G, UPCONV_MIN_CHANNELS, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_TILES, _transform_weight,
+                      conv3x3_winograd, upconv_relaxed)
 
 LRELU_SLOPE = 0.2
 DEFAULT_GAIN = math.sqrt(2.0)
@@ -258,6 +259,10 @@ class SynthesisLayer(nn.Module):
         if name == "blur":
             return self._cache.get("blur", (self.blur.kernel,),
                                    lambda: self.blur.kernel.contiguous(memory_format=cl))
+        if name == "const_norm":                    # the const layer up to its style: one map for every sample
+            return self._cache.get("const_norm", (self.const, noise.noise, noise.weight, self.bias), lambda: instance_norm(
+                F.leaky_relu(self.const + noise.noise * noise.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1),
+                             LRELU_SLOPE)))
         if name == "style":
             st = self.style
             return self._cache.get("style", (st.weight,), lambda: st.weight * st.scale)
@@ -271,6 +276,13 @@ class SynthesisLayer(nn.Module):
         In train mode it is the plain :meth:`forward` (nothing cached)."""
         if self.training:
             return self.forward(x, w, randomize_noise, generator, noise)
+        if self.kind == "const" and noise is None and not randomize_noise:
+            # stored noise: everything before the style is the same for every sample, so it is
+            # computed once (as the plain path does) and cached; then x * (1 + s) + t per sample
+            style = F.linear(w, self._cached("style", path), self.style.bias)
+            s = style.view(-1, 2, self.style.channels, 1, 1)
+            x = self._cached("const_norm", path) * (s[:, 0] + 1.0) + s[:, 1]
+            return (x if path == "exact" else x.contiguous(memory_format=torch.channels_last)), style
         if path == "exact":
             return self._forward_exact(x, w, randomize_noise, generator, noise)
         if path == "relaxed":
@@ -315,7 +327,9 @@ class SynthesisLayer(nn.Module):
         else:
             x = x.contiguous(memory_format=cl)
             if self.kind == "conv":
-                if x.shape[1] >= WINOGRAD_MIN_CHANNELS and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+                b_, c_, h_, w_ = x.shape
+                if (c_ >= WINOGRAD_MIN_CHANNELS and h_ % 4 == 0 and w_ % 4 == 0
+                        and b_ * (h_ // 4) * (w_ // 4) >= WINOGRAD_MIN_TILES):
                     x = conv3x3_winograd(x, self._cached("wino", "relaxed"))
                 else:
                     x = F.conv2d(x, self._cached("weight", "relaxed"), padding=1)

@@ -15,16 +15,17 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, load_state_dict_strict, read_checkpoint, select_entry
 from .discriminator import DiscriminatorConfig, StyleGANDiscriminator
-from .generator import PLAIN, GeneratorConfig, InferencePlan, StyleGANGenerator, postprocess
+from .generator import DEFAULT_PLAN, FAST, PLAIN, GeneratorConfig, InferencePlan, StyleGANGenerator, postprocess
 
 # Batch-size independent sampling (what a stage that promises "image = f(seed, n)" passes):
 # the exact path (bit-identical to plain) in fixed micro-batches of 8, the last one padded.
+# FAST is its relaxed twin (within 1e-4 of plain).
 DETERMINISTIC = InferencePlan(path="exact", micro_batch=8)
-# The default: the exact path, one call per request. Every existing caller gets the same bytes
-# as before (plain path, same shapes), faster, and a request of 1 image costs 1 image, not 8.
-DEFAULT_PLAN = InferencePlan(path="exact", micro_batch=0)
-__all__ = ["DEFAULT_PLAN", "DETERMINISTIC", "PLAIN", "InferencePlan", "build_discriminator", "build_generator",
-           "generate", "generate_uint8", "inference_signature", "latent_z", "mixing_plan", "noise_maps"]
+# DEFAULT_PLAN (the exact path, one call per request): every caller gets the same bytes as the
+# plain path, faster, and a request of 1 image costs 1 image, not 8.
+__all__ = ["DEFAULT_PLAN", "DETERMINISTIC", "FAST", "PLAIN", "InferencePlan", "build_discriminator", "build_generator",
+           "generate", "generate_uint8", "inference_signature", "latent_z", "mixing_plan", "noise_maps",
+           "set_inference_plan", "stage_plan"]
 
 
 def build_generator(profile) -> StyleGANGenerator:
@@ -53,6 +54,25 @@ def build_generator(profile) -> StyleGANGenerator:
     if float(g.synthesis.lod) != 0.0:
         raise CheckpointError(f"generator of profile {profile.name!r} has lod {float(g.synthesis.lod)}, expected 0")
     return g.eval().requires_grad_(False)
+
+
+def set_inference_plan(g, plan: InferencePlan | None) -> None:
+    """Make ``plan`` what ``g.synthesis(..., plan=None)`` runs (any generator with a ``synthesis``
+    network: the StyleGAN core, the conditional and v9 variants), so that callers that do not
+    pass a plan (generation tests, VectorFind sampling, the editor) take it; None: the default
+    (exact path). Train mode and autograd still run the plain computation."""
+    if plan is not None and not isinstance(plan, InferencePlan):
+        raise TypeError(f"plan must be an InferencePlan or None, got {type(plan).__name__}")
+    g.synthesis.default_plan = DEFAULT_PLAN if plan is None else plan
+
+
+def stage_plan(path: str) -> InferencePlan:
+    """A stage's ``inference_path`` setting -> its batch-size independent plan: ``"exact"``
+    (:data:`DETERMINISTIC`, byte-identical to the plain path) or ``"relaxed"`` (:data:`FAST`)."""
+    plans = {"exact": DETERMINISTIC, "relaxed": FAST}
+    if path not in plans:
+        raise ValueError(f"inference path must be one of {', '.join(plans)}, got {path!r}")
+    return plans[path]
 
 
 def build_discriminator(profile, state_dict: dict | None = None) -> StyleGANDiscriminator:
@@ -135,15 +155,16 @@ def generate(g: StyleGANGenerator, z: np.ndarray | torch.Tensor, *, trunc_psi: f
              noise_ids=None, plan: InferencePlan | None = None) -> torch.Tensor:
     """Images in [-1, 1] for a batch of z (eval semantics; optional explicit style mixing).
 
-    ``plan`` (default :data:`DEFAULT_PLAN`; :data:`DETERMINISTIC` for batch-size independent
-    images): inference path and micro-batch. With
+    ``plan`` (default: the model's ``synthesis.default_plan``, :data:`DEFAULT_PLAN` unless
+    :func:`set_inference_plan` changed it; :data:`DETERMINISTIC` / :data:`FAST` for batch-size
+    independent images): inference path and micro-batch. With
     ``randomize_noise`` the maps of row k come from the stream (``noise_seed``,
     ``noise_ids[k]``) (ids default to the row numbers 0..B-1: pass the image numbers so
     that an image's noise does not depend on where it sits in the request). With
     ``plan.micro_batch == 0`` the whole request is one call and randomised noise is
     drawn in batch order from one generator seeded with ``noise_seed`` (the old behaviour).
     """
-    plan = DEFAULT_PLAN if plan is None else plan
+    plan = g.synthesis.default_plan if plan is None else plan
     dev = g.truncation.w_avg.device
     z = torch.as_tensor(z).to(torch.float32).to(dev)
     if z2 is not None:

@@ -161,3 +161,24 @@ def test_changed_checkpoint_content_is_refused(tiny_profile, tmp_path):
     save_checkpoint({"generator": StyleGANGenerator(cfg).state_dict()}, ck)
     with pytest.raises(ValueError, match="generator_checkpoint_sha256"):
         run_sampling(Profile(prof), settings(num_images=4), tmp_path / "a", show_progress=False)
+
+
+def test_relaxed_inference_path_stays_within_one_grey_level_and_is_recorded(tiny_profile, tmp_path):
+    """INFERENCE_PATH = "relaxed": the fast path in micro-batches (batch-size independent), images
+    within one grey level of the exact path's; a folder finished under one path refuses the other."""
+    from stylegan.sampling import FAST, stage_plan
+    from pipeline.io import read_png_rgb
+    assert stage_plan("relaxed") == FAST and stage_plan("exact").path == "exact"
+    with pytest.raises(ValueError, match="inference path"):
+        stage_plan("fast")
+    run_sampling(tiny_profile, settings(num_images=8), tmp_path / "exact", show_progress=False)
+    run_sampling(tiny_profile, settings(num_images=8), tmp_path / "fast", show_progress=False, plan=FAST)
+    run_sampling(tiny_profile, settings(num_images=8, batch_size=3), tmp_path / "fast3", show_progress=False, plan=FAST)
+    a = np.stack([read_png_rgb(p) for p in sorted((tmp_path / "exact" / "images").glob("*.png"))]).astype(int)
+    b = np.stack([read_png_rgb(p) for p in sorted((tmp_path / "fast" / "images").glob("*.png"))]).astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert files(tmp_path / "fast") == files(tmp_path / "fast3")
+    rec = json.loads((tmp_path / "fast" / "run_config.json").read_text())
+    assert rec["inference"]["path"] == "relaxed"
+    with pytest.raises(ValueError, match="inference"):
+        run_sampling(tiny_profile, settings(num_images=8), tmp_path / "fast", show_progress=False)
