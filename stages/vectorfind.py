@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from evaluation.scorers import JudgeScorer
 from pipeline import lineage
 from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
@@ -44,6 +45,7 @@ from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED, POINTS, check_point
 from vectorfind.sampling import case_latents, sample
 from vectorfind.svm import fit_svm_from_samples
+from vectorfind.v9_adapter import PATHS
 
 from . import vectorfind_report as report
 from . import vectorfind_sweep
@@ -57,16 +59,20 @@ RESTART = "remove the run folder to start again"
 
 
 class MultiScorer:
-    """The fitting judge's scores under their own names, every other test judge's as ``judge/property``."""
+    """The fitting judge's scores under their own names, every other test judge's as ``judge/property``.
+    Each judge measures a batch once (the property CNN's hairstyle comes from the evaluator, which
+    is also a test judge: ``evaluation.scorers.measure_once``)."""
 
     def __init__(self, scorers: dict, primary: str):
         self.scorers, self.primary = scorers, primary
 
     def __call__(self, images):
-        out = dict(self.scorers[self.primary](images))
+        memo = {}
+        run = lambda s: s(images, memo=memo) if isinstance(s, JudgeScorer) else s(images)   # noqa: E731
+        out = dict(run(self.scorers[self.primary]))
         for name, s in self.scorers.items():
             if name != self.primary:
-                out.update({f"{name}/{k}": v for k, v in s(images).items()})
+                out.update({f"{name}/{k}": v for k, v in run(s).items()})
         return out
 
 
@@ -199,6 +205,12 @@ def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: in
     key = {"generator": grec["outputs_digest"], "generator_source": grec["source"], "seed": int(cfg["seed"]),
            "jpeg": False, "judges": fit_judges, "hairstyle_judge": cfg["hairstyle_judge"],
            "dropout": bool(cfg["dropout"]), "chunk": 500}
+    # the synthesis' last bits depend on its batch (vectorfind.v9_adapter): caches made before these
+    # settings existed used calls of 50 on the plain path (= exact), so only other values join the key
+    if cfg.get("inference_path", "exact") == "relaxed":
+        key["inference_path"] = "relaxed"
+    if int(cfg.get("image_batch", 50)) != 50:
+        key["image_batch"] = int(cfg["image_batch"])
     ensure_samples(cache, key, gen, {j: scorers[j] for j in fit_judges}, max(n, int(cfg["median_n"])),
                    seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress)
     medians = medians_of(cache.parent, cache, cfg["fit_judge"], int(cfg["median_n"]))
@@ -207,7 +219,8 @@ def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: in
 
 def profile_inputs(profile, cfg: dict, judges: list) -> tuple:
     """(MidGenerator, generator record, judge -> scorer, judge descriptions) from the profile."""
-    gen, grec = load_generator(profile, cfg["generator"], cfg["generator_key"] or None, int(cfg["batch_size"]))
+    gen, grec = load_generator(profile, cfg["generator"], cfg["generator_key"] or None, int(cfg["batch_size"]),
+                               int(cfg.get("image_batch", cfg["batch_size"])), cfg.get("inference_path", "exact"))
     scorers, desc = build_scorers(profile, judges, hairstyle_judge=cfg["hairstyle_judge"],
                                   dropout=bool(cfg["dropout"]),
                                   dropout_seed=None if int(cfg["dropout_seed"]) < 0 else int(cfg["dropout_seed"]))
@@ -302,7 +315,8 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
 
 RANGES = {"n": (lambda v: v >= 1, "an integer >= 1"), "cases": (lambda v: v >= 1, "an integer >= 1"),
           "median_n": (lambda v: v >= 1, "an integer >= 1"), "stop_at": (lambda v: v >= 0, "an integer >= 0"),
-          "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"),
+          "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"), "image_batch": (lambda v: v >= 1, "an integer >= 1"),
+          "batch_size": (lambda v: v >= 1, "an integer >= 1"), "case_chunk": (lambda v: v >= 1, "an integer >= 1"),
           "alpha_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
           "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]")}
 
@@ -320,6 +334,8 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
         raise InputError(f"fit judge must be property_cnn or evaluator (the sampling judge), got {cfg['fit_judge']!r}")
     if cfg["rng_order"] not in ("seeded", "original"):
         raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
+    if cfg.get("inference_path", "exact") not in PATHS:
+        raise InputError(f"--inference-path must be one of {PATHS}, got {cfg['inference_path']!r}")
     if cfg["point"] not in POINTS:
         raise InputError(f"--point must be one of {POINTS}, got {cfg['point']!r}")
     if cfg["method"] not in METHODS:
