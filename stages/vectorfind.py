@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from editing.directions import project_out
 from evaluation.scorers import JudgeScorer
 from pipeline import lineage
 from pipeline.config import check_value, resolve
@@ -76,8 +77,21 @@ class MultiScorer:
         return out
 
 
-def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded") -> str:
-    return f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
+def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded",
+                 conditional: bool = False) -> str:
+    return (f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
+            + ("_cond" if conditional else ""))
+
+
+def conditional_directions(ds: DirectionSet) -> DirectionSet:
+    """Each (property, group) SVM direction with the same group's other controlled directions projected
+    out (InterFaceGAN's conditional manipulation, ``editing.directions.project_out``), unit float64.
+    Cuts what an edit of one property does to the others' read-outs; the fitted files stay as they are."""
+    out = DirectionSet(ds.point)
+    for (p, g), v in ds.vectors.items():
+        out.vectors[(p, g)] = project_out(v, [ds.vectors[(q, g)] for q in ds.properties
+                                              if q != p and (q, g) in ds.vectors])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ medians
@@ -233,7 +247,7 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     scale = float(cfg["alpha_scale"])
     root = profile.data_root
     stage_dir = root / "stage7"
-    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"])
+    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"], bool(cfg.get("conditional")))
     if (out / lineage.COMPLETION).is_file():
         gen_path = generator_file(profile, cfg["generator"])
         if gen_path is not None and gen_path.is_file():
@@ -257,6 +271,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
         medians, samples = cached_samples(stage_dir / "samples", gen, grec, scorers, cfg, n, progress)
     sampling_s = time.perf_counter() - t
     svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
+    if cfg.get("conditional") and svm is not None:
+        svm = conditional_directions(svm)
+        svm.save(out / "property_score_vectors_conditional")
     scorer = MultiScorer(scorers, cfg["fit_judge"])
     cases = list(range(int(cfg["cases"])))
     z, label = case_latents(cases, gen.z_dim, gen.label_dim, seed, cfg["rng_order"])

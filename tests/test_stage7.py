@@ -14,7 +14,8 @@ from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
 CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 * CHUNK, ratio=0.2, cases=3,
               stop_at=0, seed=0, rng_order="seeded", alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
               test_judges=("property_cnn", "evaluator"), hairstyle_judge="evaluator", jpeg=False, dropout=False,
-              dropout_seed=0, nn_max_epochs=1, batch_size=50, sweep_rows=("svm:w:1000",), sweep=False,
+              dropout_seed=0, nn_max_epochs=1, batch_size=50, image_batch=10, inference_path="exact",
+              conditional=False, sweep_rows=("svm:w:1000",), sweep=False,
               threads=0, progress=False)
 
 
@@ -132,3 +133,23 @@ def test_finished_run_refuses_a_changed_generator(profile, tmp_path):
     gen.write_bytes(b"another generator")
     with pytest.raises(Exception, match="made from another generator"):
         stage.run_one(profile, cfg, progress=False, inputs=file_inputs)
+
+
+def test_conditional_run_projects_each_direction_off_the_other_two(profile, monkeypatch):
+    monkeypatch.setitem(PASS_THRESHOLDS, "pose", 0.8)
+    monkeypatch.setitem(PASS_THRESHOLDS, "eyes", 0.85)
+    run(profile, cases=1)
+    m = run(profile, cases=1, conditional=True)
+    runs = profile.data_root / "stage7" / "runs"
+    out = runs / "svm_w_n4000_x1_cond"
+    assert m["settings"]["conditional"] and (out / "metrics.json").is_file()
+    fitted = stage.DirectionSet.load(runs / "svm_w_n4000_x1" / "property_score_vectors", "w")
+    cond = stage.DirectionSet.load(out / "property_score_vectors_conditional", "w")
+    same = stage.DirectionSet.load(out / "property_score_vectors", "w")
+    for g in ("hhhh", "lhlh"):
+        v = {p: cond.vectors[(p, g)] for p in ("eyes", "mouth", "pose")}
+        for p, q in (("eyes", "mouth"), ("eyes", "pose"), ("mouth", "pose")):
+            f = {k: fitted.vectors[(k, g)] for k in (p, q)}
+            assert abs(float(v[p] @ f[q])) < 1e-6 and abs(float(v[q] @ f[p])) < 1e-6
+        np.testing.assert_array_equal(same.vectors[("eyes", g)], fitted.vectors[("eyes", g)])   # fitted files kept
+        assert float(v["eyes"] @ fitted.vectors[("eyes", g)]) > 0.5                          # same sense
