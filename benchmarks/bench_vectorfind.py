@@ -119,7 +119,7 @@ def _random_svm(gen, point: str, seed: int):
 
 def bench_synthface(n: int, cases: int, seed: int, generator: str = "shipped-v1", profile: str = "synthface",
                     judges=("property_cnn", "evaluator"), point: str = "mapping_split2",
-                    configs=("before", "after")) -> list[dict]:
+                    configs=("before", "after", "after_2w")) -> list[dict]:
     """On the profile's v9 (``generator``: a checkpoint path or ``shipped-v1``): where the test's time
     goes (generator, JPEG, each judge; wall seconds), sampling images/s at each point, and the test's
     images/s (50 edited + 1 unedited per case) before and after the speed-up:
@@ -127,7 +127,8 @@ def bench_synthface(n: int, cases: int, seed: int, generator: str = "shipped-v1"
     * before: synthesis on the plain path in calls of 50 images, every judge measuring on its own
       (the evaluator twice: once for the property CNN's hairstyle);
     * after: the stage's defaults — exact path (bit-identical to plain at the same batch) in calls of
-      10, each judge once per batch. The synthesis' last bits depend on the batch (about 3e-6 of the
+      10, each judge once per batch;
+    * after_2w: as after, two cases at once in two threads of one torch thread each (``--workers 2``). The synthesis' last bits depend on the batch (about 3e-6 of the
       [-1, 1] range), so the two setups' scores may differ in their 4th decimal: printed.
     CPU seconds (the process's, both threads) are printed beside wall seconds: on a shared machine
     the CPU figure is the steadier one."""
@@ -137,8 +138,10 @@ def bench_synthface(n: int, cases: int, seed: int, generator: str = "shipped-v1"
     from vectorfind.cases import run_case
     from vectorfind.sampling import case_latents
     prof = load_profile(profile)
-    setups = {"before": dict(image_batch=50, path="plain", multi=_EachJudgeOnItsOwn),
-              "after": dict(image_batch=10, path="exact", multi=MultiScorer)}
+    from stages.vectorfind_samples import ordered_map
+    setups = {"before": dict(image_batch=50, path="plain", multi=_EachJudgeOnItsOwn, workers=1),
+              "after": dict(image_batch=10, path="exact", multi=MultiScorer, workers=1),
+              "after_2w": dict(image_batch=10, path="exact", multi=MultiScorer, workers=2)}
     gens = {c: load_generator(prof, generator, None, 50, setups[c]["image_batch"], setups[c]["path"])[0]
             for c in configs}
     scorers, _ = build_scorers(prof, list(judges))
@@ -166,29 +169,35 @@ def bench_synthface(n: int, cases: int, seed: int, generator: str = "shipped-v1"
         multi = setups[c]["multi"](scorers, "property_cnn")
         run_case(g, multi, point, "svm", 0, z[0], label[0], svm=ds, medians=med, scale=1.5, jpeg=True)   # warm-up
         log.clear()
+        threads = torch.get_num_threads()
+        workers = setups[c]["workers"]
+        if workers > 1:
+            torch.set_num_threads(1)
         t, cpu = time.perf_counter(), time.process_time()
-        res = [run_case(g, multi, point, "svm", i, z[i], label[i], svm=ds, medians=med, scale=1.5, jpeg=True)
-               for i in range(cases)]
+        res = list(ordered_map(lambda i: run_case(g, multi, point, "svm", i, z[i], label[i], svm=ds, medians=med,
+                                                  scale=1.5, jpeg=True), range(cases), workers))
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        torch.set_num_threads(threads)
         for j in judges:
             del scorers[j].judge.measure               # back to the class's method
         tables[c] = [r.table for r in res]
         row = {"what": "test", "setup": c, "judges": list(judges), "cases": cases, "seconds": round(wall, 1),
                "cpu_seconds": round(cpu, 1), "cpu_ms_per_image": round(cpu / (cases * 51) * 1000, 1),
                "images_per_s": round(cases * 51 / wall, 1), "load": round(os.getloadavg()[0], 1),
-               "split_s": {**{k: round(v, 1) for k, v in log.items()},
+               "split_s": {**{k: round(v, 1) for k, v in log.items()},          # summed over the workers
                            "rest (JPEG, apply, r)": round(wall - sum(log.values()), 1)},
                "minutes_for_100_cases": round(wall / cases * 100 / 60, 1)}
-        print(f"synthface test {c:6s} ({'+'.join(judges)}, JPEG): {row['images_per_s']:6.1f} images/s, "
+        print(f"synthface test {c:8s} ({'+'.join(judges)}, JPEG): {row['images_per_s']:6.1f} images/s, "
               f"100 cases in {row['minutes_for_100_cases']} min; wall s {row['split_s']} of {row['seconds']}; "
               f"{row['cpu_ms_per_image']} CPU-ms/image (load {row['load']})", flush=True)
         out.append(row)
-    if len(tables) == 2:
-        a, b = tables.values()
-        cols = [f"{p}_score" for p in ("eyes", "mouth", "pose")]
-        d = max(float((x[cols] - y[cols]).abs().to_numpy().max()) for x, y in zip(a, b))
-        print(f"synthface test: largest score difference between the setups {d:.4f} "
-              f"({sum(x.equals(y) for x, y in zip(a, b))} of {len(a)} case tables identical)", flush=True)
+    cols = [f"{p}_score" for p in ("eyes", "mouth", "pose")]
+    names = list(tables)
+    for x, y in zip(names, names[1:]):
+        a, b = tables[x], tables[y]
+        d = max(float((u[cols] - v[cols]).abs().to_numpy().max()) for u, v in zip(a, b))
+        print(f"synthface test: {x} vs {y}: largest score difference {d:.4f} "
+              f"({sum(u.equals(v) for u, v in zip(a, b))} of {len(a)} case tables identical)", flush=True)
     return out
 
 
@@ -208,7 +217,7 @@ def main() -> None:
     ap.add_argument("--generator", default="shipped-v1", help="v9 checkpoint for the synthface figures")
     ap.add_argument("--profile", default="synthface", help="profile (or copied profile file) of the synthface figures")
     ap.add_argument("--judges", default="property_cnn,evaluator", help="test judges of the synthface figures")
-    ap.add_argument("--setups", default="before,after", help="synthface test setups to time")
+    ap.add_argument("--setups", default="before,after,after_2w", help="synthface test setups to time")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"load average {os.getloadavg()}, torch threads {a.threads}", flush=True)

@@ -52,7 +52,7 @@ from . import vectorfind_report as report
 from . import vectorfind_sweep
 from .vectorfind_inputs import build_scorers, generator_file, load_generator
 from .vectorfind_oracle import oracle_leak
-from .vectorfind_samples import ensure_samples, load_samples
+from .vectorfind_samples import ensure_samples, load_samples, ordered_map
 
 RUNTIME = ("threads", "progress", "sweep")
 NN_FILE = "stylegan_gen_vector_find_v9_nn_{p}.pth"
@@ -171,27 +171,34 @@ def leak_rows(res, judge: str, primary: str) -> dict:
 
 def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, method: str, z, label, cases,
              *, svm, nets, medians, scale: float, jpeg: bool, groups=None, stop_at=None, progress=True,
-             case_root: Path | None = None, dropout: bool = False) -> list[dict]:
-    """The case test with resume: one ``case_judges.json`` per finished case."""
+             case_root: Path | None = None, dropout: bool = False, workers: int = 1) -> list[dict]:
+    """The case test with resume: one ``case_judges.json`` per finished case. ``workers`` > 1 runs
+    that many cases at once in threads (``stages.vectorfind_samples.ordered_map``); the records,
+    the stop rule and the printed lines keep the cases' order."""
     case_root = case_root or out / vf_files.CASE_ROOT
-    done, results = 0, []
-    for row, i in enumerate(cases):
+
+    def record(row: int) -> dict:
+        i = cases[row]
         mark = case_root / vf_files.case_folder(i) / "case_judges.json"
         if mark.is_file():
-            rec = json.loads(mark.read_text())
-        else:
-            res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
-                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout)
-            vf_files.write_case(case_root, method, res)
-            rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
-                   "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,
-                   "leak": {j: leak_rows(res, j, scorer.primary) for j in judges}}
-            atomic_write_json(mark, rec)
+            return json.loads(mark.read_text())
+        res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
+                       group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout)
+        vf_files.write_case(case_root, method, res)
+        rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
+               "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,
+               "leak": {j: leak_rows(res, j, scorer.primary) for j in judges}}
+        atomic_write_json(mark, rec)
+        return rec
+
+    done, results = 0, []
+    for rec in ordered_map(record, range(len(cases)), workers):
         rec["passed"] = {j: passes(rec["corr"][j]) for j in judges}
         results.append(rec)
         done += rec["passed"][scorer.primary]
         if progress:
-            print(f"  case {i}: " + ", ".join(f"{j} {'O' if rec['passed'][j] else 'X'}" for j in judges), flush=True)
+            print(f"  case {rec['case']}: " + ", ".join(f"{j} {'O' if rec['passed'][j] else 'X'}" for j in judges),
+                  flush=True)
         if stop_at and done >= stop_at:
             break
     return results
@@ -213,6 +220,12 @@ def write_original_files(folder: Path, method: str, point: str, n: int, records:
 
 # ------------------------------------------------------------------------------------------ one run
 
+def workers_of(cfg: dict) -> int:
+    """Threads that make chunks / run cases at once; 1 with the seeded train-mode dropout, whose
+    masks follow the property CNN's call count (the calls' order must be the cases')."""
+    return 1 if cfg.get("dropout") else int(cfg.get("workers", 1))
+
+
 def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: int, progress: bool) -> tuple:
     """(medians, the first n samples at the run's point) from the shared seeded cache (filled as needed)."""
     fit_judges = sorted({cfg["fit_judge"], cfg["hairstyle_judge"]})
@@ -226,7 +239,7 @@ def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: in
     if int(cfg.get("image_batch", 50)) != 50:
         key["image_batch"] = int(cfg["image_batch"])
     ensure_samples(cache, key, gen, {j: scorers[j] for j in fit_judges}, max(n, int(cfg["median_n"])),
-                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress)
+                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress, workers=workers_of(cfg))
     medians = medians_of(cache.parent, cache, cfg["fit_judge"], int(cfg["median_n"]))
     return medians, load_samples(cache, n, cfg["point"], cfg["fit_judge"], int(cfg["seed"]))
 
@@ -281,7 +294,7 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     t = time.perf_counter()
     records = run_test(out, gen, scorer, judges, point, method, z, label, cases, svm=svm, nets=nets,
                        medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), stop_at=int(cfg["stop_at"]) or None,
-                       progress=progress, dropout=bool(cfg["dropout"]))
+                       progress=progress, dropout=bool(cfg["dropout"]), workers=workers_of(cfg))
     test_s = time.perf_counter() - t
     written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
     qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
@@ -318,7 +331,7 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
     groups = [r["group"] for r in keep] if method != "gradient" else None
     recs = run_test(out, gen, scorer, judges, point, method, z, label, [r["case"] for r in keep], svm=svm, nets=nets,
                     medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), groups=groups, progress=False,
-                    case_root=qa_dir / vf_files.CASE_ROOT)
+                    case_root=qa_dir / vf_files.CASE_ROOT, workers=workers_of(cfg))
     fit_kept = [r for a, r in zip(keep, recs) if a["passed"][cfg["fit_judge"]]]
     if fit_kept:
         write_original_files(qa_dir, method, point, int(cfg["n"]), fit_kept, cfg["fit_judge"])
@@ -333,7 +346,8 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
 RANGES = {"n": (lambda v: v >= 1, "an integer >= 1"), "cases": (lambda v: v >= 1, "an integer >= 1"),
           "median_n": (lambda v: v >= 1, "an integer >= 1"), "stop_at": (lambda v: v >= 0, "an integer >= 0"),
           "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"), "image_batch": (lambda v: v >= 1, "an integer >= 1"),
-          "batch_size": (lambda v: v >= 1, "an integer >= 1"), "case_chunk": (lambda v: v >= 1, "an integer >= 1"),
+          "workers": (lambda v: v >= 1, "an integer >= 1"),
+          "batch_size": (lambda v: v >= 1, "an integer >= 1"),
           "alpha_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
           "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]")}
 
@@ -368,6 +382,8 @@ def main(profile_name: str, consts: dict, args=None) -> dict:
     cfg, runtime = resolve_settings(profile, consts, args)
     if runtime.get("threads"):
         torch.set_num_threads(int(runtime["threads"]))
+    elif workers_of(cfg) > 1:             # workers share the cores: one torch thread each
+        torch.set_num_threads(1)
     if runtime.get("sweep"):
         return vectorfind_sweep.run_sweep(profile, cfg, run_one, progress=bool(runtime.get("progress", True)))
     m = run_one(profile, cfg, progress=bool(runtime.get("progress", True)))

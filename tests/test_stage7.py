@@ -15,7 +15,7 @@ CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 *
               stop_at=0, seed=0, rng_order="seeded", alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
               test_judges=("property_cnn", "evaluator"), hairstyle_judge="evaluator", jpeg=False, dropout=False,
               dropout_seed=0, nn_max_epochs=1, batch_size=50, image_batch=10, inference_path="exact",
-              conditional=False, sweep_rows=("svm:w:1000",), sweep=False,
+              conditional=False, workers=1, sweep_rows=("svm:w:1000",), sweep=False,
               threads=0, progress=False)
 
 
@@ -153,3 +153,47 @@ def test_conditional_run_projects_each_direction_off_the_other_two(profile, monk
             assert abs(float(v[p] @ f[q])) < 1e-6 and abs(float(v[q] @ f[p])) < 1e-6
         np.testing.assert_array_equal(same.vectors[("eyes", g)], fitted.vectors[("eyes", g)])   # fitted files kept
         assert float(v["eyes"] @ fitted.vectors[("eyes", g)]) > 0.5                          # same sense
+
+
+def test_two_workers_give_the_one_worker_files(profile, tmp_path):
+    """Sample chunks and test cases made by two threads at once: the same cache, the same per-case
+    records and original files, in the cases' order (the scorers must not depend on their calls' order:
+    the tiny evaluator's noise stream does, so both judges here are noise-free)."""
+    def stateless(profile, cfg, judges):
+        g, rec, _, desc = tiny_inputs(profile, cfg, judges)
+        return g, rec, {"property_cnn": TinyScorer(g), "evaluator": TinyScorer(g)}, desc
+
+    def go(p, **kw):
+        cfg, _ = stage.resolve_settings(p, {**CONSTS, "cases": 4, **kw}, None)
+        return stage.run_one(p, cfg, progress=False, inputs=stateless)
+
+    m1 = go(profile)
+    other = Profile({"name": "tiny", "data_root": str(tmp_path / "data2")})
+    m2 = go(other, workers=2)
+    a, b = (p.data_root / "stage7" for p in (profile, other))
+    for k in range(8):
+        with np.load(a / "samples" / f"chunk_{k:05d}.npz") as x, np.load(b / "samples" / f"chunk_{k:05d}.npz") as y:
+            assert all(np.array_equal(x[f], y[f]) for f in x.files)
+    rep = "runs/svm_w_n4000_x1/image_generation_report/test_result.csv"
+    assert (a / rep).read_text() == (b / rep).read_text()
+    assert m1["judges"] == m2["judges"] and m1["qa"] == m2["qa"]
+
+
+def test_ordered_map_keeps_order_and_stops_early():
+    import threading
+    import time as _t
+    from stages.vectorfind_samples import ordered_map
+    started = []
+
+    def slow(x):
+        started.append(x)
+        _t.sleep(0.02 * (3 - x % 3))
+        return x * 10, threading.get_ident()
+
+    out = list(ordered_map(slow, range(7), workers=3))
+    assert [r[0] for r in out] == [x * 10 for x in range(7)] and len({r[1] for r in out}) > 1
+    started.clear()
+    for r in ordered_map(slow, range(20), workers=2):
+        if r[0] == 30:
+            break
+    assert max(started) <= 4                                  # at most one call beyond the stop was started
