@@ -45,7 +45,7 @@ DROPOUT_SEED = 0                     # -1: unseeded dropout (the original)
 NN_MAX_EPOCHS = 1000                 # gradient MLPs (the original: 1000, patience 15)
 BATCH_SIZE = 50                      # mapping rows and judge images per call (the sample cache was made with 50)
 IMAGE_BATCH = 10                     # images per synthesis call: the same images at any value; 10 is the fastest per image
-WORKERS = 1                          # sample chunks / test cases made at once (threads; >1: one torch thread each unless --threads)
+WORKERS = 2                          # sample chunks / test cases made at once (threads of one torch thread each)
 INFERENCE_PATH = "exact"             # synthesis path: exact (bit-identical to plain, faster) | plain | relaxed (within rounding)
 SWEEP_ROWS = ("svm:mapping_split2:4000", "svm:w:4000", "svm:mapping_split1:4000",
               "svm:mapping_split2:20000", "svm:w:20000", "svm:mapping_split1:20000",

@@ -169,15 +169,11 @@ def bench_synthface(n: int, cases: int, seed: int, generator: str = "shipped-v1"
         multi = setups[c]["multi"](scorers, "property_cnn")
         run_case(g, multi, point, "svm", 0, z[0], label[0], svm=ds, medians=med, scale=1.5, jpeg=True)   # warm-up
         log.clear()
-        threads = torch.get_num_threads()
-        workers = setups[c]["workers"]
-        if workers > 1:
-            torch.set_num_threads(1)
+        workers = setups[c]["workers"]          # ordered_map: one torch thread per worker
         t, cpu = time.perf_counter(), time.process_time()
         res = list(ordered_map(lambda i: run_case(g, multi, point, "svm", i, z[i], label[i], svm=ds, medians=med,
                                                   scale=1.5, jpeg=True), range(cases), workers))
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-        torch.set_num_threads(threads)
         for j in judges:
             del scorers[j].judge.measure               # back to the class's method
         tables[c] = [r.table for r in res]

@@ -382,8 +382,6 @@ def main(profile_name: str, consts: dict, args=None) -> dict:
     cfg, runtime = resolve_settings(profile, consts, args)
     if runtime.get("threads"):
         torch.set_num_threads(int(runtime["threads"]))
-    elif workers_of(cfg) > 1:             # workers share the cores: one torch thread each
-        torch.set_num_threads(1)
     if runtime.get("sweep"):
         return vectorfind_sweep.run_sweep(profile, cfg, run_one, progress=bool(runtime.get("progress", True)))
     m = run_one(profile, cfg, progress=bool(runtime.get("progress", True)))

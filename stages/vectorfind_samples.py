@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_json
 from vectorfind.protocols import POINTS
@@ -83,12 +84,15 @@ def ensure_samples(folder: Path, key: dict, generator, scorers: dict, n: int, *,
 
 def ordered_map(fn, items, workers: int = 1):
     """``fn(item)`` for each item, yielded in the items' order; with ``workers`` > 1 at most that many
-    run at once in threads (so a consumer that stops early wastes at most ``workers`` − 1 calls)."""
+    run at once in threads of one torch thread each (the count is restored afterwards), so a consumer
+    that stops early wastes at most ``workers`` − 1 calls."""
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         for x in items:
             yield fn(x)
         return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)              # the workers share the cores: one torch thread each
     with ThreadPoolExecutor(max_workers=int(workers)) as ex:
         it = iter(items)
         pending = deque(ex.submit(fn, x) for x in itertools.islice(it, workers))
@@ -100,6 +104,7 @@ def ordered_map(fn, items, workers: int = 1):
         finally:                          # a consumer that stops: calls not started yet never run
             for f in pending:
                 f.cancel()
+            torch.set_num_threads(threads)
 
 
 def _draw_range(k: int, generator, seed: int):
