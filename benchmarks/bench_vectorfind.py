@@ -11,6 +11,9 @@ input, JPEG).
     python benchmarks/bench_vectorfind.py                         # n 20K, dims 512 1536 2560
     python benchmarks/bench_vectorfind.py --n 4000 --dims 512 --sampling-n 2000
     python benchmarks/bench_vectorfind.py --skip-svm --skip-sampling --synthface 200   # stage 7 on synthface
+    python benchmarks/bench_vectorfind.py --skip-svm --skip-sampling --synthface 100 --synthface-cases 6 \
+        --generator <data root>/stage6/v9/generator.pth            # the test's time split, before / after
+    python benchmarks/bench_vectorfind.py --skip-svm --skip-sampling --svm-cache <data root>/stage7/samples
 
 Check ``uptime`` first: on a 2-core machine a busy neighbour process distorts every figure.
 """
@@ -59,6 +62,26 @@ def bench_svm(n: int, dims, seed: int) -> list[dict]:
         print(f"SVM  dim {dim:5d}  n {n}: {row['seconds_48_fits']:7.2f} s for 48 fits "
               f"({row['seconds_per_fit']:.3f} s each), acc {row['accuracy']}, unconverged {row['unconverged']}/48",
               flush=True)
+        out.append(row)
+    return out
+
+
+def bench_svm_cache(cache: str, n: int, points, judge: str = "property_cnn", median_n: int = 4000) -> list[dict]:
+    """48 LinearSVC fits on the first n samples of a stage-7 sample cache (real mid vectors and scores,
+    medians from the first ``median_n``), per point: what a stage-7 run pays after sampling."""
+    from stages.vectorfind_samples import load_samples       # local: only this figure reads a cache
+    from vectorfind.svm import fit_svm_from_samples
+    med = Medians.from_scores(load_samples(Path(cache), median_n, "w", judge).scores)
+    out = []
+    for point in points:
+        s = load_samples(Path(cache), n, point, judge)
+        t = time.perf_counter()
+        res = fit_svm_from_samples(s, med, seed=0)
+        row = {"what": "svm_fit", "point": point, "dim": s.mid.shape[1], "n": n,
+               "seconds_48_fits": round(time.perf_counter() - t, 1), "load": round(os.getloadavg()[0], 1),
+               "accuracy": {p: round(a, 4) for p, a in res.accuracy.items()}}
+        print(f"SVM (sample cache) {point:15s} dim {row['dim']:5d} n {n}: {row['seconds_48_fits']:6.1f} s for 48 fits, "
+              f"acc {row['accuracy']} (load {row['load']})", flush=True)
         out.append(row)
     return out
 
@@ -210,6 +233,8 @@ def main() -> None:
     ap.add_argument("--skip-sampling", action="store_true")
     ap.add_argument("--synthface", type=int, default=0, help="also: N images per point on the synthface v9")
     ap.add_argument("--synthface-cases", type=int, default=4)
+    ap.add_argument("--svm-cache", default="", help="also: 48 SVM fits on this stage-7 sample cache (stage7/samples)")
+    ap.add_argument("--svm-cache-n", type=int, default=20000)
     ap.add_argument("--generator", default="shipped-v1", help="v9 checkpoint for the synthface figures")
     ap.add_argument("--profile", default="synthface", help="profile (or copied profile file) of the synthface figures")
     ap.add_argument("--judges", default="property_cnn,evaluator", help="test judges of the synthface figures")
@@ -221,6 +246,8 @@ def main() -> None:
         bench_svm(a.n, a.dims, a.seed)
     if not a.skip_sampling:
         bench_sampling(a.sampling_n, a.res, a.batch, a.seed)
+    if a.svm_cache:
+        bench_svm_cache(a.svm_cache, a.svm_cache_n, POINTS)
     if a.synthface:
         bench_synthface(a.synthface, a.synthface_cases, a.seed, a.generator, a.profile, tuple(a.judges.split(",")),
                         configs=tuple(a.setups.split(",")))
