@@ -78,19 +78,52 @@ class MultiScorer:
 
 
 def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded",
-                 conditional: bool = False) -> str:
+                 conditional: bool = False, side=()) -> str:
     return (f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
-            + ("_cond" if conditional else ""))
+            + ("_cond" + "".join(f"+{q.replace('/', '-')}" for q in side) if conditional else ""))
 
 
-def conditional_directions(ds: DirectionSet) -> DirectionSet:
-    """Each (property, group) SVM direction with the same group's other controlled directions projected
-    out (InterFaceGAN's conditional manipulation, ``editing.directions.project_out``), unit float64.
-    Cuts what an edit of one property does to the others' read-outs; the fitted files stay as they are."""
+def conditional_directions(ds: DirectionSet, extra=()) -> DirectionSet:
+    """Each (property, group) SVM direction with the same group's other controlled directions and the
+    ``extra`` directions projected out (InterFaceGAN's conditional manipulation,
+    ``editing.directions.project_out``), unit float64. Cuts what an edit of one property does to the
+    others' read-outs; the fitted files stay as they are."""
     out = DirectionSet(ds.point)
     for (p, g), v in ds.vectors.items():
         out.vectors[(p, g)] = project_out(v, [ds.vectors[(q, g)] for q in ds.properties
-                                              if q != p and (q, g) in ds.vectors])
+                                              if q != p and (q, g) in ds.vectors] + list(extra))
+    return out
+
+
+def readout_directions(mid: np.ndarray, scores: dict, names) -> list:
+    """The least-squares read-out of each named score from the mid vectors (ridge 1e-3 of the mean
+    variance, float64): a move orthogonal to it leaves that linear read-out unchanged, so projecting
+    it out of a direction conditions the edit on that property (``--condition-side``)."""
+    m = np.asarray(mid, np.float64)
+    m = m - m.mean(axis=0)
+    gram = m.T @ m
+    gram[np.diag_indices_from(gram)] += 1e-3 * np.trace(gram) / len(gram)
+    out = []
+    for q in names:
+        y = np.asarray(scores[q], np.float64)
+        out.append(np.linalg.solve(gram, m.T @ (y - y.mean())))
+    return out
+
+
+def side_scores(samples, cache: Path | None, n: int, point: str, names, seed: int) -> dict:
+    """The scores ``names`` of the run's samples: the fitting judge's, else another judge's in the cache
+    (``judge/property`` names, e.g. ``evaluator/old``)."""
+    out = {}
+    for q in names:
+        judge, _, prop = q.rpartition("/")
+        if not judge and prop in samples.scores:
+            out[q] = samples.scores[prop]
+            continue
+        other = load_samples(cache, n, point, judge, seed) if judge and cache is not None else None
+        if other is None or prop not in other.scores:
+            raise InputError(f"--condition-side {q}: no such score among the run's samples "
+                             f"(fitting judge: {sorted(samples.scores)}; another judge's as judge/property)")
+        out[q] = other.scores[prop]
     return out
 
 
@@ -260,7 +293,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     scale = float(cfg["alpha_scale"])
     root = profile.data_root
     stage_dir = root / "stage7"
-    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"], bool(cfg.get("conditional")))
+    side = tuple(q for q in cfg.get("condition_side", ()) if q) if cfg.get("conditional") else ()
+    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"], bool(cfg.get("conditional")),
+                                            side)
     if (out / lineage.COMPLETION).is_file():
         gen_path = generator_file(profile, cfg["generator"])
         if gen_path is not None and gen_path.is_file():
@@ -285,7 +320,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     sampling_s = time.perf_counter() - t
     svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
     if cfg.get("conditional") and svm is not None:
-        svm = conditional_directions(svm)
+        extra = readout_directions(samples.mid, side_scores(samples, None if original else stage_dir / "samples", n,
+                                                            point, side, int(cfg["seed"])), side) if side else ()
+        svm = conditional_directions(svm, extra)
         svm.save(out / "property_score_vectors_conditional")
     scorer = MultiScorer(scorers, cfg["fit_judge"])
     cases = list(range(int(cfg["cases"])))
@@ -365,6 +402,10 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
         raise InputError(f"fit judge must be property_cnn or evaluator (the sampling judge), got {cfg['fit_judge']!r}")
     if cfg["rng_order"] not in ("seeded", "original"):
         raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
+    for q in cfg.get("condition_side", ()) or ():
+        if not q or q.rpartition("/")[0] not in ("", "property_cnn", "evaluator"):
+            raise InputError(f"--condition-side {q!r}: expected a property of the fitting judge or judge/property "
+                             f"with judge property_cnn or evaluator")
     if cfg.get("inference_path", "exact") not in PATHS:
         raise InputError(f"--inference-path must be one of {PATHS}, got {cfg['inference_path']!r}")
     if cfg["point"] not in POINTS:

@@ -15,7 +15,7 @@ CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 *
               stop_at=0, seed=0, rng_order="seeded", alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
               test_judges=("property_cnn", "evaluator"), hairstyle_judge="evaluator", jpeg=False, dropout=False,
               dropout_seed=0, nn_max_epochs=1, batch_size=50, image_batch=10, inference_path="exact",
-              conditional=False, workers=1, sweep_rows=("svm:w:1000",), sweep=False,
+              conditional=False, condition_side=(), workers=1, sweep_rows=("svm:w:1000",), sweep=False,
               threads=0, progress=False)
 
 
@@ -197,3 +197,21 @@ def test_ordered_map_keeps_order_and_stops_early():
         if r[0] == 30:
             break
     assert max(started) <= 4                                  # at most one call beyond the stop was started
+
+
+def test_conditional_on_side_readouts(profile):
+    """--condition-side: each direction also orthogonal to the least-squares read-out of the named scores
+    over the run's samples (the fitting judge's, or another cached judge's as judge/property)."""
+    m = run(profile, cases=1, conditional=True, condition_side=("hair_color", "evaluator/background_mean"))
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n4000_x1_cond+hair_color+evaluator-background_mean"
+    assert (out / "metrics.json").is_file()
+    assert list(m["settings"]["condition_side"]) == ["hair_color", "evaluator/background_mean"]
+    cache = profile.data_root / "stage7" / "samples"
+    s = load_samples(cache, 4000, "w", "property_cnn")
+    ev = load_samples(cache, 4000, "w", "evaluator")
+    r = stage.readout_directions(s.mid, {"a": s.scores["hair_color"], "b": ev.scores["background_mean"]}, ("a", "b"))
+    cond = stage.DirectionSet.load(out / "property_score_vectors_conditional", "w")
+    for v in cond.vectors.values():
+        assert all(abs(float(v @ u)) / np.linalg.norm(u) < 1e-6 for u in r)
+    with pytest.raises(Exception, match="condition-side nothing"):
+        run(profile, cases=1, conditional=True, condition_side=("nothing",))
