@@ -215,3 +215,21 @@ def test_conditional_on_side_readouts(profile):
         assert all(abs(float(v @ u)) / np.linalg.norm(u) < 1e-6 for u in r)
     with pytest.raises(Exception, match="condition-side nothing"):
         run(profile, cases=1, conditional=True, condition_side=("nothing",))
+
+
+def test_leak_size_from_partial_slopes():
+    """leak_of's partial slopes on the grid; leak_size = q's move per α_p in q's spread over p's own."""
+    from stages.vectorfind_report import leak_of, leak_size
+    from vectorfind.cases import alpha_table
+    t = alpha_table("svm")
+    recs = []
+    for c in range(5):
+        base = {q: float(c) for q in ("eyes", "mouth", "pose", "hair_color", "hair_length", "background_mean")}
+        s = {q: np.full(len(t), v) for q, v in base.items()}
+        s["eyes"] = s["eyes"] - 2.0 * t["eyes_pm"].to_numpy()            # its own move: 2 per α
+        s["mouth"] = s["mouth"] - 0.5 * t["eyes_pm"].to_numpy() - 1.0 * t["mouth_pm"].to_numpy()
+        s["pose"] = s["pose"] + 1.0 * t["pose_pm"].to_numpy()
+        recs.append(leak_of(t, s))
+    assert recs[0]["slope"]["eyes->mouth"] == pytest.approx(-0.5) and recs[0]["slope"]["pose->mouth"] == pytest.approx(0)
+    size = leak_size(recs)
+    assert size["eyes->mouth"] == pytest.approx(0.25) and size["pose->eyes"] == pytest.approx(0, abs=1e-9)
