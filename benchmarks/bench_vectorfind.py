@@ -16,6 +16,18 @@ input, JPEG).
     python benchmarks/bench_vectorfind.py --skip-svm --skip-sampling --svm-cache <data root>/stage7/samples
 
 Check ``uptime`` first: on a 2-core machine a busy neighbour process distorts every figure.
+
+Figures on the shipped synthface v9 (2026-12-06; the machine never idle: load 5–8 on the 2 cores):
+
+* test, CPU-ms per image, 1 thread, property CNN + evaluator, JPEG (``--synthface 10
+  --synthface-cases 4 --threads 1 --generator <v9>``, load 6): before 51.5 (synthesis 26 in calls of
+  50, property CNN 11.5, evaluator 2 × 4.7, JPEG 0.8) = 10.8 images/s; after 30.3 = 16.4 images/s.
+  Two intra-op threads at load 6–8: 108 CPU-ms per image (before). after vs after_2w: identical tables.
+* test images/s in the stage (``--workers 2 --threads 1``, load 5–6): 16–20 (20 cases in 51–64 s).
+* sampling (all three points from one image per sample, property CNN + evaluator hairstyle): 6.4
+  samples/s per worker at load 5–6 (5.2 at load 8), two workers.
+* SVM fits at 20K on a real cache (``--svm-cache``): not measured (the heavy-job lock was held all
+  session); 48 fits at 2K / 4K took 1–2 s.
 """
 from __future__ import annotations
 
