@@ -26,8 +26,12 @@ Figures on the shipped synthface v9 (2026-12-06; the machine never idle: load 5�
 * test images/s in the stage (``--workers 2 --threads 1``, load 5–6): 16–20 (20 cases in 51–64 s).
 * sampling (all three points from one image per sample, property CNN + evaluator hairstyle): 6.4
   samples/s per worker at load 5–6 (5.2 at load 8), two workers.
-* SVM fits at 20K on a real cache (``--svm-cache``): not measured (the heavy-job lock was held all
-  session); 48 fits at 2K / 4K took 1–2 s.
+* under the heavy-job lock, load 1.4–1.7 (``--synthface 100 --synthface-cases 6 --threads 2``):
+  sampling 32.6 / 40.3 / 41.4 images/s at w / mapping_split1 / mapping_split2; test before 35.0 images/s
+  (55 CPU-ms), after 56.7 (2 torch threads), after_2w 44.3, after at 1 thread 26.7. In the stage
+  (2 workers): the 100-case test in 92–99 s (about 52–55 images/s); sampling 44–54 samples/s.
+* SVM: 48 fits at mapping_split2, n = 20K, 2.7 s (stage run, 1 thread); w / mapping_split1 at 20K
+  (``--svm-cache``) not measured yet.
 """
 from __future__ import annotations
 
