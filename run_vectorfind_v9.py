@@ -33,6 +33,8 @@ CASES = 100                          # test cases (the original's sweeps: 100)
 STOP_AT = 0                          # stop once this many cases passed (0: never; the original's finals: 60)
 SEED = 0                             # sampling, SVM shuffles, NN training, test cases (-1 with RNG_ORDER original: unseeded)
 RNG_ORDER = "seeded"                 # seeded (per-sample streams, one shared cache) | original (its RNG order, no cache)
+CONDITIONAL = False                  # SVM / mixed: project each direction orthogonal to its group's other two (run folder _cond)
+CONDITION_SIDE = ()                  # with CONDITIONAL, also orthogonal to these scores' read-outs (e.g. hair_color,evaluator/old)
 ALPHA_SCALE = 1.0                    # multiplies the original's α grids (profile stage7 sets it per generator scale)
 MEDIAN_N = 20000                     # samples the group medians come from (the original: 20,000)
 FIT_JUDGE = "property_cnn"           # judge of the sampled images: property_cnn (the original's) | evaluator
@@ -42,7 +44,10 @@ JPEG = True                          # the test's JPEG round trip (OpenCV qualit
 DROPOUT = False                      # the original's train-mode dropout (property CNN, gradient MLPs)
 DROPOUT_SEED = 0                     # -1: unseeded dropout (the original)
 NN_MAX_EPOCHS = 1000                 # gradient MLPs (the original: 1000, patience 15)
-BATCH_SIZE = 50
+BATCH_SIZE = 50                      # mapping rows and judge images per call (the sample cache was made with 50)
+IMAGE_BATCH = 10                     # images per synthesis call: the same images at any value; 10 is the fastest per image
+WORKERS = 2                          # sample chunks / test cases made at once (threads of one torch thread each)
+INFERENCE_PATH = "exact"             # synthesis path: exact (bit-identical to plain, faster) | plain | relaxed (within rounding)
 SWEEP_ROWS = ("svm:mapping_split2:4000", "svm:w:4000", "svm:mapping_split1:4000",
               "svm:mapping_split2:20000", "svm:w:20000", "svm:mapping_split1:20000",
               "gradient:w:4000", "gradient:mapping_split1:4000", "gradient:mapping_split2:4000",

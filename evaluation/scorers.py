@@ -47,13 +47,27 @@ class JudgeScorer:
             d["hairstyle_from"] = getattr(self.hairstyle_from, "name", "judge")
         return d
 
-    def __call__(self, images: torch.Tensor) -> dict:
-        out = {k: np.asarray(v, np.float32).reshape(-1) for k, v in self.judge.measure(images).items()}
+    def __call__(self, images: torch.Tensor, memo: dict | None = None) -> dict:
+        """Scores of ``images``; ``memo`` (one dict per image batch, shared by several scorers) keeps
+        each judge's measurement, so a judge that is both a test judge and another's hairstyle
+        source measures the batch once (a judge gives the same numbers for the same batch)."""
+        out = {k: np.asarray(v, np.float32).reshape(-1) for k, v in measure_once(self.judge, images, memo).items()}
         if "hairstyle" not in out:
             if self.hairstyle_from is None:
                 raise ValueError(f"judge {self.name} has no hairstyle output and no hairstyle judge was given")
-            out["hairstyle"] = np.asarray(self.hairstyle_from.measure(images)["hairstyle"], np.float32).reshape(-1)
+            hs = measure_once(self.hairstyle_from, images, memo)["hairstyle"]
+            out["hairstyle"] = np.asarray(hs, np.float32).reshape(-1)
         return out
+
+
+def measure_once(judge, images: torch.Tensor, memo: dict | None) -> dict:
+    """``judge.measure(images)``, looked up in / stored into ``memo`` (by judge object) when given."""
+    if memo is None:
+        return judge.measure(images)
+    key = id(judge)
+    if key not in memo:
+        memo[key] = (judge, judge.measure(images))       # the judge is kept so its id stays its own
+    return memo[key][1]
 
 
 class ParsingHairstyleJudge(ParsingJudge):

@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from editing.directions import project_out
 from editing.vectorfind_adapter import case_editor
+from evaluation.scorers import JudgeScorer
 from pipeline import lineage
 from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
@@ -45,12 +47,13 @@ from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED, POINTS, check_point
 from vectorfind.sampling import case_latents, sample
 from vectorfind.svm import fit_svm_from_samples
+from vectorfind.v9_adapter import PATHS
 
 from . import vectorfind_report as report
 from . import vectorfind_sweep
 from .vectorfind_inputs import build_scorers, generator_file, load_generator
 from .vectorfind_oracle import oracle_leak
-from .vectorfind_samples import ensure_samples, load_samples
+from .vectorfind_samples import ensure_samples, load_samples, ordered_map
 
 RUNTIME = ("threads", "progress", "sweep")
 NN_FILE = "stylegan_gen_vector_find_v9_nn_{p}.pth"
@@ -58,21 +61,71 @@ RESTART = "remove the run folder to start again"
 
 
 class MultiScorer:
-    """The fitting judge's scores under their own names, every other test judge's as ``judge/property``."""
+    """The fitting judge's scores under their own names, every other test judge's as ``judge/property``.
+    Each judge measures a batch once (the property CNN's hairstyle comes from the evaluator, which
+    is also a test judge: ``evaluation.scorers.measure_once``)."""
 
     def __init__(self, scorers: dict, primary: str):
         self.scorers, self.primary = scorers, primary
 
     def __call__(self, images):
-        out = dict(self.scorers[self.primary](images))
+        memo = {}
+        run = lambda s: s(images, memo=memo) if isinstance(s, JudgeScorer) else s(images)   # noqa: E731
+        out = dict(run(self.scorers[self.primary]))
         for name, s in self.scorers.items():
             if name != self.primary:
-                out.update({f"{name}/{k}": v for k, v in s(images).items()})
+                out.update({f"{name}/{k}": v for k, v in run(s).items()})
         return out
 
 
-def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded") -> str:
-    return f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
+def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded",
+                 conditional: bool = False, side=()) -> str:
+    return (f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
+            + ("_cond" + "".join(f"+{q.replace('/', '-')}" for q in side) if conditional else ""))
+
+
+def conditional_directions(ds: DirectionSet, extra=()) -> DirectionSet:
+    """Each (property, group) SVM direction with the same group's other controlled directions and the
+    ``extra`` directions projected out (InterFaceGAN's conditional manipulation,
+    ``editing.directions.project_out``), unit float64. Cuts what an edit of one property does to the
+    others' read-outs; the fitted files stay as they are."""
+    out = DirectionSet(ds.point)
+    for (p, g), v in ds.vectors.items():
+        out.vectors[(p, g)] = project_out(v, [ds.vectors[(q, g)] for q in ds.properties
+                                              if q != p and (q, g) in ds.vectors] + list(extra))
+    return out
+
+
+def readout_directions(mid: np.ndarray, scores: dict, names) -> list:
+    """The least-squares read-out of each named score from the mid vectors (ridge 1e-3 of the mean
+    variance, float64): a move orthogonal to it leaves that linear read-out unchanged, so projecting
+    it out of a direction conditions the edit on that property (``--condition-side``)."""
+    m = np.asarray(mid, np.float64)
+    m = m - m.mean(axis=0)
+    gram = m.T @ m
+    gram[np.diag_indices_from(gram)] += 1e-3 * np.trace(gram) / len(gram)
+    out = []
+    for q in names:
+        y = np.asarray(scores[q], np.float64)
+        out.append(np.linalg.solve(gram, m.T @ (y - y.mean())))
+    return out
+
+
+def side_scores(samples, cache: Path | None, n: int, point: str, names, seed: int) -> dict:
+    """The scores ``names`` of the run's samples: the fitting judge's, else another judge's in the cache
+    (``judge/property`` names, e.g. ``evaluator/old``)."""
+    out = {}
+    for q in names:
+        judge, _, prop = q.rpartition("/")
+        if not judge and prop in samples.scores:
+            out[q] = samples.scores[prop]
+            continue
+        other = load_samples(cache, n, point, judge, seed) if judge and cache is not None else None
+        if other is None or prop not in other.scores:
+            raise InputError(f"--condition-side {q}: no such score among the run's samples "
+                             f"(fitting judge: {sorted(samples.scores)}; another judge's as judge/property)")
+        out[q] = other.scores[prop]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ medians
@@ -152,29 +205,36 @@ def leak_rows(res, judge: str, primary: str) -> dict:
 
 def run_test(out: Path, gen, scorer: MultiScorer, judges: list, point: str, method: str, z, label, cases,
              *, svm, nets, medians, scale: float, jpeg: bool, groups=None, stop_at=None, progress=True,
-             case_root: Path | None = None, dropout: bool = False) -> list[dict]:
-    """The case test with resume: one ``case_judges.json`` per finished case."""
+             case_root: Path | None = None, dropout: bool = False, workers: int = 1) -> list[dict]:
+    """The case test with resume: one ``case_judges.json`` per finished case. ``workers`` > 1 runs
+    that many cases at once in threads (``stages.vectorfind_samples.ordered_map``); the records,
+    the stop rule and the printed lines keep the cases' order."""
     case_root = case_root or out / vf_files.CASE_ROOT
     editor = case_editor(method, svm, nets, dropout)      # the editing API's edit (issue 19), as vectorfind's
-    done, results = 0, []
-    for row, i in enumerate(cases):
+
+    def record(row: int) -> dict:
+        i = cases[row]
         mark = case_root / vf_files.case_folder(i) / "case_judges.json"
         if mark.is_file():
-            rec = json.loads(mark.read_text())
-        else:
-            res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
-                           group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout,
-                           editor=editor)
-            vf_files.write_case(case_root, method, res)
-            rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
-                   "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,
-                   "leak": {j: leak_rows(res, j, scorer.primary) for j in judges}}
-            atomic_write_json(mark, rec)
+            return json.loads(mark.read_text())
+        res = run_case(gen, scorer, point, method, i, z[row], label[row], svm=svm, nets=nets, medians=medians,
+                       group=None if groups is None else groups[row], scale=scale, jpeg=jpeg, dropout=dropout,
+                       editor=editor)
+        vf_files.write_case(case_root, method, res)
+        rec = {"case": i, "group": res.group, "z": res.z.tolist(), "label": res.label.tolist(),
+               "corr": judge_corr(res, judges, scorer.primary), "seconds": res.seconds,
+               "leak": {j: leak_rows(res, j, scorer.primary) for j in judges}}
+        atomic_write_json(mark, rec)
+        return rec
+
+    done, results = 0, []
+    for rec in ordered_map(record, range(len(cases)), workers):
         rec["passed"] = {j: passes(rec["corr"][j]) for j in judges}
         results.append(rec)
         done += rec["passed"][scorer.primary]
         if progress:
-            print(f"  case {i}: " + ", ".join(f"{j} {'O' if rec['passed'][j] else 'X'}" for j in judges), flush=True)
+            print(f"  case {rec['case']}: " + ", ".join(f"{j} {'O' if rec['passed'][j] else 'X'}" for j in judges),
+                  flush=True)
         if stop_at and done >= stop_at:
             break
     return results
@@ -196,21 +256,34 @@ def write_original_files(folder: Path, method: str, point: str, n: int, records:
 
 # ------------------------------------------------------------------------------------------ one run
 
+def workers_of(cfg: dict) -> int:
+    """Threads that make chunks / run cases at once; 1 with the seeded train-mode dropout, whose
+    masks follow the property CNN's call count (the calls' order must be the cases')."""
+    return 1 if cfg.get("dropout") else int(cfg.get("workers", 1))
+
+
 def cached_samples(cache: Path, gen, grec: dict, scorers: dict, cfg: dict, n: int, progress: bool) -> tuple:
     """(medians, the first n samples at the run's point) from the shared seeded cache (filled as needed)."""
     fit_judges = sorted({cfg["fit_judge"], cfg["hairstyle_judge"]})
     key = {"generator": grec["outputs_digest"], "generator_source": grec["source"], "seed": int(cfg["seed"]),
            "jpeg": False, "judges": fit_judges, "hairstyle_judge": cfg["hairstyle_judge"],
            "dropout": bool(cfg["dropout"]), "chunk": 500}
+    # the synthesis' last bits depend on its batch (vectorfind.v9_adapter): caches made before these
+    # settings existed used calls of 50 on the plain path (= exact), so only other values join the key
+    if cfg.get("inference_path", "exact") == "relaxed":
+        key["inference_path"] = "relaxed"
+    if int(cfg.get("image_batch", 50)) != 50:
+        key["image_batch"] = int(cfg["image_batch"])
     ensure_samples(cache, key, gen, {j: scorers[j] for j in fit_judges}, max(n, int(cfg["median_n"])),
-                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress)
+                   seed=int(cfg["seed"]), batch_size=int(cfg["batch_size"]), progress=progress, workers=workers_of(cfg))
     medians = medians_of(cache.parent, cache, cfg["fit_judge"], int(cfg["median_n"]))
     return medians, load_samples(cache, n, cfg["point"], cfg["fit_judge"], int(cfg["seed"]))
 
 
 def profile_inputs(profile, cfg: dict, judges: list) -> tuple:
     """(MidGenerator, generator record, judge -> scorer, judge descriptions) from the profile."""
-    gen, grec = load_generator(profile, cfg["generator"], cfg["generator_key"] or None, int(cfg["batch_size"]))
+    gen, grec = load_generator(profile, cfg["generator"], cfg["generator_key"] or None, int(cfg["batch_size"]),
+                               int(cfg.get("image_batch", cfg["batch_size"])), cfg.get("inference_path", "exact"))
     scorers, desc = build_scorers(profile, judges, hairstyle_judge=cfg["hairstyle_judge"],
                                   dropout=bool(cfg["dropout"]),
                                   dropout_seed=None if int(cfg["dropout_seed"]) < 0 else int(cfg["dropout_seed"]))
@@ -223,7 +296,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     scale = float(cfg["alpha_scale"])
     root = profile.data_root
     stage_dir = root / "stage7"
-    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"])
+    side = tuple(q for q in cfg.get("condition_side", ()) if q) if cfg.get("conditional") else ()
+    out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"], bool(cfg.get("conditional")),
+                                            side)
     if (out / lineage.COMPLETION).is_file():
         gen_path = generator_file(profile, cfg["generator"])
         if gen_path is not None and gen_path.is_file():
@@ -247,6 +322,11 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
         medians, samples = cached_samples(stage_dir / "samples", gen, grec, scorers, cfg, n, progress)
     sampling_s = time.perf_counter() - t
     svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
+    if cfg.get("conditional") and svm is not None:
+        extra = readout_directions(samples.mid, side_scores(samples, None if original else stage_dir / "samples", n,
+                                                            point, side, int(cfg["seed"])), side) if side else ()
+        svm = conditional_directions(svm, extra)
+        svm.save(out / "property_score_vectors_conditional")
     scorer = MultiScorer(scorers, cfg["fit_judge"])
     cases = list(range(int(cfg["cases"])))
     z, label = case_latents(cases, gen.z_dim, gen.label_dim, seed, cfg["rng_order"])
@@ -254,7 +334,7 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     t = time.perf_counter()
     records = run_test(out, gen, scorer, judges, point, method, z, label, cases, svm=svm, nets=nets,
                        medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), stop_at=int(cfg["stop_at"]) or None,
-                       progress=progress, dropout=bool(cfg["dropout"]))
+                       progress=progress, dropout=bool(cfg["dropout"]), workers=workers_of(cfg))
     test_s = time.perf_counter() - t
     written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
     qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
@@ -291,7 +371,7 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
     groups = [r["group"] for r in keep] if method != "gradient" else None
     recs = run_test(out, gen, scorer, judges, point, method, z, label, [r["case"] for r in keep], svm=svm, nets=nets,
                     medians=medians, scale=scale, jpeg=bool(cfg["jpeg"]), groups=groups, progress=False,
-                    case_root=qa_dir / vf_files.CASE_ROOT)
+                    case_root=qa_dir / vf_files.CASE_ROOT, workers=workers_of(cfg))
     fit_kept = [r for a, r in zip(keep, recs) if a["passed"][cfg["fit_judge"]]]
     if fit_kept:
         write_original_files(qa_dir, method, point, int(cfg["n"]), fit_kept, cfg["fit_judge"])
@@ -305,7 +385,9 @@ def qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, media
 
 RANGES = {"n": (lambda v: v >= 1, "an integer >= 1"), "cases": (lambda v: v >= 1, "an integer >= 1"),
           "median_n": (lambda v: v >= 1, "an integer >= 1"), "stop_at": (lambda v: v >= 0, "an integer >= 0"),
-          "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"),
+          "nn_max_epochs": (lambda v: v >= 1, "an integer >= 1"), "image_batch": (lambda v: v >= 1, "an integer >= 1"),
+          "workers": (lambda v: v >= 1, "an integer >= 1"),
+          "batch_size": (lambda v: v >= 1, "an integer >= 1"),
           "alpha_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
           "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]")}
 
@@ -323,6 +405,12 @@ def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:
         raise InputError(f"fit judge must be property_cnn or evaluator (the sampling judge), got {cfg['fit_judge']!r}")
     if cfg["rng_order"] not in ("seeded", "original"):
         raise InputError(f"--rng-order must be seeded or original, got {cfg['rng_order']!r}")
+    for q in cfg.get("condition_side", ()) or ():
+        if not q or q.rpartition("/")[0] not in ("", "property_cnn", "evaluator"):
+            raise InputError(f"--condition-side {q!r}: expected a property of the fitting judge or judge/property "
+                             f"with judge property_cnn or evaluator")
+    if cfg.get("inference_path", "exact") not in PATHS:
+        raise InputError(f"--inference-path must be one of {PATHS}, got {cfg['inference_path']!r}")
     if cfg["point"] not in POINTS:
         raise InputError(f"--point must be one of {POINTS}, got {cfg['point']!r}")
     if cfg["method"] not in METHODS:

@@ -47,8 +47,11 @@ def check_stage6(profile, path: Path) -> None:
         lineage.check_upstreams({"stage6/v9": (folder, "run_stylegan_finetune_v9.py")}, deep=False)
 
 
-def load_generator(profile, source: str, key: str | None = None, batch_size: int = 50) -> tuple[V9MidGenerator, dict]:
-    """(MidGenerator, record) where record names the source and its digest (lineage)."""
+def load_generator(profile, source: str, key: str | None = None, batch_size: int = 50, image_batch: int | None = None,
+                   path: str = "exact") -> tuple[V9MidGenerator, dict]:
+    """(MidGenerator, record) where record names the source and its digest (lineage); ``batch_size``
+    mapping rows, ``image_batch`` synthesis images per call on inference ``path`` (``V9MidGenerator``)."""
+    wrap = lambda g: V9MidGenerator(g.eval(), batch_size, image_batch, path)      # noqa: E731
     gcfg, _ = build_configs(profile)
     if source == SHIPPED_V1:
         shipped = profile.path(profile.get("stage5", {}).get("shipped", ""))
@@ -58,16 +61,14 @@ def load_generator(profile, source: str, key: str | None = None, batch_size: int
         base, _ = base_generator_state(profile)
         g = build_v9_generator(gcfg)
         init_v9_from_v1(g, full_state(read_checkpoint(partial), base, str(partial)), seed=0)
-        return V9MidGenerator(g.eval(), batch_size), {"stage": "generator", "source": SHIPPED_V1,
-                                                      "outputs_digest": sha256_file(partial)}
-    path = generator_file(profile, source)
-    if not path.is_file():
-        raise InputError(f"v9 generator {path} not found: run run_stylegan_finetune_v9.py (stage 6) first, "
+        return wrap(g), {"stage": "generator", "source": SHIPPED_V1, "outputs_digest": sha256_file(partial)}
+    file = generator_file(profile, source)
+    if not file.is_file():
+        raise InputError(f"v9 generator {file} not found: run run_stylegan_finetune_v9.py (stage 6) first, "
                          f"or pass --generator {SHIPPED_V1} (v9 made from the shipped FineTune-v1)")
-    check_stage6(profile, path)
-    g = load_v9_generator(path, gcfg, key)
-    return V9MidGenerator(g, batch_size), {"stage": "generator", "source": str(path),
-                                           "outputs_digest": sha256_file(path)}
+    check_stage6(profile, file)
+    g = load_v9_generator(file, gcfg, key)
+    return wrap(g), {"stage": "generator", "source": str(file), "outputs_digest": sha256_file(file)}
 
 
 def property_cnn_path(profile) -> Path:

@@ -46,7 +46,8 @@ def oracle_leak(profile, out: Path, scorers: dict, cases: int, seed: int = 0) ->
     cases = min(int(cases), MAX_CASES)
     if path.is_file():
         done = json.loads(path.read_text())
-        if done.get("cases") >= cases and set(done["judges"]) >= set(scorers):
+        if done.get("cases") >= cases and set(done["judges"]) >= set(scorers) and \
+                all("slope" in recs[0] for recs in done["judges"].values() if recs):     # older files: no slopes
             return done
     og = oracle_generator(profile)
     table = alpha_table("svm")

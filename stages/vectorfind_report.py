@@ -78,13 +78,38 @@ def _judge_summary(records, j) -> dict:
 
 
 def leak_of(table, scores: dict) -> dict:
-    """One case through one judge: r(α_p, q) for every other property q, and each side score's
-    mean and std over the case's images."""
+    """One case through one judge: r(α_p, q) for every other property q, each side score's mean and
+    std over the case's images, and the partial slope of every score on every α (least squares of the
+    score on the three α columns and a constant: the grid moves all three at once)."""
     side = {q: np.asarray(scores[q], np.float64) for q in SIDE + CONTROLLED if q in scores}
     leak = {f"{p}->{q}": pearson(table[f"{p}_pm"], side[q])
             for p in CONTROLLED for q in LEAK_TARGETS if q != p and q in side}
-    return {"leak": leak, "mean": {q: float(v.mean()) for q, v in side.items()},
+    a = np.column_stack([np.asarray(table[f"{p}_pm"], np.float64) for p in CONTROLLED] + [np.ones(len(table))])
+    slope = {}
+    for q in LEAK_TARGETS:
+        if q in side:
+            coef = np.linalg.lstsq(a, side[q], rcond=None)[0]
+            slope.update({f"{p}->{q}": float(coef[i]) for i, p in enumerate(CONTROLLED)})
+    return {"leak": leak, "slope": slope, "mean": {q: float(v.mean()) for q, v in side.items()},
             "std": {q: float(v.std()) for q, v in side.items()}}
+
+
+def leak_size(leaks: list) -> dict:
+    """Over cases: how far q moves per unit α_p, in q's across-case spread, relative to how far p itself
+    moves in its spread (the leaderboard's leak size, from the grid's partial slopes): 0 = no leak,
+    1 = q moves as much as the edited property. The mean-|r| leak is near 1 for any steady drift."""
+    recs = [r for r in leaks if r.get("slope")]
+    if len(recs) < 2:
+        return {}
+    spread = {q: float(np.std([r["mean"][q] for r in recs])) for q in LEAK_TARGETS if q in recs[0]["mean"]}
+    out = {}
+    for p in CONTROLLED:
+        own = np.mean([abs(r["slope"][f"{p}->{p}"]) for r in recs]) / (spread.get(p) or 1.0)
+        for q in spread:
+            if q != p and f"{p}->{q}" in recs[0]["slope"]:
+                out[f"{p}->{q}"] = float(np.mean([abs(r["slope"][f"{p}->{q}"]) for r in recs])
+                                         / (spread[q] or 1.0) / own) if own > 0 else float("nan")
+    return out
 
 
 def leak_identity(leaks: list) -> dict:
@@ -102,7 +127,8 @@ def leak_identity(leaks: list) -> dict:
             across = float(np.std(means))
             ident[q] = {"within_std": float(np.mean(within)), "across_std": across,
                         "ratio": float(np.mean(within) / across) if across > 0 else float("nan")}
-    return {"mean_abs_leak_r": {k: float(np.nanmean(v)) for k, v in acc.items()}, "identity": ident}
+    return {"mean_abs_leak_r": {k: float(np.nanmean(v)) for k, v in acc.items()}, "identity": ident,
+            "leak_size": leak_size(leaks)}
 
 
 def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle=None) -> dict:
@@ -143,8 +169,10 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
     li = m["leak_identity"].get(ev, {})
     oli = m.get("oracle_leak_identity", {}).get(ev, {})
     o_leak, o_id = oli.get("mean_abs_leak_r", {}), oli.get("identity", {})
-    leak_rows = [[k, f"{v:.3f}", f"{o_leak[k]:.3f}" if k in o_leak else "-",
-                  f"{v - o_leak[k]:+.3f}" if k in o_leak else "-"] for k, v in sorted(li.get("mean_abs_leak_r", {}).items())]
+    size, o_size = li.get("leak_size", {}), oli.get("leak_size", {})
+    fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"           # noqa: E731
+    leak_rows = [[k, f"{v:.3f}", fmt(o_leak, k), f"{v - o_leak[k]:+.3f}" if k in o_leak else "-", fmt(size, k),
+                  fmt(o_size, k)] for k, v in sorted(li.get("mean_abs_leak_r", {}).items())]
     ident_rows = [[q, f"{d['within_std']:.3f}", f"{d['across_std']:.3f}", f"{d['ratio']:.2f}",
                    f"{o_id[q]['ratio']:.2f}" if q in o_id else "-"] for q, d in li.get("identity", {}).items()]
     qa = m["qa"]
@@ -162,7 +190,10 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
                                        " / ".join(f"{s['property_pass_fraction'][p]:.2f}" for p in CONTROLLED)]
                                       for k, s in m["judges"].items()])),
         ("QA re-test of saved rows", qa_text),
-        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(["α -> property", "mean |r|", "oracle", "excess"], leak_rows)),
+        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(["α -> property", "mean |r|", "oracle", "excess", "leak size",
+                                                                 "oracle leak size"], leak_rows)
+         + "\n\nLeak size: q's move per unit α_p in q's across-case spread, over p's own move in its spread "
+           "(partial slopes on the 50-image grid); mean |r| is near 1 for any steady drift, however small."),
         (f"Identity through {ev}", markdown_table(["property", "within-case std", "across-case std", "ratio", "oracle ratio"], ident_rows)),
         ("Images", f"![visual check]({Path(strip).name})\n\n![best case]({s_best.name})\n\n![typical case]({s_typ.name})"),
     ]

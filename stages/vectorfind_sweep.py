@@ -24,7 +24,8 @@ def parse_row(text: str) -> dict:
 def table_row(m: dict, mult: float) -> dict:
     q = m["quality"]
     row = {"method": m["method"], "point": m["point"], "n": m["n"], "alpha_scale": m["alpha_scale"],
-           "scale_multiplier": mult, "time_s": round(m["seconds"]["total"], 1),
+           "scale_multiplier": mult, "conditional": bool(m["settings"].get("conditional", False)),
+           "time_s": round(m["seconds"]["total"], 1),
            **{f"quality_{p}": round(q[p], 4) for p in CONTROLLED if p in q}}
     for j, s in m["judges"].items():
         row.update({f"{j}_abs_r_{p}": round(s["mean_abs_r"][p], 4) for p in CONTROLLED})

@@ -157,17 +157,18 @@ class V9Generator(ConditionalGenerator):
     @torch.inference_mode()
     def image_from_mid(self, mid, point: str, *, batch_size: int | None = None, trunc_psi: float = 1.0,
                        trunc_layers: int = 0, randomize_noise: bool = False,
-                       noise_seed: int | None = None) -> torch.Tensor:
+                       noise_seed: int | None = None, plan=None) -> torch.Tensor:
         """The remaining net: images [N, 3, R, R] in [-1, 1] from (edited) mid vectors, with the same
         semantics as :func:`stylegan_modified.conditional.synthesize` (stored noise unless
-        ``randomize_noise``, ``w_avg`` untouched), in batches of ``batch_size``."""
+        ``randomize_noise``, ``w_avg`` untouched), in batches of ``batch_size``; ``plan``: the
+        synthesis inference path (``stylegan.generator.InferencePlan``; None: plain)."""
         dev = self.truncation.w_avg.device
         mid = torch.as_tensor(mid).to(dtype=torch.float32, device=dev)
         gen = torch.Generator(device=dev).manual_seed(int(noise_seed or 0)) if randomize_noise else None
         out = []
         for a, b in batch_ranges(len(mid), batch_size):
             wp = self.truncation(self.w_from_mid(mid[a:b], point), trunc_psi, trunc_layers)
-            out.append(self.synthesis(wp, randomize_noise, gen)["image"])
+            out.append(self.synthesis(wp, randomize_noise, gen, plan=plan)["image"])
         c = self.cfg
         return torch.cat(out) if out else torch.zeros(0, c.image_channels, c.resolution, c.resolution)
 

@@ -14,7 +14,8 @@ from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
 CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 * CHUNK, ratio=0.2, cases=3,
               stop_at=0, seed=0, rng_order="seeded", alpha_scale=1.0, median_n=CHUNK, fit_judge="property_cnn",
               test_judges=("property_cnn", "evaluator"), hairstyle_judge="evaluator", jpeg=False, dropout=False,
-              dropout_seed=0, nn_max_epochs=1, batch_size=50, sweep_rows=("svm:w:1000",), sweep=False,
+              dropout_seed=0, nn_max_epochs=1, batch_size=50, image_batch=10, inference_path="exact",
+              conditional=False, condition_side=(), workers=1, sweep_rows=("svm:w:1000",), sweep=False,
               threads=0, progress=False)
 
 
@@ -132,3 +133,103 @@ def test_finished_run_refuses_a_changed_generator(profile, tmp_path):
     gen.write_bytes(b"another generator")
     with pytest.raises(Exception, match="made from another generator"):
         stage.run_one(profile, cfg, progress=False, inputs=file_inputs)
+
+
+def test_conditional_run_projects_each_direction_off_the_other_two(profile, monkeypatch):
+    monkeypatch.setitem(PASS_THRESHOLDS, "pose", 0.8)
+    monkeypatch.setitem(PASS_THRESHOLDS, "eyes", 0.85)
+    run(profile, cases=1)
+    m = run(profile, cases=1, conditional=True)
+    runs = profile.data_root / "stage7" / "runs"
+    out = runs / "svm_w_n4000_x1_cond"
+    assert m["settings"]["conditional"] and (out / "metrics.json").is_file()
+    fitted = stage.DirectionSet.load(runs / "svm_w_n4000_x1" / "property_score_vectors", "w")
+    cond = stage.DirectionSet.load(out / "property_score_vectors_conditional", "w")
+    same = stage.DirectionSet.load(out / "property_score_vectors", "w")
+    for g in ("hhhh", "lhlh"):
+        v = {p: cond.vectors[(p, g)] for p in ("eyes", "mouth", "pose")}
+        for p, q in (("eyes", "mouth"), ("eyes", "pose"), ("mouth", "pose")):
+            f = {k: fitted.vectors[(k, g)] for k in (p, q)}
+            assert abs(float(v[p] @ f[q])) < 1e-6 and abs(float(v[q] @ f[p])) < 1e-6
+        np.testing.assert_array_equal(same.vectors[("eyes", g)], fitted.vectors[("eyes", g)])   # fitted files kept
+        assert float(v["eyes"] @ fitted.vectors[("eyes", g)]) > 0.5                          # same sense
+
+
+def test_two_workers_give_the_one_worker_files(profile, tmp_path):
+    """Sample chunks and test cases made by two threads at once: the same cache, the same per-case
+    records and original files, in the cases' order (the scorers must not depend on their calls' order:
+    the tiny evaluator's noise stream does, so both judges here are noise-free)."""
+    def stateless(profile, cfg, judges):
+        g, rec, _, desc = tiny_inputs(profile, cfg, judges)
+        return g, rec, {"property_cnn": TinyScorer(g), "evaluator": TinyScorer(g)}, desc
+
+    def go(p, **kw):
+        cfg, _ = stage.resolve_settings(p, {**CONSTS, "cases": 4, **kw}, None)
+        return stage.run_one(p, cfg, progress=False, inputs=stateless)
+
+    m1 = go(profile)
+    other = Profile({"name": "tiny", "data_root": str(tmp_path / "data2")})
+    m2 = go(other, workers=2)
+    a, b = (p.data_root / "stage7" for p in (profile, other))
+    for k in range(8):
+        with np.load(a / "samples" / f"chunk_{k:05d}.npz") as x, np.load(b / "samples" / f"chunk_{k:05d}.npz") as y:
+            assert all(np.array_equal(x[f], y[f]) for f in x.files)
+    rep = "runs/svm_w_n4000_x1/image_generation_report/test_result.csv"
+    assert (a / rep).read_text() == (b / rep).read_text()
+    assert m1["judges"] == m2["judges"] and m1["qa"] == m2["qa"]
+
+
+def test_ordered_map_keeps_order_and_stops_early():
+    import threading
+    import time as _t
+    from stages.vectorfind_samples import ordered_map
+    started = []
+
+    def slow(x):
+        started.append(x)
+        _t.sleep(0.02 * (3 - x % 3))
+        return x * 10, threading.get_ident()
+
+    out = list(ordered_map(slow, range(7), workers=3))
+    assert [r[0] for r in out] == [x * 10 for x in range(7)] and len({r[1] for r in out}) > 1
+    started.clear()
+    for r in ordered_map(slow, range(20), workers=2):
+        if r[0] == 30:
+            break
+    assert max(started) <= 4                                  # at most one call beyond the stop was started
+
+
+def test_conditional_on_side_readouts(profile):
+    """--condition-side: each direction also orthogonal to the least-squares read-out of the named scores
+    over the run's samples (the fitting judge's, or another cached judge's as judge/property)."""
+    m = run(profile, cases=1, conditional=True, condition_side=("hair_color", "evaluator/background_mean"))
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n4000_x1_cond+hair_color+evaluator-background_mean"
+    assert (out / "metrics.json").is_file()
+    assert list(m["settings"]["condition_side"]) == ["hair_color", "evaluator/background_mean"]
+    cache = profile.data_root / "stage7" / "samples"
+    s = load_samples(cache, 4000, "w", "property_cnn")
+    ev = load_samples(cache, 4000, "w", "evaluator")
+    r = stage.readout_directions(s.mid, {"a": s.scores["hair_color"], "b": ev.scores["background_mean"]}, ("a", "b"))
+    cond = stage.DirectionSet.load(out / "property_score_vectors_conditional", "w")
+    for v in cond.vectors.values():
+        assert all(abs(float(v @ u)) / np.linalg.norm(u) < 1e-6 for u in r)
+    with pytest.raises(Exception, match="condition-side nothing"):
+        run(profile, cases=1, conditional=True, condition_side=("nothing",))
+
+
+def test_leak_size_from_partial_slopes():
+    """leak_of's partial slopes on the grid; leak_size = q's move per α_p in q's spread over p's own."""
+    from stages.vectorfind_report import leak_of, leak_size
+    from vectorfind.cases import alpha_table
+    t = alpha_table("svm")
+    recs = []
+    for c in range(5):
+        base = {q: float(c) for q in ("eyes", "mouth", "pose", "hair_color", "hair_length", "background_mean")}
+        s = {q: np.full(len(t), v) for q, v in base.items()}
+        s["eyes"] = s["eyes"] - 2.0 * t["eyes_pm"].to_numpy()            # its own move: 2 per α
+        s["mouth"] = s["mouth"] - 0.5 * t["eyes_pm"].to_numpy() - 1.0 * t["mouth_pm"].to_numpy()
+        s["pose"] = s["pose"] + 1.0 * t["pose_pm"].to_numpy()
+        recs.append(leak_of(t, s))
+    assert recs[0]["slope"]["eyes->mouth"] == pytest.approx(-0.5) and recs[0]["slope"]["pose->mouth"] == pytest.approx(0)
+    size = leak_size(recs)
+    assert size["eyes->mouth"] == pytest.approx(0.25) and size["pose->eyes"] == pytest.approx(0, abs=1e-9)

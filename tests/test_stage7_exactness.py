@@ -95,3 +95,14 @@ def test_svm_directions_decrease_the_property_at_256(gen, latents, point):
         # the w change of +v: w(mid + v) - w(mid) along u is negative for every group
         dw = w_of(gen, torch.from_numpy((mid[:1] + v).astype(np.float32)), point).numpy() - w[:1]
         assert (dw @ u < 0).all(), (p, dw @ u)
+
+
+def test_the_exact_inference_path_gives_the_plain_images(gen, latents):
+    """Stage 7 synthesises on the exact path (faster); its images are the plain path's, bit for bit."""
+    z, label = latents
+    mid = gen.mid_vectors(z[:4], label[:4], "mapping_split2")
+    plain = V9MidGenerator(gen.g, 64, image_batch=2, path="plain").image_from_mid(mid, "mapping_split2")
+    exact = V9MidGenerator(gen.g, 64, image_batch=2, path="exact").image_from_mid(mid, "mapping_split2")
+    assert torch.equal(plain, exact)
+    with pytest.raises(ValueError, match="inference path"):
+        V9MidGenerator(gen.g, path="fast")

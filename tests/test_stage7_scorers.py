@@ -57,3 +57,28 @@ def test_parsing_scorer_measures_hairstyle_on_renders():
     s = parsing_scorer(load_segmenter(prof.path(prof["segmentation"]["checkpoint"])), identity_stats())
     out = scores_as_dict(s(x), n=2)
     assert set(out) >= set(PROPERTIES) | {"hairstyle"} and all(np.isfinite(v).all() for v in out.values())
+
+
+class CountingJudge(FakeJudge):
+    def __init__(self, names, value):
+        super().__init__(names, value)
+        self.calls = 0
+
+    def measure(self, images):
+        self.calls += 1
+        return super().measure(images)
+
+
+def test_a_judge_measures_a_batch_once_in_the_stage_scorer():
+    """The property CNN's hairstyle comes from the evaluator, which is also a test judge: one
+    measurement of each batch serves both (the evaluator used to measure every batch twice)."""
+    from stages.vectorfind import MultiScorer
+    ev = CountingJudge((*PROPERTIES, "hairstyle"), 3.0)
+    cnn = CountingJudge(PROPERTIES, 0.0)
+    multi = MultiScorer({"property_cnn": JudgeScorer(cnn, hairstyle_from=ev), "evaluator": JudgeScorer(ev)},
+                        "property_cnn")
+    out = multi(torch.zeros(2, 3, 8, 8))
+    assert (cnn.calls, ev.calls) == (1, 1)
+    assert out["hairstyle"].tolist() == out["evaluator/hairstyle"].tolist() == [10.0, 10.0]
+    multi(torch.zeros(2, 3, 8, 8))
+    assert (cnn.calls, ev.calls) == (2, 2)                   # a new batch is measured again
