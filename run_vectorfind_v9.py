@@ -31,7 +31,7 @@ N = 20000                            # samples for fitting (the original's sweep
 RATIO = 0.2                          # top / bottom share of each group (SVM)
 CASES = 100                          # test cases (the original's sweeps: 100)
 STOP_AT = 0                          # stop once this many cases passed (0: never; the original's finals: 60)
-SEED = 0                             # sampling, SVM shuffles, NN training, test cases (-1 with RNG_ORDER original: unseeded)
+SEED = 0                             # sampling, SVM shuffles, NN training, test cases (>= 0; every run is seeded)
 RNG_ORDER = "seeded"                 # seeded (per-sample streams, one shared cache) | original (its RNG order, no cache)
 CONDITIONAL = False                  # SVM / mixed: project each direction orthogonal to its group's other two (run folder _cond)
 CONDITION_SIDE = ()                  # with CONDITIONAL, also orthogonal to these scores' read-outs (e.g. hair_color,evaluator/old)
