@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import lineage
 from pipeline.io import atomic_write_png
 
 
@@ -102,3 +103,12 @@ def missing_key(state: dict) -> dict:
     """The first weight left out."""
     k = first_key(state)
     return {n: v for n, v in state.items() if n != k}
+
+
+def resealed(fn, run: str):
+    """``fn(root)`` damages a file of the finished run ``root / run``, which is then sealed again:
+    a finished run whose file is bad (not one whose lineage is stale)."""
+    def go(root: Path):
+        fn(root)
+        lineage.seal(root / run)
+    return go

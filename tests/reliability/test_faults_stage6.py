@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lineage
 from tests.reliability import damage as D
 from tests.reliability.conftest import run_script
 from tests.reliability.test_faults import refused
@@ -58,11 +57,7 @@ def _v1_gen(root: Path) -> Path:
 
 
 def _resealed(fn):
-    """Damage a v1 file, then seal v1 again: a finished v1 run whose checkpoint is bad (not stale)."""
-    def go(root: Path):
-        fn(root)
-        lineage.seal(root / "stage5" / "v1")
-    return go
+    return D.resealed(fn, "stage5/v1")
 
 
 V1_BAD = {

@@ -75,11 +75,7 @@ def test_stage7_flag_refused(world7, tmp_path, capsys, case, name):
 
 
 def _resealed(fn):
-    """Damage the v9 generator, then seal stage 6 again: a finished run whose checkpoint is bad."""
-    def go(root: Path):
-        fn(root)
-        lineage.seal(root / "stage6" / "v9")
-    return go
+    return D.resealed(fn, "stage6/v9")
 
 
 GEN_BAD = {
