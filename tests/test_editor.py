@@ -38,6 +38,14 @@ def editor(tmp_path_factory):
         (board / "methods" / name).mkdir(parents=True, exist_ok=True)
         (board / "methods" / name / "result.json").write_text(json.dumps({"scales": {"eyes": scale, "mouth": 1.0,
                                                                                       "pose": 2.0}}))
+    # a row from a newer board: its calibrated set in edit_set/ wins over directions/ + result.json
+    gs = EditDirections("ganspace", "w")
+    for p in ("eyes", "mouth", "pose"):
+        gs.add(p, rng.standard_normal(Z_DIM))
+    gs.save(board / "methods" / "ganspace" / "directions")
+    gs.scales.update({"eyes": 3.0, "mouth": 4.0, "pose": 6.0})
+    gs.save(board / "methods" / "ganspace" / "edit_set")
+    (board / "methods" / "ganspace" / "result.json").write_text(json.dumps({"scales": {"eyes": 99.0}}))
     (board / "metrics.json").write_text(json.dumps({"generator": "shipped-v1", "settings": {"fit_judge": "evaluator"}}))
     # a stage-7 SVM run at w
     run = root / "stage7" / "svm_w_n4000_x1.5"
@@ -65,7 +73,7 @@ def test_choices_and_scales(editor):
     client, models, _ = editor
     cfg = client.get("/api/editor/config").json()
     keys = [m["key"] for m in cfg["methods"]]
-    assert keys == ["v3_label", "sefa", "board:interfacegan", "board:interfacegan_conditional",
+    assert keys == ["v3_label", "sefa", "board:ganspace", "board:interfacegan", "board:interfacegan_conditional",
                     "vectorfind:svm_w_n4000_x1.5"]
     assert cfg["z_dim"] == Z_DIM and cfg["num_layers"] == 12 and cfg["judges"] == ["evaluator"]
     assert "shipped-v1" in cfg["notes"][0]                  # no stage-6 run in this data root
@@ -73,6 +81,8 @@ def test_choices_and_scales(editor):
     cond = client.get("/api/editor/method/board:interfacegan_conditional").json()
     assert cond["layers"] and not cond["conditional"]        # always conditional: no check box
     assert models.choices["board:interfacegan_conditional"].ds.scales["eyes"] == 7.0
+    assert models.choice("board:ganspace").ds.scales == {"eyes": 3.0, "mouth": 4.0, "pose": 6.0}
+    assert models.choices["board:ganspace"].source.endswith("edit_set")
     vf = models.choice("vectorfind:svm_w_n4000_x1.5").ds
     assert vf.method == "vectorfind_svm" and vf.scales == pytest.approx({"eyes": 1.8, "mouth": 2.7, "pose": 2.7})
     status, r = render(client, method="vectorfind:svm_w_n4000_x1.5", seed=3, alphas={"eyes": 1.0})

@@ -47,6 +47,7 @@ from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED
 
 from stages.bases import base_generator_state, build_configs
+from stages.leaderboard import EDIT_SET
 from stages.vectorfind import NN_FILE
 from stages.vectorfind_inputs import SHIPPED_V1, build_scorers
 from stages.vectorfind_inputs import load_generator as load_v9
@@ -185,15 +186,25 @@ class EditorModels:
         return out
 
     def _board_choice(self, board: Path, mdir: Path) -> Choice | None:
-        """A finished board method: its direction set (a ``*_conditional`` row edits with its base
-        method's set) and the α scales its calibration found (``result.json``)."""
+        """A finished board method: its calibrated set ``edit_set/`` (the set and α scales the row
+        edited with); for boards written before that folder existed, the fitted ``directions/`` (a
+        ``*_conditional`` row edits with its base method's set) and the scales in ``result.json``."""
         name = mdir.name
         conditional = name.endswith(CONDITIONAL_SUFFIX)
         folder = board / "methods" / (name[:-len(CONDITIONAL_SUFFIX)] if conditional else name) / "directions"
         if name == "v3_label" or not (folder / MANIFEST).is_file():
             return None                                 # v3 label: offered once, on FineTune-v3
 
-        def load():
+        calibrated = mdir / EDIT_SET
+        if (calibrated / MANIFEST).is_file():     # the set exactly as the row edited, α scales included
+            c = Choice(f"board:{name}", "v9", f"{name} (leaderboard)", str(calibrated),
+                       loader=lambda: EditDirections.load(calibrated), note=self._board_note(board),
+                       conditional=conditional)
+            if name.startswith("vectorfind_svm"):
+                c.groups_from = self._board_fit_judge(board)
+            return c
+
+        def load():                                     # a board from before edit_set/ existed
             ds = EditDirections.load(folder)
             try:
                 ds.scales.update({p: float(v) for p, v in json.loads((mdir / "result.json").read_text())["scales"].items()})
