@@ -35,24 +35,40 @@ def upconv_relaxed(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Nearest x2 upsampling then a 3x3 conv (padding 1), with 9 instead of 36 products per
     input pixel and channel pair. In 1-D, output 2i = w0 (d[i-1] - d[i]) + (w0 + w1 + w2) d[i]
     and output 2i+1 = (w0 + w1 + w2) d[i] + w2 (d[i+1] - d[i]); the 2-D form is the outer
-    product. ``u`` = :func:`_transform_weight` (w, _UP_G). Returns channels-last [B, O, 2H, 2W]."""
+    product. ``u`` = :func:`_transform_weight` (w, _UP_G). The 9 difference maps are built in
+    blocks (samples or strips of input rows, :func:`_blocks`) so the temporaries stay cache-sized.
+    Returns channels-last [B, O, 2H, 2W]."""
     b, c, h, wd = x.shape
     o = u.shape[2]
     xp = _padded_nhwc(x)
-    mid = xp[:, 1:h + 1]
-    rows = (xp[:, 0:h] - mid, mid, xp[:, 2:h + 2] - mid)                  # [B, H, W+2, C] each
-    e = x.new_empty(9, b, h, wd, c)
-    for p, r in enumerate(rows):
-        centre = r[:, :, 1:wd + 1]
-        torch.sub(r[:, :, 0:wd], centre, out=e[3 * p])
-        e[3 * p + 1].copy_(centre)
-        torch.sub(r[:, :, 2:wd + 2], centre, out=e[3 * p + 2])
-    m = torch.bmm(e.view(9, -1, c), u).view(3, 3, b, h, wd, o)
     out = x.new_empty(b, h, 2, wd, 2, o)
-    for a, r in ((0, m[0] + m[1]), (1, m[1] + m[2])):
-        torch.add(r[0], r[1], out=out[:, :, a, :, 0])
-        torch.add(r[1], r[2], out=out[:, :, a, :, 1])
+    for i, nb, r0, k in _blocks(b, h, 9 * wd * max(c, o), u.numel()):
+        xs = xp[i:i + nb, r0:r0 + k + 2]
+        mid = xs[:, 1:k + 1]
+        rows = (xs[:, 0:k] - mid, mid, xs[:, 2:k + 2] - mid)             # [nb, k, W+2, C] each
+        e = x.new_empty(9, nb, k, wd, c)
+        for p, r in enumerate(rows):
+            centre = r[:, :, 1:wd + 1]
+            torch.sub(r[:, :, 0:wd], centre, out=e[3 * p])
+            e[3 * p + 1].copy_(centre)
+            torch.sub(r[:, :, 2:wd + 2], centre, out=e[3 * p + 2])
+        m = torch.bmm(e.view(9, -1, c), u).view(3, 3, nb, k, wd, o)
+        dst = out[i:i + nb, r0:r0 + k]
+        for a, r in ((0, m[0] + m[1]), (1, m[1] + m[2])):
+            torch.add(r[0], r[1], out=dst[:, :, a, :, 0])
+            torch.add(r[1], r[2], out=dst[:, :, a, :, 1])
     return out.view(b, 2 * h, 2 * wd, o).permute(0, 3, 1, 2)
+
+
+def _blocks(b: int, rows: int, per_row: int, weight_values: int) -> list[tuple[int, int, int, int]]:
+    """(first sample, samples, first row, rows) blocks whose temporaries hold about the budget:
+    whole samples, several per block, when one fits; otherwise strips of rows of one sample."""
+    budget = min(max(STRIP_VALUES, weight_values), STRIP_MAX)
+    if per_row * rows <= budget:
+        step = budget // (per_row * rows)
+        return [(i, min(step, b - i), 0, rows) for i in range(0, b, step)]
+    k = max(1, budget // per_row)
+    return [(i, 1, r, min(k, rows - r)) for i in range(b) for r in range(0, rows, k)]
 
 
 # Winograd F(4x4, 3x3) (interpolation points 0, +-1, +-2, infinity): 36 instead of 144 products per
@@ -85,15 +101,7 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     xp = _padded_nhwc(x)
     sb, sh, sw, sc = xp.stride()
     out = x.new_empty(b, th, 4, tw, 4, o)
-    budget = min(max(STRIP_VALUES, u.numel()), STRIP_MAX)
-    per_sample = 36 * th * tw * max(c, o)
-    if per_sample <= budget:                    # small maps: whole samples, several per block
-        step = budget // per_sample
-        blocks = [(i, min(step, b - i), 0, th) for i in range(0, b, step)]
-    else:                                       # large maps: strips of tile rows of one sample
-        rows = max(1, budget // (36 * tw * max(c, o)))
-        blocks = [(i, 1, r, min(rows, th - r)) for i in range(b) for r in range(0, th, rows)]
-    for i, nb, r0, k in blocks:
+    for i, nb, r0, k in _blocks(b, th, 36 * tw * max(c, o), u.numel()):   # k rows of 4x4 tiles
         d = xp.as_strided((6, 6, nb, k, tw, c), (sh, sw, sb, 4 * sh, 4 * sw, sc),
                           xp.storage_offset() + i * sb + 4 * r0 * sh).reshape(6, -1)    # gathered tiles
         n = nb * k * tw
