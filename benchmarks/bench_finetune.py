@@ -11,10 +11,14 @@ update with R1 and one G update (batch 16; the loop makes 1-4 G updates per step
 average in the original). Generation test = render + property-CNN judge per image.
 """
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script from anywhere
 
 from pipeline.profiles import load_profile
 

@@ -11,9 +11,13 @@ shared machine slow every figure down.
 """
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script from anywhere
 
 from pipeline.profiles import load_profile
 

@@ -13,9 +13,12 @@ same figures to ``acceptance.json`` (:func:`evaluation.v9_acceptance.acceptance`
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script from anywhere
 
 from evaluation.networks import load_evaluator_for
 from evaluation.v9_acceptance import acceptance
