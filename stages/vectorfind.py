@@ -22,6 +22,7 @@ One run = (method, point, n, α scale) in ``<data root>/stage7/runs/<method>_<po
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -42,7 +43,7 @@ from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
 from vectorfind.cases import METHODS, check_method, passes, pearson, run_case
 from vectorfind.directions import DirectionSet
-from vectorfind.gradient import GradientNets, train_gradient_nets
+from vectorfind.gradient import GradientNets, train_gradient_nets, train_property_mlp
 from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED, POINTS, check_point
 from vectorfind.sampling import case_latents, sample
@@ -180,6 +181,31 @@ def fit_or_load(out: Path, method: str, samples, medians: Medians, cfg: dict) ->
         quality.update(nets.test_mse)
     atomic_write_json(fit_json, {"quality": quality, "seconds": seconds, "svm_table": table})
     return ds, nets, quality, seconds, table
+
+
+def side_nets(out: Path, nets: GradientNets, samples, side_q: dict, cfg: dict) -> tuple:
+    """(the run's nets with local conditioning on, fit record): one MLP per side score (``--condition-side``)
+    trained by the gradient method's rule on the run's samples (``models/…_nn_{q}.pth``, kept), whose
+    gradients the per-case directions are projected off (``vectorfind.gradient.GradientNets``)."""
+    rec_path = out / "side_fit.json"
+    rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {"quality": {}, "seconds": {}}
+    side = {}
+    for i, (q, y) in enumerate(side_q.items()):
+        path = out / "models" / NN_FILE.format(p=q.replace("/", "-"))
+        if path.is_file() and f"side {q}" in rec["quality"]:
+            side[q] = GradientNets.from_state_dicts(samples.point, {q: torch.load(path, weights_only=True)}).nets[q]
+            continue
+        t = time.perf_counter()
+        fit = train_property_mlp(samples.mid, y, seed=int(cfg["seed"]) * 10 + len(CONTROLLED) + i,
+                                 rng_order=cfg["rng_order"], max_epochs=int(cfg["nn_max_epochs"]))
+        buf = io.BytesIO()
+        torch.save(fit.model.state_dict(), buf)
+        atomic_write_bytes(path, buf.getvalue())
+        side[q] = fit.model
+        rec["quality"][f"side {q}"] = fit.test_mse
+        rec["seconds"][f"side {q}"] = time.perf_counter() - t
+        atomic_write_json(rec_path, rec)
+    return dataclasses.replace(nets, side=side, conditional=True), rec
 
 
 # ------------------------------------------------------------------------------------------ test
@@ -322,11 +348,15 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
         medians, samples = cached_samples(stage_dir / "samples", gen, grec, scorers, cfg, n, progress)
     sampling_s = time.perf_counter() - t
     svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
+    if cfg.get("conditional") and side:
+        side_q = side_scores(samples, None if original else stage_dir / "samples", n, point, side, int(cfg["seed"]))
     if cfg.get("conditional") and svm is not None:
-        extra = readout_directions(samples.mid, side_scores(samples, None if original else stage_dir / "samples", n,
-                                                            point, side, int(cfg["seed"])), side) if side else ()
-        svm = conditional_directions(svm, extra)
+        svm = conditional_directions(svm, readout_directions(samples.mid, side_q, side) if side else ())
         svm.save(out / "property_score_vectors_conditional")
+    if cfg.get("conditional") and nets is not None:      # local conditioning of the gradient directions
+        nets, side_fit = side_nets(out, nets, samples, side_q if side else {}, cfg)
+        quality.update(side_fit["quality"])
+        fit_s.update(side_fit["seconds"])
     scorer = MultiScorer(scorers, cfg["fit_judge"])
     cases = list(range(int(cfg["cases"])))
     z, label = case_latents(cases, gen.z_dim, gen.label_dim, seed, cfg["rng_order"])

@@ -233,3 +233,32 @@ def test_leak_size_from_partial_slopes():
     assert recs[0]["slope"]["eyes->mouth"] == pytest.approx(-0.5) and recs[0]["slope"]["pose->mouth"] == pytest.approx(0)
     size = leak_size(recs)
     assert size["eyes->mouth"] == pytest.approx(0.25) and size["pose->eyes"] == pytest.approx(0, abs=1e-9)
+
+
+def test_gradient_conditional_is_local_and_trains_side_nets(profile):
+    """--conditional with the gradient method: each case's MLP gradients projected off the other two and
+    off the --condition-side MLPs' gradients at that case (kept as models/…_nn_{q}.pth); off by default."""
+    plain = run(profile, method="gradient", cases=1, n=CHUNK)
+    m = run(profile, method="gradient", cases=1, n=CHUNK, conditional=True, condition_side=("hair_color",))
+    runs = profile.data_root / "stage7" / "runs"
+    out = runs / "gradient_w_n500_x1_cond+hair_color"
+    assert (out / "models" / "stylegan_gen_vector_find_v9_nn_hair_color.pth").is_file()
+    assert set(m["quality"]) == {"eyes", "mouth", "pose", "side hair_color"}
+    assert "nn_hair_color" not in json.dumps(plain["quality"])
+    a = pd.read_csv(runs / "gradient_w_n500_x1" / "inference_test_after_training" / "test_0000" / "case_0000_result.csv")
+    b = pd.read_csv(out / "inference_test_after_training" / "test_0000" / "case_0000_result.csv")
+    assert a[["eyes_pm", "mouth_pm", "pose_pm"]].equals(b[["eyes_pm", "mouth_pm", "pose_pm"]])
+    assert not a.eyes_score.equals(b.eyes_score)                        # other directions, other images
+    # the run's nets, loaded again and conditioned as the stage does: orthogonal to every other gradient
+    import torch
+    from vectorfind.gradient import GradientNets
+    sd = {p: torch.load(out / "models" / f"stylegan_gen_vector_find_v9_nn_{p}.pth", weights_only=True)
+          for p in ("eyes", "mouth", "pose", "hair_color")}
+    nets = GradientNets.from_state_dicts("w", sd)
+    side = nets.nets.pop("hair_color")
+    mid = np.random.default_rng(0).standard_normal(nets.nets["eyes"].d).astype(np.float32)
+    cond = GradientNets("w", nets.nets, side={"hair_color": side}, conditional=True).directions(mid)
+    raw = {p: nets.directions(mid)[p] for p in ("eyes", "mouth", "pose")}
+    raw["hair_color"] = GradientNets("w", {"eyes": side}).directions(mid)["eyes"]
+    for p in ("eyes", "mouth", "pose"):
+        assert all(abs(float(cond[p] @ raw[q])) < 1e-5 for q in raw if q != p)
