@@ -41,7 +41,7 @@ from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
-from vectorfind.cases import METHODS, check_method, passes, pearson, run_case
+from vectorfind.cases import METHODS, alpha_table, check_method, passes, pearson, run_case
 from vectorfind.directions import DirectionSet
 from vectorfind.gradient import GradientNets, train_gradient_nets, train_property_mlp
 from vectorfind.groups import Medians
@@ -53,7 +53,7 @@ from vectorfind.v9_adapter import PATHS
 from . import vectorfind_report as report
 from . import vectorfind_sweep
 from .vectorfind_inputs import build_scorers, generator_file, load_generator
-from .vectorfind_oracle import oracle_leak
+from .vectorfind_oracle import matched_label_per_alpha, matched_oracle_leak, oracle_leak
 from .vectorfind_samples import ensure_samples, load_samples, ordered_map
 
 RUNTIME = ("threads", "progress", "sweep")
@@ -369,9 +369,18 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
     qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
     seconds = {"total": time.perf_counter() - t0, "sampling_now": sampling_s, "test": test_s, **fit_s}
-    oracle = oracle_leak(profile, stage_dir, {j: scorers[j] for j in judges if j != "parsing"}, len(records),
-                         int(cfg["seed"])) if "world_seed" in profile else None
-    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle)
+    oracle_judges = {j: scorers[j] for j in judges if j != "parsing"}
+    oracle = oracle_leak(profile, stage_dir, oracle_judges, len(records), int(cfg["seed"])) \
+        if "world_seed" in profile else None
+    matched = None
+    if oracle is not None and records:                # the oracle on the run's terms (stages/vectorfind_oracle)
+        mj = "evaluator" if "evaluator" in oracle["judges"] else cfg["fit_judge"]
+        per_alpha = matched_label_per_alpha([r["leak"][mj] for r in records], oracle["judges"][mj])
+        matched = matched_oracle_leak(profile, out, oracle_judges, alpha_table(method, scale), bool(cfg["jpeg"]),
+                                      per_alpha, len(records), int(cfg["seed"]))
+        matched["matched_by"] = mj
+    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle,
+                             matched)
     agg = vf_files.aggregate_row(method, n, seconds["total"], vf_files.statistics_frame(
         [_Res(r, cfg["fit_judge"]) for r in records]), ratio=float(cfg["ratio"]), quality=quality)
     metrics["aggregate_row"] = agg

@@ -262,3 +262,34 @@ def test_gradient_conditional_is_local_and_trains_side_nets(profile):
     raw["hair_color"] = GradientNets("w", {"eyes": side}).directions(mid)["eyes"]
     for p in ("eyes", "mouth", "pose"):
         assert all(abs(float(cond[p] @ raw[q])) < 1e-5 for q in raw if q != p)
+
+
+def test_matched_oracle_uses_the_runs_grid_jpeg_and_own_moves(tmp_path):
+    """The oracle on the run's terms: its α table, JPEG, each person's own values moved by α·L world stds;
+    L from the run's and the fixed oracle's own slopes; kept per run and reused while its key holds."""
+    from stages.vectorfind_oracle import LABEL_PER_ALPHA, matched_label_per_alpha, matched_oracle_leak
+    from vectorfind.cases import alpha_table
+    run_recs = [{"slope": {"eyes->eyes": -0.02, "mouth->mouth": 0.03, "pose->pose": -0.01}}] * 2
+    fixed = [{"slope": {"eyes->eyes": 0.08, "mouth->mouth": 0.12, "pose->pose": 0.04}}] * 3
+    per_alpha = matched_label_per_alpha(run_recs, fixed)
+    assert per_alpha == pytest.approx({p: LABEL_PER_ALPHA / 4 for p in ("eyes", "mouth", "pose")})
+    prof = Profile({"name": "w", "data_root": str(tmp_path), "world_seed": 0, "resolution": 32,
+                    "generator": {"z_dim": 256}})
+    calls = []
+
+    def judge(images):          # a stand-in judge: brightness of the eye band, the mouth band, left-right asymmetry
+        calls.append(images.shape)
+        x = images.numpy().mean(axis=1)
+        return {"eyes": x[:, 12:16].mean(axis=(1, 2)), "mouth": x[:, 20:24].mean(axis=(1, 2)),
+                "pose": (x[:, :, :16] - x[:, :, 16:]).mean(axis=(1, 2)), "hair_color": x[:, :4].mean(axis=(1, 2))}
+
+    table = alpha_table("gradient", 1.5)
+    still = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.0 for p in per_alpha}, 2)
+    assert calls == [(50, 3, 32, 32)] * 2 and still["key"]["jpeg"] is True
+    assert still["key"]["alphas"]["mouth"][:10] == [-2.4000000000000004] * 10       # the gradient grid × 1.5
+    for rec in still["judges"]["evaluator"]:            # L = 0: the person does not move at all
+        assert all(v < 1e-12 for v in rec["std"].values())
+    moved = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.3 for p in per_alpha}, 2)
+    assert len(calls) == 4 and any(rec["std"]["eyes"] > 1e-3 for rec in moved["judges"]["evaluator"])
+    again = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.3 for p in per_alpha}, 2)
+    assert len(calls) == 4 and again == moved                                          # reused: same key
