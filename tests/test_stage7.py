@@ -293,3 +293,14 @@ def test_matched_oracle_uses_the_runs_grid_jpeg_and_own_moves(tmp_path):
     assert len(calls) == 4 and any(rec["std"]["eyes"] > 1e-3 for rec in moved["judges"]["evaluator"])
     again = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.3 for p in per_alpha}, 2)
     assert len(calls) == 4 and again == moved                                          # reused: same key
+
+
+def test_leak_excess_sets_ours_beside_both_oracles():
+    from stages.vectorfind_report import leak_excess
+    m = {"leak_identity": {"evaluator": {"mean_abs_leak_r": {"eyes->hair_color": 0.58, "eyes->mouth": 0.09}}},
+         "oracle_leak_identity": {"evaluator": {"mean_abs_leak_r": {"eyes->hair_color": 0.39, "eyes->mouth": 0.02}}},
+         "oracle_matched_leak_identity": {"evaluator": {"mean_abs_leak_r": {"eyes->hair_color": 0.41}}}}
+    ex = leak_excess(m, "evaluator")
+    assert ex["eyes->hair_color"] == pytest.approx({"ours": 0.58, "oracle_fixed": 0.39, "excess_fixed": 0.19,
+                                                    "oracle_matched": 0.41, "excess_matched": 0.17})
+    assert set(ex["eyes->mouth"]) == {"ours", "oracle_fixed", "excess_fixed"}          # no matched figure: not shown
