@@ -377,7 +377,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
         mj = "evaluator" if "evaluator" in oracle["judges"] else cfg["fit_judge"]
         per_alpha = matched_label_per_alpha([r["leak"][mj] for r in records], oracle["judges"][mj])
         matched = matched_oracle_leak(profile, out, oracle_judges, alpha_table(method, scale), bool(cfg["jpeg"]),
-                                      per_alpha, len(records), int(cfg["seed"]))
+                                      per_alpha, len(records), int(cfg["seed"]), refine=1, judge=mj,
+                                      target={p: report.own_slope([r["leak"][mj] for r in records], p)
+                                              for p in CONTROLLED})
         matched["matched_by"] = mj
     metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle,
                              matched)

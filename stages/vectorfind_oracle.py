@@ -86,19 +86,35 @@ def matched_label_per_alpha(run_recs: list, fixed_recs: list) -> dict:
 
 
 def matched_oracle_leak(profile, run_dir: Path, scorers: dict, table, jpeg: bool, label_per_alpha: dict,
-                        cases: int, seed: int = 0) -> dict:
+                        cases: int, seed: int = 0, target: dict | None = None, judge: str | None = None,
+                        refine: int = 0) -> dict:
     """judge -> per-case leak records of the oracle on the run's terms (module docstring); kept in
-    ``<run_dir>/oracle_leak_matched.json`` and reused while its settings are the same."""
+    ``<run_dir>/oracle_leak_matched.json`` and reused while its settings are the same. With ``target``
+    (p -> the run's own slope through ``judge``) the world stds per α are corrected ``refine`` times
+    by target / achieved (the clipped world range makes the first guess fall short, mostly the mouth's)."""
     path = Path(run_dir) / "oracle_leak_matched.json"
     cases = min(int(cases), MAX_CASES)
     key = {"cases": cases, "seed": int(seed), "jpeg": bool(jpeg),
            "label_per_alpha": {p: float(label_per_alpha[p]) for p in CONTROLLED},
            "alphas": {p: [float(a) for a in table[f"{p}_pm"]] for p in CONTROLLED}}
+    if target is not None and refine > 0:
+        key.update(target={p: float(target[p]) for p in CONTROLLED}, judge=judge, refine=int(refine))
     if path.is_file():
         done = json.loads(path.read_text())
         if done.get("key") == key and set(done["judges"]) >= set(scorers):
             return done
     og = oracle_generator(profile)
+    per_alpha = dict(key["label_per_alpha"])
+    for step in range(1 + (int(refine) if "target" in key else 0)):
+        if step:
+            per_alpha = {p: per_alpha[p] * key["target"][p] / own_slope(recs[judge], p) for p in CONTROLLED}
+        recs = _oracle_records(og, scorers, table, jpeg, per_alpha, cases, seed)
+    res = {"key": key, "cases": cases, "label_per_alpha": per_alpha, "judges": recs}
+    atomic_write_json(path, res)
+    return res
+
+
+def _oracle_records(og, scorers: dict, table, jpeg: bool, per_alpha: dict, cases: int, seed: int) -> dict:
     rng = np.random.default_rng([seed, 77])                 # the fixed oracle's people
     recs = {j: [] for j in scorers}
     for _ in range(cases):
@@ -106,13 +122,11 @@ def matched_oracle_leak(profile, run_dir: Path, scorers: dict, table, jpeg: bool
         t = og.world.truth(z).copy()
         for p, f in og.fit.items():
             a = table[f"{p}_pm"].to_numpy(np.float64)
-            t[f["column"]] = np.clip(t[f["column"]].to_numpy(np.float64) + a * key["label_per_alpha"][p] * f["scale"],
+            t[f["column"]] = np.clip(t[f["column"]].to_numpy(np.float64) + a * per_alpha[p] * f["scale"],
                                      f["low"], f["high"])
         rgb, _ = render_batch(t, og.resolution)
         images = uint8_to_scorer(np.asarray(rgb, np.uint8), jpeg)
         with torch.inference_mode():
             for j, s in scorers.items():
                 recs[j].append(leak_of(table, {k: np.asarray(v, np.float64) for k, v in s(images).items()}))
-    res = {"key": key, "cases": cases, "judges": recs}
-    atomic_write_json(path, res)
-    return res
+    return recs

@@ -145,7 +145,7 @@ def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, 
         out["oracle_matched_leak_identity"] = {j: leak_identity(v) for j, v in matched["judges"].items()}
         mj = matched.get("matched_by", cfg["fit_judge"])
         out["oracle_matched"] = {
-            "matched_by": mj, "label_per_alpha": matched["key"]["label_per_alpha"], "jpeg": matched["key"]["jpeg"],
+            "matched_by": mj, "label_per_alpha": matched.get("label_per_alpha", matched["key"]["label_per_alpha"]), "jpeg": matched["key"]["jpeg"],
             "own_slope_run": {p: own_slope([r["leak"][mj] for r in records], p) for p in CONTROLLED},
             "own_slope_oracle": {p: own_slope(matched["judges"][mj], p) for p in CONTROLLED}}
     out["leak_excess"] = {j: leak_excess(out, j) for j in judges if j in out["oracle_leak_identity"]}

@@ -304,3 +304,27 @@ def test_leak_excess_sets_ours_beside_both_oracles():
     assert ex["eyes->hair_color"] == pytest.approx({"ours": 0.58, "oracle_fixed": 0.39, "excess_fixed": 0.19,
                                                     "oracle_matched": 0.41, "excess_matched": 0.17})
     assert set(ex["eyes->mouth"]) == {"ours", "oracle_fixed", "excess_fixed"}          # no matched figure: not shown
+
+
+def test_matched_oracle_refines_its_moves_toward_the_runs(tmp_path):
+    from stages.vectorfind_oracle import matched_oracle_leak
+    from stages.vectorfind_report import own_slope
+    from vectorfind.cases import alpha_table
+    prof = Profile({"name": "w", "data_root": str(tmp_path), "world_seed": 0, "resolution": 32,
+                    "generator": {"z_dim": 256}})
+
+    def judge(images):          # the eye band's brightness stands in for eyes (so do the others)
+        x = images.numpy().mean(axis=1)
+        return {q: x[:, 12:16].mean(axis=(1, 2)) * (i + 1) for i, q in enumerate(("eyes", "mouth", "pose"))}
+
+    table = alpha_table("svm", 1.5)
+    first = matched_oracle_leak(prof, tmp_path / "a", {"evaluator": judge}, table, False,
+                                {p: 0.2 for p in ("eyes", "mouth", "pose")}, 2)
+    got = own_slope(first["judges"]["evaluator"], "eyes")
+    assert got > 0
+    want = {"eyes": 0.5 * got, "mouth": 1.0, "pose": 1.0}
+    ref = matched_oracle_leak(prof, tmp_path / "b", {"evaluator": judge}, table, False,
+                              {p: 0.2 for p in ("eyes", "mouth", "pose")}, 2, target=want, judge="evaluator", refine=1)
+    assert ref["label_per_alpha"]["eyes"] == pytest.approx(0.1)              # eyes: linear here, so halved exactly
+    assert own_slope(ref["judges"]["evaluator"], "eyes") == pytest.approx(0.5 * got, rel=0.2)
+    assert ref["key"]["refine"] == 1 and ref["key"]["label_per_alpha"]["eyes"] == 0.2
