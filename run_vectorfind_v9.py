@@ -33,8 +33,10 @@ CASES = 100                          # test cases (the original's sweeps: 100)
 STOP_AT = 0                          # stop once this many cases passed (0: never; the original's finals: 60)
 SEED = 0                             # sampling, SVM shuffles, NN training, test cases (>= 0; every run is seeded)
 RNG_ORDER = "seeded"                 # seeded (per-sample streams, one shared cache) | original (its RNG order, no cache)
-CONDITIONAL = False                  # SVM / mixed: project each direction orthogonal to its group's other two (run folder _cond)
-CONDITION_SIDE = ()                  # with CONDITIONAL, also orthogonal to these scores' read-outs (e.g. hair_color,evaluator/old)
+CONDITIONAL = False                  # SVM: each group's directions orthogonal to each other; gradient / mixed: each case's
+#                                      MLP gradients orthogonal at its mid vector (local; not in the original). Folder _cond
+CONDITION_SIDE = ()                  # with CONDITIONAL, also orthogonal to these scores (SVM: their least-squares read-outs;
+#                                      gradient: their MLPs' gradients at the case), e.g. hair_color,evaluator/old
 ALPHA_SCALE = 1.0                    # multiplies the original's α grids (profile stage7 sets it per generator scale)
 MEDIAN_N = 20000                     # samples the group medians come from (the original: 20,000)
 FIT_JUDGE = "property_cnn"           # judge of the sampled images: property_cnn (the original's) | evaluator

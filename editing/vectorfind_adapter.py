@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -51,7 +52,7 @@ def case_set(method: str, svm: DirectionSet | None = None, nets: GradientNets | 
         return from_nets(nets)
     if method == "mixed":                  # vectorfind's rule: eyes by gradient, mouth and pose by SVM
         vectors = {k: v for k, v in from_direction_set(svm).vectors.items() if k[0] in MIXED_SVM}
-        eyes = GradientNets(nets.point, {p: m for p, m in nets.nets.items() if p not in MIXED_SVM}, nets.test_mse)
+        eyes = dataclasses.replace(nets, nets={p: m for p, m in nets.nets.items() if p not in MIXED_SVM})
         return EditDirections("vectorfind_mixed", "gradient", vectors=vectors, nets=eyes)
     raise ValueError(f"unknown vectorfind method {method!r}; expected svm, gradient or mixed")
 

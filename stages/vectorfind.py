@@ -22,6 +22,7 @@ One run = (method, point, n, α scale) in ``<data root>/stage7/runs/<method>_<po
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -40,9 +41,9 @@ from pipeline.config import check_value, resolve
 from pipeline.io import InputError, atomic_write_bytes, atomic_write_csv, atomic_write_json, sha256_file
 from pipeline.profiles import load_profile
 from vectorfind import files as vf_files
-from vectorfind.cases import METHODS, check_method, passes, pearson, run_case
+from vectorfind.cases import METHODS, alpha_table, check_method, passes, pearson, run_case
 from vectorfind.directions import DirectionSet
-from vectorfind.gradient import GradientNets, train_gradient_nets
+from vectorfind.gradient import GradientNets, train_gradient_nets, train_property_mlp
 from vectorfind.groups import Medians
 from vectorfind.protocols import CONTROLLED, POINTS, check_point
 from vectorfind.sampling import case_latents, sample
@@ -52,7 +53,7 @@ from vectorfind.v9_adapter import PATHS
 from . import vectorfind_report as report
 from . import vectorfind_sweep
 from .vectorfind_inputs import build_scorers, generator_file, load_generator
-from .vectorfind_oracle import oracle_leak
+from .vectorfind_oracle import matched_label_per_alpha, matched_oracle_leak, oracle_leak
 from .vectorfind_samples import ensure_samples, load_samples, ordered_map
 
 RUNTIME = ("threads", "progress", "sweep")
@@ -180,6 +181,31 @@ def fit_or_load(out: Path, method: str, samples, medians: Medians, cfg: dict) ->
         quality.update(nets.test_mse)
     atomic_write_json(fit_json, {"quality": quality, "seconds": seconds, "svm_table": table})
     return ds, nets, quality, seconds, table
+
+
+def side_nets(out: Path, nets: GradientNets, samples, side_q: dict, cfg: dict) -> tuple:
+    """(the run's nets with local conditioning on, fit record): one MLP per side score (``--condition-side``)
+    trained by the gradient method's rule on the run's samples (``models/…_nn_{q}.pth``, kept), whose
+    gradients the per-case directions are projected off (``vectorfind.gradient.GradientNets``)."""
+    rec_path = out / "side_fit.json"
+    rec = json.loads(rec_path.read_text()) if rec_path.is_file() else {"quality": {}, "seconds": {}}
+    side = {}
+    for i, (q, y) in enumerate(side_q.items()):
+        path = out / "models" / NN_FILE.format(p=q.replace("/", "-"))
+        if path.is_file() and f"side {q}" in rec["quality"]:
+            side[q] = GradientNets.from_state_dicts(samples.point, {q: torch.load(path, weights_only=True)}).nets[q]
+            continue
+        t = time.perf_counter()
+        fit = train_property_mlp(samples.mid, y, seed=int(cfg["seed"]) * 10 + len(CONTROLLED) + i,
+                                 rng_order=cfg["rng_order"], max_epochs=int(cfg["nn_max_epochs"]))
+        buf = io.BytesIO()
+        torch.save(fit.model.state_dict(), buf)
+        atomic_write_bytes(path, buf.getvalue())
+        side[q] = fit.model
+        rec["quality"][f"side {q}"] = fit.test_mse
+        rec["seconds"][f"side {q}"] = time.perf_counter() - t
+        atomic_write_json(rec_path, rec)
+    return dataclasses.replace(nets, side=side, conditional=True), rec
 
 
 # ------------------------------------------------------------------------------------------ test
@@ -322,11 +348,15 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
         medians, samples = cached_samples(stage_dir / "samples", gen, grec, scorers, cfg, n, progress)
     sampling_s = time.perf_counter() - t
     svm, nets, quality, fit_s, svm_table = fit_or_load(out, method, samples, medians, cfg)
+    if cfg.get("conditional") and side:
+        side_q = side_scores(samples, None if original else stage_dir / "samples", n, point, side, int(cfg["seed"]))
     if cfg.get("conditional") and svm is not None:
-        extra = readout_directions(samples.mid, side_scores(samples, None if original else stage_dir / "samples", n,
-                                                            point, side, int(cfg["seed"])), side) if side else ()
-        svm = conditional_directions(svm, extra)
+        svm = conditional_directions(svm, readout_directions(samples.mid, side_q, side) if side else ())
         svm.save(out / "property_score_vectors_conditional")
+    if cfg.get("conditional") and nets is not None:      # local conditioning of the gradient directions
+        nets, side_fit = side_nets(out, nets, samples, side_q if side else {}, cfg)
+        quality.update(side_fit["quality"])
+        fit_s.update(side_fit["seconds"])
     scorer = MultiScorer(scorers, cfg["fit_judge"])
     cases = list(range(int(cfg["cases"])))
     z, label = case_latents(cases, gen.z_dim, gen.label_dim, seed, cfg["rng_order"])
@@ -339,9 +369,20 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     written = write_original_files(out / vf_files.REPORT_DIR, method, point, n, records, cfg["fit_judge"])
     qa = qa_retest(out, gen, scorer, judges, point, method, records, svm, nets, medians, scale, cfg, progress)
     seconds = {"total": time.perf_counter() - t0, "sampling_now": sampling_s, "test": test_s, **fit_s}
-    oracle = oracle_leak(profile, stage_dir, {j: scorers[j] for j in judges if j != "parsing"}, len(records),
-                         int(cfg["seed"])) if "world_seed" in profile else None
-    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle)
+    oracle_judges = {j: scorers[j] for j in judges if j != "parsing"}
+    oracle = oracle_leak(profile, stage_dir, oracle_judges, len(records), int(cfg["seed"])) \
+        if "world_seed" in profile else None
+    matched = None
+    if oracle is not None and records:                # the oracle on the run's terms (stages/vectorfind_oracle)
+        mj = "evaluator" if "evaluator" in oracle["judges"] else cfg["fit_judge"]
+        per_alpha = matched_label_per_alpha([r["leak"][mj] for r in records], oracle["judges"][mj])
+        matched = matched_oracle_leak(profile, out, oracle_judges, alpha_table(method, scale), bool(cfg["jpeg"]),
+                                      per_alpha, len(records), int(cfg["seed"]), refine=1, judge=mj,
+                                      target={p: report.own_slope([r["leak"][mj] for r in records], p)
+                                              for p in CONTROLLED})
+        matched["matched_by"] = mj
+    metrics = report.metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle,
+                             matched)
     agg = vf_files.aggregate_row(method, n, seconds["total"], vf_files.statistics_frame(
         [_Res(r, cfg["fit_judge"]) for r in records]), ratio=float(cfg["ratio"]), quality=quality)
     metrics["aggregate_row"] = agg

@@ -131,8 +131,9 @@ def leak_identity(leaks: list) -> dict:
             "leak_size": leak_size(leaks)}
 
 
-def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle=None) -> dict:
-    return {"stage": "stage7", "method": cfg["method"], "point": cfg["point"], "n": n, "ratio": cfg["ratio"],
+def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, svm_table, oracle=None,
+            matched=None) -> dict:
+    out = {"stage": "stage7", "method": cfg["method"], "point": cfg["point"], "n": n, "ratio": cfg["ratio"],
             "alpha_scale": cfg["alpha_scale"], "cases": len(records), "fit_judge": cfg["fit_judge"],
             "judges": {j: _judge_summary(records, j) for j in judges}, "judge_descriptions": desc,
             "quality": quality, "seconds": seconds, "qa": qa, "medians": medians.as_dict(),
@@ -140,6 +141,37 @@ def metrics(cfg, judges, records, qa, quality, seconds, n, medians, desc, grec, 
             "leak_identity": {j: leak_identity([r["leak"][j] for r in records]) for j in judges},
             "oracle_leak_identity": {j: leak_identity(v) for j, v in (oracle or {}).get("judges", {}).items()},
             "settings": {k: v for k, v in cfg.items() if not k.startswith("_")}}
+    if matched:
+        out["oracle_matched_leak_identity"] = {j: leak_identity(v) for j, v in matched["judges"].items()}
+        mj = matched.get("matched_by", cfg["fit_judge"])
+        out["oracle_matched"] = {
+            "matched_by": mj, "label_per_alpha": matched.get("label_per_alpha", matched["key"]["label_per_alpha"]), "jpeg": matched["key"]["jpeg"],
+            "own_slope_run": {p: own_slope([r["leak"][mj] for r in records], p) for p in CONTROLLED},
+            "own_slope_oracle": {p: own_slope(matched["judges"][mj], p) for p in CONTROLLED}}
+    out["leak_excess"] = {j: leak_excess(out, j) for j in judges if j in out["oracle_leak_identity"]}
+    return out
+
+
+def own_slope(recs: list, p: str) -> float:
+    """Mean |partial slope of p on α_p| over cases (how far an edit moves its own property per α)."""
+    vals = [abs(r["slope"][f"{p}->{p}"]) for r in recs if r.get("slope")]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def leak_excess(m: dict, j: str) -> dict:
+    """pair -> mean |r| ours, the fixed oracle's and the matched oracle's (when measured), and both excesses."""
+    ours = m["leak_identity"][j]["mean_abs_leak_r"]
+    fixed = m["oracle_leak_identity"].get(j, {}).get("mean_abs_leak_r", {})
+    same = m.get("oracle_matched_leak_identity", {}).get(j, {}).get("mean_abs_leak_r", {})
+    out = {}
+    for k, v in sorted(ours.items()):
+        row = {"ours": v}
+        if k in fixed:
+            row.update(oracle_fixed=fixed[k], excess_fixed=v - fixed[k])
+        if k in same:
+            row.update(oracle_matched=same[k], excess_matched=v - same[k])
+        out[k] = row
+    return out
 
 
 def table_row(m: dict) -> list:
@@ -171,8 +203,19 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
     o_leak, o_id = oli.get("mean_abs_leak_r", {}), oli.get("identity", {})
     size, o_size = li.get("leak_size", {}), oli.get("leak_size", {})
     fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"           # noqa: E731
-    leak_rows = [[k, f"{v:.3f}", fmt(o_leak, k), f"{v - o_leak[k]:+.3f}" if k in o_leak else "-", fmt(size, k),
+    m_leak = m.get("oracle_matched_leak_identity", {}).get(ev, {}).get("mean_abs_leak_r", {})
+    exc = lambda d, k, v: f"{v - d[k]:+.3f}" if k in d else "-"      # noqa: E731
+    leak_rows = [[k, f"{v:.3f}", fmt(m_leak, k), exc(m_leak, k, v), fmt(o_leak, k), exc(o_leak, k, v), fmt(size, k),
                   fmt(o_size, k)] for k, v in sorted(li.get("mean_abs_leak_r", {}).items())]
+    om = m.get("oracle_matched")
+    matched_text = ("\n\nMatched oracle: the same people on the run's terms (its α table, JPEG "
+                    f"{'on' if om['jpeg'] else 'off'}, each person's own values moved by α · L world stds, L "
+                    + " / ".join(f"{om['label_per_alpha'][p]:.3f}" for p in CONTROLLED)
+                    + f" for eyes / mouth / pose), so that its own move per α through {om['matched_by']} matches "
+                    "the run's: " + "; ".join(f"{p} {om['own_slope_oracle'][p]:.4f} vs {om['own_slope_run'][p]:.4f}"
+                                              for p in CONTROLLED)
+                    + ". Fixed oracle: the SVM grid without the α scale, no JPEG, fixed moves "
+                      "(stage7/oracle_leak.json).") if om else ""
     ident_rows = [[q, f"{d['within_std']:.3f}", f"{d['across_std']:.3f}", f"{d['ratio']:.2f}",
                    f"{o_id[q]['ratio']:.2f}" if q in o_id else "-"] for q, d in li.get("identity", {}).items()]
     qa = m["qa"]
@@ -190,8 +233,9 @@ def write_report(out: Path, m, gen, scorer, point, method, records, z, label, sv
                                        " / ".join(f"{s['property_pass_fraction'][p]:.2f}" for p in CONTROLLED)]
                                       for k, s in m["judges"].items()])),
         ("QA re-test of saved rows", qa_text),
-        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(["α -> property", "mean |r|", "oracle", "excess", "leak size",
-                                                                 "oracle leak size"], leak_rows)
+        (f"Leak through {ev} (mean |r| of α with another property)", markdown_table(
+            ["α -> property", "mean |r|", "matched oracle", "excess", "fixed oracle", "excess (fixed)", "leak size",
+             "oracle leak size"], leak_rows) + matched_text
          + "\n\nLeak size: q's move per unit α_p in q's across-case spread, over p's own move in its spread "
            "(partial slopes on the 50-image grid); mean |r| is near 1 for any steady drift, however small."),
         (f"Identity through {ev}", markdown_table(["property", "within-case std", "across-case std", "ratio", "oracle ratio"], ident_rows)),

@@ -233,3 +233,98 @@ def test_leak_size_from_partial_slopes():
     assert recs[0]["slope"]["eyes->mouth"] == pytest.approx(-0.5) and recs[0]["slope"]["pose->mouth"] == pytest.approx(0)
     size = leak_size(recs)
     assert size["eyes->mouth"] == pytest.approx(0.25) and size["pose->eyes"] == pytest.approx(0, abs=1e-9)
+
+
+def test_gradient_conditional_is_local_and_trains_side_nets(profile):
+    """--conditional with the gradient method: each case's MLP gradients projected off the other two and
+    off the --condition-side MLPs' gradients at that case (kept as models/…_nn_{q}.pth); off by default."""
+    plain = run(profile, method="gradient", cases=1, n=CHUNK)
+    m = run(profile, method="gradient", cases=1, n=CHUNK, conditional=True, condition_side=("hair_color",))
+    runs = profile.data_root / "stage7" / "runs"
+    out = runs / "gradient_w_n500_x1_cond+hair_color"
+    assert (out / "models" / "stylegan_gen_vector_find_v9_nn_hair_color.pth").is_file()
+    assert set(m["quality"]) == {"eyes", "mouth", "pose", "side hair_color"}
+    assert "nn_hair_color" not in json.dumps(plain["quality"])
+    a = pd.read_csv(runs / "gradient_w_n500_x1" / "inference_test_after_training" / "test_0000" / "case_0000_result.csv")
+    b = pd.read_csv(out / "inference_test_after_training" / "test_0000" / "case_0000_result.csv")
+    assert a[["eyes_pm", "mouth_pm", "pose_pm"]].equals(b[["eyes_pm", "mouth_pm", "pose_pm"]])
+    assert not a.eyes_score.equals(b.eyes_score)                        # other directions, other images
+    # the run's nets, loaded again and conditioned as the stage does: orthogonal to every other gradient
+    import torch
+    from vectorfind.gradient import GradientNets
+    sd = {p: torch.load(out / "models" / f"stylegan_gen_vector_find_v9_nn_{p}.pth", weights_only=True)
+          for p in ("eyes", "mouth", "pose", "hair_color")}
+    nets = GradientNets.from_state_dicts("w", sd)
+    side = nets.nets.pop("hair_color")
+    mid = np.random.default_rng(0).standard_normal(nets.nets["eyes"].d).astype(np.float32)
+    cond = GradientNets("w", nets.nets, side={"hair_color": side}, conditional=True).directions(mid)
+    raw = {p: nets.directions(mid)[p] for p in ("eyes", "mouth", "pose")}
+    raw["hair_color"] = GradientNets("w", {"eyes": side}).directions(mid)["eyes"]
+    for p in ("eyes", "mouth", "pose"):
+        assert all(abs(float(cond[p] @ raw[q])) < 1e-5 for q in raw if q != p)
+
+
+def test_matched_oracle_uses_the_runs_grid_jpeg_and_own_moves(tmp_path):
+    """The oracle on the run's terms: its α table, JPEG, each person's own values moved by α·L world stds;
+    L from the run's and the fixed oracle's own slopes; kept per run and reused while its key holds."""
+    from stages.vectorfind_oracle import LABEL_PER_ALPHA, matched_label_per_alpha, matched_oracle_leak
+    from vectorfind.cases import alpha_table
+    run_recs = [{"slope": {"eyes->eyes": -0.02, "mouth->mouth": 0.03, "pose->pose": -0.01}}] * 2
+    fixed = [{"slope": {"eyes->eyes": 0.08, "mouth->mouth": 0.12, "pose->pose": 0.04}}] * 3
+    per_alpha = matched_label_per_alpha(run_recs, fixed)
+    assert per_alpha == pytest.approx({p: LABEL_PER_ALPHA / 4 for p in ("eyes", "mouth", "pose")})
+    prof = Profile({"name": "w", "data_root": str(tmp_path), "world_seed": 0, "resolution": 32,
+                    "generator": {"z_dim": 256}})
+    calls = []
+
+    def judge(images):          # a stand-in judge: brightness of the eye band, the mouth band, left-right asymmetry
+        calls.append(images.shape)
+        x = images.numpy().mean(axis=1)
+        return {"eyes": x[:, 12:16].mean(axis=(1, 2)), "mouth": x[:, 20:24].mean(axis=(1, 2)),
+                "pose": (x[:, :, :16] - x[:, :, 16:]).mean(axis=(1, 2)), "hair_color": x[:, :4].mean(axis=(1, 2))}
+
+    table = alpha_table("gradient", 1.5)
+    still = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.0 for p in per_alpha}, 2)
+    assert calls == [(50, 3, 32, 32)] * 2 and still["key"]["jpeg"] is True
+    assert still["key"]["alphas"]["mouth"][:10] == [-2.4000000000000004] * 10       # the gradient grid × 1.5
+    for rec in still["judges"]["evaluator"]:            # L = 0: the person does not move at all
+        assert all(v < 1e-12 for v in rec["std"].values())
+    moved = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.3 for p in per_alpha}, 2)
+    assert len(calls) == 4 and any(rec["std"]["eyes"] > 1e-3 for rec in moved["judges"]["evaluator"])
+    again = matched_oracle_leak(prof, tmp_path, {"evaluator": judge}, table, True, {p: 0.3 for p in per_alpha}, 2)
+    assert len(calls) == 4 and again == moved                                          # reused: same key
+
+
+def test_leak_excess_sets_ours_beside_both_oracles():
+    from stages.vectorfind_report import leak_excess
+    m = {"leak_identity": {"evaluator": {"mean_abs_leak_r": {"eyes->hair_color": 0.58, "eyes->mouth": 0.09}}},
+         "oracle_leak_identity": {"evaluator": {"mean_abs_leak_r": {"eyes->hair_color": 0.39, "eyes->mouth": 0.02}}},
+         "oracle_matched_leak_identity": {"evaluator": {"mean_abs_leak_r": {"eyes->hair_color": 0.41}}}}
+    ex = leak_excess(m, "evaluator")
+    assert ex["eyes->hair_color"] == pytest.approx({"ours": 0.58, "oracle_fixed": 0.39, "excess_fixed": 0.19,
+                                                    "oracle_matched": 0.41, "excess_matched": 0.17})
+    assert set(ex["eyes->mouth"]) == {"ours", "oracle_fixed", "excess_fixed"}          # no matched figure: not shown
+
+
+def test_matched_oracle_refines_its_moves_toward_the_runs(tmp_path):
+    from stages.vectorfind_oracle import matched_oracle_leak
+    from stages.vectorfind_report import own_slope
+    from vectorfind.cases import alpha_table
+    prof = Profile({"name": "w", "data_root": str(tmp_path), "world_seed": 0, "resolution": 32,
+                    "generator": {"z_dim": 256}})
+
+    def judge(images):          # the eye band's brightness stands in for eyes (so do the others)
+        x = images.numpy().mean(axis=1)
+        return {q: x[:, 12:16].mean(axis=(1, 2)) * (i + 1) for i, q in enumerate(("eyes", "mouth", "pose"))}
+
+    table = alpha_table("svm", 1.5)
+    first = matched_oracle_leak(prof, tmp_path / "a", {"evaluator": judge}, table, False,
+                                {p: 0.2 for p in ("eyes", "mouth", "pose")}, 2)
+    got = own_slope(first["judges"]["evaluator"], "eyes")
+    assert got > 0
+    want = {"eyes": 0.5 * got, "mouth": 1.0, "pose": 1.0}
+    ref = matched_oracle_leak(prof, tmp_path / "b", {"evaluator": judge}, table, False,
+                              {p: 0.2 for p in ("eyes", "mouth", "pose")}, 2, target=want, judge="evaluator", refine=1)
+    assert ref["label_per_alpha"]["eyes"] == pytest.approx(0.1)              # eyes: linear here, so halved exactly
+    assert own_slope(ref["judges"]["evaluator"], "eyes") == pytest.approx(0.5 * got, rel=0.2)
+    assert ref["key"]["refine"] == 1 and ref["key"]["label_per_alpha"]["eyes"] == 0.2

@@ -6,7 +6,7 @@ import torch
 from tests.single_thread import one_thread  # noqa: F401
 from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
 from vectorfind.directions import apply
-from vectorfind.gradient import (NN_KEYS, PropertyMLP, gradient_direction, hidden_sizes, load_mlp, predict,
+from vectorfind.gradient import (NN_KEYS, GradientNets, PropertyMLP, gradient_direction, hidden_sizes, load_mlp, predict,
                                  train_gradient_nets, train_property_mlp)
 from vectorfind.sampling import sample
 
@@ -77,3 +77,43 @@ def test_gradient_nets_learn_the_tiny_generators_properties():
     assert after > before + 0.7
     pred = predict(nets.nets["eyes"], s.mid[:50])
     assert np.corrcoef(pred, s.scores["eyes"][:50])[0, 1] > 0.9
+
+
+def _raw_grad(model, mid):
+    x = torch.from_numpy(np.asarray(mid, np.float32)[None].copy()).requires_grad_(True)
+    model.eval()
+    model(x).sum().backward()
+    return x.grad.numpy()[0].astype(np.float64)
+
+
+def test_local_conditioning_is_off_by_default_and_orthogonal_when_on():
+    torch.manual_seed(0)
+    nets = GradientNets("w", {p: PropertyMLP(12) for p in ("eyes", "mouth", "pose")})
+    side = {"hair_color": PropertyMLP(12), "hair_length": PropertyMLP(12)}
+    mid = np.random.default_rng(1).standard_normal(12).astype(np.float32)
+    plain = nets.directions(mid)
+    # default: the original's plain gradients, unchanged by side nets that are not switched on
+    assert np.array_equal(plain["eyes"], GradientNets("w", nets.nets, side=side).directions(mid)["eyes"])
+    cond = GradientNets("w", nets.nets, side=side, conditional=True).directions(mid)
+    g = {p: _raw_grad(m, mid) for p, m in {**nets.nets, **side}.items()}
+    for p in ("eyes", "mouth", "pose"):
+        assert np.linalg.norm(cond[p]) == pytest.approx(1.0, abs=1e-12)
+        # to first order the edit leaves every other net's read-out unchanged ...
+        for q, v in g.items():
+            if q != p:
+                assert abs(float(cond[p] @ v)) < 1e-6 * np.linalg.norm(v)
+        # ... and still raises its own property's read-out
+        assert float(cond[p] @ g[p]) > 0
+        assert float(cond[p] @ plain[p]) < 1.0 - 1e-6           # it did change the direction
+    # mixed keeps only the eyes net: conditioned on the side nets alone
+    eyes_only = GradientNets("w", {"eyes": nets.nets["eyes"]}, side=side, conditional=True).directions(mid)
+    assert abs(float(eyes_only["eyes"] @ g["mouth"])) > 1e-6
+    assert abs(float(eyes_only["eyes"] @ g["hair_color"])) < 1e-6 * np.linalg.norm(g["hair_color"])
+
+
+def test_project_off_rejects_a_direction_inside_the_span():
+    from vectorfind.gradient import project_off
+    v = np.array([1.0, 2.0, 0.0])
+    assert np.allclose(project_off(v, [np.array([1.0, 0.0, 0.0])]), [0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="span"):
+        project_off(v, [np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])])

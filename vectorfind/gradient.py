@@ -173,16 +173,32 @@ def train_property_mlp(mid: np.ndarray, target: np.ndarray, *, seed: int | None 
 
 @dataclass
 class GradientNets:
-    """One trained MLP per property at one extraction point."""
+    """One trained MLP per property at one extraction point.
+
+    ``conditional`` (off by default; the original did not do this): local conditioning. A case's
+    direction of property p is its MLP gradient at the case's mid vector minus its least-squares
+    projection on the gradients, at that same mid vector, of the other controlled properties' MLPs
+    held here and of the ``side`` MLPs (e.g. hair colour, hair length, background mean regressed on
+    the same samples), then renormalised: to first order the edit leaves those MLPs' read-outs
+    unchanged. The SVM's conditional projection does this once per group; here it is per case."""
     point: str
     nets: dict                      # property -> PropertyMLP
     test_mse: dict = field(default_factory=dict)
+    side: dict = field(default_factory=dict)       # name -> PropertyMLP, only conditioned on (never edited)
+    conditional: bool = False
 
     def directions(self, mid, properties=None, dropout: bool = False, dropout_seed: int = 0) -> dict:
         """Per-case unit gradient directions (float64) at the unedited mid vector (see
-        :func:`gradient_direction`); properties in the order eyes, mouth, pose."""
+        :func:`gradient_direction`); properties in the order eyes, mouth, pose. With ``conditional``,
+        each is projected off the other nets' and the side nets' gradients at the same mid vector."""
         props = [p for p in CONTROLLED if p in (properties or self.nets)]
-        return {p: gradient_direction(self.nets[p], mid, dropout, dropout_seed * 3 + CONTROLLED.index(p))
+        seed = lambda p: dropout_seed * 3 + CONTROLLED.index(p)                 # noqa: E731
+        if not self.conditional:
+            return {p: gradient_direction(self.nets[p], mid, dropout, seed(p)) for p in props}
+        own = {p: gradient_direction(self.nets[p], mid, dropout, seed(p)) for p in CONTROLLED if p in self.nets}
+        side = [gradient_direction(m, mid, dropout, dropout_seed * 3 + 1000 + i, zero_ok=True)
+                for i, m in enumerate(self.side.values())]
+        return {p: project_off(own[p], [v for q, v in own.items() if q != p] + [v for v in side if v is not None])
                 for p in props}
 
     def state_dicts(self) -> dict:
@@ -192,6 +208,18 @@ class GradientNets:
     @classmethod
     def from_state_dicts(cls, point: str, state_dicts: dict, test_mse: dict | None = None) -> "GradientNets":
         return cls(point, {p: load_mlp(sd) for p, sd in state_dicts.items()}, dict(test_mse or {}))
+
+
+def project_off(v: np.ndarray, others) -> np.ndarray:
+    """``v`` minus its least-squares projection on span(``others``), unit L2 norm (float64)."""
+    v = np.asarray(v, np.float64)
+    if others:
+        basis = np.stack([np.asarray(o, np.float64) for o in others], axis=1)
+        v = v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0]
+    norm = np.linalg.norm(v)
+    if not norm > 0:
+        raise ValueError("the direction lies in the span of the ones it is conditioned on")
+    return v / norm
 
 
 def train_gradient_nets(samples, point: str | None = None, properties=CONTROLLED, *, seed: int | None = 0,
@@ -205,7 +233,8 @@ def train_gradient_nets(samples, point: str | None = None, properties=CONTROLLED
     return GradientNets(point or samples.point, nets, mse)
 
 
-def gradient_direction(model: nn.Module, mid, dropout: bool = False, dropout_seed: int = 0) -> np.ndarray:
+def gradient_direction(model: nn.Module, mid, dropout: bool = False, dropout_seed: int = 0,
+                       zero_ok: bool = False) -> np.ndarray | None:
     """∂model/∂mid at one mid vector [d] (or [1, d]), divided by its L2 norm -> float64 [d].
 
     A new detached float32 leaf per call, so nothing accumulates across properties. With
@@ -224,5 +253,7 @@ def gradient_direction(model: nn.Module, mid, dropout: bool = False, dropout_see
     g = leaf.grad.numpy().reshape(-1)
     norm = np.linalg.norm(g)
     if not norm > 0:
+        if zero_ok:
+            return None
         raise ValueError("gradient is zero at this mid vector; no direction")
     return (g / norm).astype(np.float64)
