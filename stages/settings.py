@@ -28,8 +28,9 @@ from stylegan_modified.distributed import init_distributed, shutdown
 
 RUNTIME = ("device", "threads", "progress", "quick", "female_n", "shipped", "v4")
 TEST_PREFIX = "test_"
-TEST_KEYS = ("n_z", "z_seed", "batch_size", "round_decimals", "save_images")   # TEST_<key> constants
-TEST_DEFAULTS = {"n_z": 30, "z_seed": 0, "batch_size": 50, "round_decimals": 4, "save_images": False}
+TEST_KEYS = ("n_z", "z_seed", "batch_size", "round_decimals", "save_images", "inference_path")   # TEST_<key> constants
+TEST_DEFAULTS = {"n_z": 30, "z_seed": 0, "batch_size": 50, "round_decimals": 4, "save_images": False,
+                 "inference_path": "relaxed"}
 
 
 @dataclasses.dataclass

@@ -163,6 +163,27 @@ def test_real_small_models_seeded_batched_and_without_autograd(tmp_path):
     assert torch.is_inference(img) and img.grad_fn is None
 
 
+def test_relaxed_inference_path_renders_within_a_grey_level_and_restores_the_models_plan(tmp_path):
+    """inference_path "relaxed" (the stage-5 scripts' default): the renders take the fast plan, the
+    judges' readings stay within rounding of the exact path's, the model's own plan comes back."""
+    from stylegan.sampling import DEFAULT_PLAN
+    g, cnn = small_models()
+    g.eval()
+    cnn.eval()
+    ex = run_generation_test(g, [PropertyCNNJudge(cnn)], tmp_path / "exact",
+                             GenerationTestSettings(n_z=2, round_decimals=None), progress=False)
+    rx = run_generation_test(g, [PropertyCNNJudge(cnn)], tmp_path / "relaxed",
+                             GenerationTestSettings(n_z=2, round_decimals=None, inference_path="relaxed"),
+                             progress=False)
+    assert g.synthesis.default_plan == DEFAULT_PLAN
+    assert ex["settings"]["inference_path"] == "exact" and rx["settings"]["inference_path"] == "relaxed"
+    se, sr = (pd.read_csv(tmp_path / k / "scores.csv") for k in ("exact", "relaxed"))
+    cols = [f"property_cnn_{p}" for p in P7]
+    assert np.abs(se[cols].to_numpy() - sr[cols].to_numpy()).max() < 2e-3
+    with pytest.raises(ValueError, match="inference_path"):
+        GenerationTestSettings(inference_path="fast").validate()
+
+
 def test_dropout_judge_option_is_noisy_but_seeded():
     _, cnn = small_models()
     cnn.eval()
