@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.generation import run_generation_test
+from evaluation.generation import render_plan, run_generation_test
 from evaluation.generation import settings_from as test_settings_from
 from evaluation.grids import grid_figure
 from evaluation.judges import evaluator_calibration, make_judges
@@ -201,7 +201,8 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
     except NetworkInputError as exc:
         gender = None
         notes.append(str(exc))
-    fem = female_share(g, gender, ev, n=female_n, seed=s.seed)
+    with render_plan(g, test_settings_from(test_cfg).inference_path):      # the test's path
+        fem = female_share(g, gender, ev, n=female_n, seed=s.seed)
     t_test = time.perf_counter() - t0
     m = {
         "stage": f"5_finetune_{s.version}", "profile": profile.name, "version": s.version,

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from evaluation.generation import run_generation_test
+from evaluation.generation import render_plan, run_generation_test
 from evaluation.generation import settings_from as test_settings_from
 from evaluation.judges import evaluator_calibration, make_judges, parsing_judge
 from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_cnn, load_property_cnn_for
@@ -250,15 +250,17 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
     if ev is None and evaluator_path(profile, evaluator_override) is not None:
         notes.append(f"evaluator weights {evaluator_path(profile, evaluator_override)} not found: the independent "
                      f"judge is missing; re-run once they exist (only the test and the report are repeated)")
-    fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
+    with render_plan(g_best, tsettings.inference_path):                  # the test's path
+        fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
     enc_best = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
     load_state_dict_strict(enc_best, read_checkpoint(out / "encoder.pth"), what=f"encoder {out / 'encoder.pth'}")
     idx = np.random.default_rng([s.seed, 62]).choice(len(kept), size=min(female_n, len(kept)), replace=False)
     x, y = kept.batch(np.sort(idx))
     mu, logvar = encode(enc_best.to(ctx.device), x.to(ctx.device), y.to(ctx.device), batch_size=50)
     zp = z_candidates_from_posterior(mu.cpu(), logvar.cpu(), seed=s.seed + 5).numpy()
-    fem_post = female_share(g_best, model.gender_cnn, ev, z=zp, seed=s.seed,
-                            z_source=f"posteriors of {len(zp)} seeded training images, one draw each")
+    with render_plan(g_best, tsettings.inference_path):
+        fem_post = female_share(g_best, model.gender_cnn, ev, z=zp, seed=s.seed,
+                                z_source=f"posteriors of {len(zp)} seeded training images, one draw each")
     t_test = time.perf_counter() - t0
     m = {
         "stage": "5_finetune_v3", "profile": profile.name, "settings": asdict(s), "generation_test_settings": test_cfg,
