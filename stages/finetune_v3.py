@@ -28,7 +28,7 @@ import torch
 
 from evaluation.generation import render_plan, run_generation_test
 from evaluation.generation import settings_from as test_settings_from
-from evaluation.judges import evaluator_calibration, make_judges, parsing_judge
+from evaluation.judges import calibration_cache, evaluator_calibration, make_judges, parsing_judge
 from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_cnn, load_property_cnn_for
 from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
                                oracle_reference)
@@ -179,7 +179,8 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
                                      run_settings(profile.data_root, key, s.epochs, kept.img_nos),
                                      lambda: shipped_bases(profile, V3_SHIPPED_MODELS), kept.img_nos))
     ev = load_evaluator_for(profile, evaluator) if ctx.is_main else None
-    calibration = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
+    calibration = (evaluator_calibration(ev, kept.images, kept.labels, P7,
+                                         cache_dir=calibration_cache(profile.data_root)) if ev is not None else None)
     judges = make_judges(cnn, ev, calibration, dropout=s.test_dropout, dropout_seed=s.seed)
     select_name = None
     if s.select_judge == "parsing" and ctx.is_main:

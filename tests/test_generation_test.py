@@ -235,3 +235,26 @@ def test_synthface_evaluator_as_second_judge(tmp_path):
     t = pd.read_csv(tmp_path / "result_each_z.csv")
     assert {"eyes_corr", "evaluator_eyes_corr", "evaluator_old_stability", "evaluator_glasses_within_std"} <= set(t)
     assert "old" in m["judges"]["evaluator"]["identity_mean_within_std"]
+
+
+def test_evaluator_calibration_is_cached_per_content(tmp_path, monkeypatch):
+    """``cache_dir``: a second call with the same evaluator, images and labels reads the stored fit (the
+    same numbers, no prediction); other labels are another key, computed afresh."""
+    from pipeline.checkpoint import read_checkpoint
+    from synthface.evaluate_generator import EVALUATOR_WEIGHTS
+    from synthface.evaluator import Evaluator
+    from evaluation.judges import evaluator_calibration
+    if not EVALUATOR_WEIGHTS.is_file():
+        pytest.skip(f"{EVALUATOR_WEIGHTS} is not there (being retrained)")
+    ev = Evaluator.from_state(read_checkpoint(EVALUATOR_WEIGHTS))
+    gen = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (12, 3, 128, 128), dtype=torch.uint8, generator=gen)
+    labels = np.random.default_rng(0).standard_normal((12, len(P7))).astype(np.float32)
+    plain = evaluator_calibration(ev, imgs, labels, P7)
+    first = evaluator_calibration(ev, imgs, labels, P7, cache_dir=tmp_path)
+    assert first == plain and set(first) == set(P7) and len(list(tmp_path.glob("*.json"))) == 1
+    calls = []
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: calls.append(1) or Evaluator.predict(ev, *a, **k))
+    assert evaluator_calibration(ev, imgs, labels, P7, cache_dir=tmp_path) == first and not calls
+    other = evaluator_calibration(ev, imgs, labels[::-1].copy(), P7, cache_dir=tmp_path)
+    assert calls and other != first and len(list(tmp_path.glob("*.json"))) == 2
