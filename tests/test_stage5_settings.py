@@ -65,3 +65,13 @@ def test_an_unknown_preset_key_is_an_error():
     prof["stage5"]["v3"]["lr_generatr"] = 1.0
     with pytest.raises(ConfigError, match="unknown setting.*lr_generatr"):
         resolve_stage(constants(vars(run_stylegan_fine_tuning_v3)), prof, "stage5.v3")
+
+
+def test_an_unknown_test_inference_path_is_refused_before_anything_runs():
+    prof = load_profile("synthface")
+    consts = constants(vars(run_stylegan_fine_tuning_v1))
+    assert resolve_stage(consts, prof, "stage5.v1").test.values["inference_path"] == "relaxed"
+    ap = argparse.ArgumentParser()
+    add_setting_flags(ap, consts)
+    with pytest.raises(ConfigError, match="TEST_INFERENCE_PATH must be one of exact, relaxed"):
+        resolve_stage(consts, prof, "stage5.v1", ap.parse_args(["--test-inference-path", "fast"]))
