@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -34,6 +35,12 @@ def demo_commands(makefile: Path, profile: str) -> list[str]:
             for line in m.group(1).splitlines() if line.strip()]
 
 
+def _child_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
@@ -49,24 +56,26 @@ def main(argv=None) -> list[dict]:
     cmds = demo_commands(repo / "Makefile", args.profile)
     rows, t_all = [], time.perf_counter()
     for cmd in cmds:
-        l0, t = load(), time.perf_counter()
+        l0, t, c0 = load(), time.perf_counter(), _child_cpu()
         proc = subprocess.run(cmd, shell=True, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        row = {"command": cmd, "seconds": round(time.perf_counter() - t, 1), "load_start": l0, "load_end": load(),
-               "exit": proc.returncode, "tail": proc.stdout.strip().splitlines()[-3:]}
+        row = {"command": cmd, "seconds": round(time.perf_counter() - t, 1), "cpu_seconds": round(_child_cpu() - c0, 1),
+               "load_start": l0, "load_end": load(), "exit": proc.returncode,
+               "tail": proc.stdout.strip().splitlines()[-3:]}
         rows.append(row)
-        print(f"{row['seconds']:8.1f} s  load {l0} -> {row['load_end']}  exit {proc.returncode}  {cmd}", flush=True)
+        print(f"{row['seconds']:8.1f} s  CPU {row['cpu_seconds']:7.1f} s  load {l0} -> {row['load_end']}  "
+              f"exit {proc.returncode}  {cmd}", flush=True)
         if proc.returncode != 0:
             print(proc.stdout[-4000:], file=sys.stderr)
             break
         if args.until and args.until in cmd:
             break
     total = time.perf_counter() - t_all
-    print("\n| command | wall | load (1-min, start -> end) |\n|---|---|---|")
+    print("\n| command | wall | CPU s (user + sys) | load (1-min, start -> end) |\n|---|---|---|---|")
     for r in rows:
         m, s = divmod(r["seconds"], 60)
         print(f"| `{r['command'].split(' --profile')[0].replace('.venv/bin/python ', '')}` | {int(m)} min {s:04.1f} s "
-              f"| {r['load_start']} -> {r['load_end']} |")
-    print(f"| total | {int(total // 60)} min {total % 60:04.1f} s | |")
+              f"| {r['cpu_seconds']} | {r['load_start']} -> {r['load_end']} |")
+    print(f"| total | {int(total // 60)} min {total % 60:04.1f} s | {sum(r['cpu_seconds'] for r in rows):.1f} | |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "total_seconds": round(total, 1)}, indent=1))
     return rows
