@@ -19,7 +19,7 @@ checkpoint and reports.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,13 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     return m
 
 
+def key_test_settings(test_cfg: dict) -> dict:
+    """The generation-test settings in the run's key: the per-epoch tests choose the shipped epoch, so
+    they are the run's; they render on the exact path, and the re-test of the chosen checkpoint
+    (:func:`finish_v3_stage`) on the test's own ``inference_path``, which is therefore not in the key."""
+    return {k: v for k, v in test_cfg.items() if k != "inference_path"}
+
+
 def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = None, label_file: Path | None = None,
                  property_cnn_path: Path | None = None, init_dir: Path | None = None, evaluator: str | None = None,
                  ctx: DistContext | None = None, female_n: int = 300, show_progress: bool = True) -> dict | None:
@@ -166,7 +173,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
         lineage.begin(out, consumed, restart_hint(out))      # a run trained on other inputs is refused
         remove_stale_tmp(out)
     ctx.barrier()
-    key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
+    key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": key_test_settings(test_cfg)}
     g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     with torch.random.fork_rng():
         torch.manual_seed(int(s.seed) + 17)
@@ -192,8 +199,8 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
         """The epoch's generation test on its test latents; the score chooses the shipped epoch."""
         z, mu, logvar, what = epoch_test_latents(s, model, kept, epoch, trainer.last_posteriors, int(tsettings.n_z))
         tdir = out / "generation_test" / f"epoch_{epoch:04d}"
-        test = run_generation_test(g, judges, tdir, tsettings, z=z, epoch=epoch,
-                                   title="FineTune-v3 generation test", progress=False)
+        test = run_generation_test(g, judges, tdir, replace(tsettings, inference_path="exact"), z=z,
+                                   epoch=epoch, title="FineTune-v3 generation test", progress=False)
         score = _score(test, select_name)
         entry = {"epoch": epoch, "passes": test["passes"], "z_source": what, "best_z": test["best_z"],
                  "score": list(score), "selected_by": select_name or test["primary_judge"],
