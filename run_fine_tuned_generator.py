@@ -30,6 +30,7 @@ TEST_Z_SEED = 0
 TEST_BATCH_SIZE = 50
 TEST_ROUND_DECIMALS = 4
 TEST_SAVE_IMAGES = False
+TEST_INFERENCE_PATH = "relaxed"   # test renders: "relaxed" (fast path, within 1 grey level) or "exact"
 DEVICE = "cpu"               # "cpu" or "cuda"
 THREADS = 0                  # torch intra-op threads (0: torch's default)
 

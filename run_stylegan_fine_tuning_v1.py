@@ -52,6 +52,7 @@ TEST_Z_SEED = 0
 TEST_BATCH_SIZE = 50
 TEST_ROUND_DECIMALS = 4
 TEST_SAVE_IMAGES = False     # True: every test image as PNG (the original did)
+TEST_INFERENCE_PATH = "relaxed"   # test renders: "relaxed" (fast path, within 1 grey level) or "exact"
 FEMALE_N = 300               # random outputs for the female share
 DEVICE = "auto"              # "auto", "cpu" or "cuda"
 THREADS = 0                  # torch intra-op threads per process (0: torch's default)

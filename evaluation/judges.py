@@ -4,18 +4,22 @@
   renderer of (z, label) can be tested (:class:`GeneratorAdapter` wraps a plain function);
 * :class:`PropertyCNNJudge`: the property-score CNN (the original's judge);
 * :class:`EvaluatorJudge`: the synthface independent evaluator, calibrated to label units by
-  :func:`evaluator_calibration`;
+  :func:`evaluator_calibration` (cached per kept set with ``cache_dir``: :func:`calibration_cache`);
 * stages 3-4 as a judge: :class:`segmentation.parsing_judge.ParsingJudge` (a model-level tool
   with the same ``measure``), built by :func:`parsing_judge`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 
+from pipeline.io import atomic_write_json
 from pipeline.vocabulary import PROPERTIES as P7
 from segmentation.parsing_judge import ParsingJudge
 from stylegan.generator import postprocess
@@ -109,9 +113,23 @@ class EvaluatorJudge:
 # ------------------------------------------------------------------------------------ building the judges
 
 def evaluator_calibration(evaluator, images_u8_nchw: torch.Tensor, labels: np.ndarray, label_names,
-                          batch_size: int = 128) -> dict:
+                          batch_size: int = 128, cache_dir: str | Path | None = None) -> dict:
     """Affine maps (scale, offset) from the evaluator's world units to label units, fitted by least
-    squares on the kept set (its images and their labels); keys are the project's property names."""
+    squares on the kept set (its images and their labels); keys are the project's property names.
+
+    ``cache_dir``: keep the result in ``<cache_dir>/<key>.json``, the key being the sha256 of
+    everything it depends on (the evaluator's tensors, the images, the labels and their names, the
+    batch size, torch's version and thread count), so the stage-5 scripts that judge with the
+    evaluator (oracle, v1, v3, final) compute it once per kept set instead of once each."""
+    labels = np.asarray(labels)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{_calibration_key(evaluator, images_u8_nchw, labels, label_names, batch_size)}.json"
+        try:
+            cached = json.loads(path.read_text())
+            return {p: (float(cached[p][0]), float(cached[p][1])) for p in label_names if p in cached}
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            pass                                         # absent or unreadable: compute (and rewrite)
     names = {"eyes": "eyes_open", "mouth": "mouth_open", "pose": "pose", "hair_color": "hair_color",
              "hair_length": "hair_length", "background_mean": "bg_mean", "background_std": "bg_std"}
     imgs = images_u8_nchw.permute(0, 2, 3, 1).contiguous().numpy()
@@ -122,7 +140,33 @@ def evaluator_calibration(evaluator, images_u8_nchw: torch.Tensor, labels: np.nd
             x = np.asarray(pred[names[p]], np.float64)
             a, b = np.polyfit(x, labels[:, j].astype(np.float64), 1)
             out[p] = (float(a), float(b))
+    if path is not None:
+        atomic_write_json(path, {p: list(v) for p, v in out.items()})
     return out
+
+
+def _calibration_key(evaluator, images_u8_nchw: torch.Tensor, labels: np.ndarray, label_names,
+                     batch_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([torch.__version__, torch.get_num_threads(), int(batch_size), list(label_names),
+                         list(evaluator.spec.continuous), list(evaluator.spec.binary)]).encode())
+    for k, v in evaluator.net.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.asarray(evaluator.spec.mean, np.float32).tobytes() + np.asarray(evaluator.spec.std, np.float32).tobytes())
+    h.update(str(tuple(images_u8_nchw.shape)).encode())
+    h.update(images_u8_nchw.contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def calibration_cache(data_root) -> Path:
+    """Where the stage-5 scripts keep :func:`evaluator_calibration` results (derived data, content-keyed:
+    safe to delete)."""
+    return Path(data_root) / "stage5" / CALIBRATION_CACHE
+
+
+CALIBRATION_CACHE = "evaluator_calibration_cache"
 
 
 def make_judges(property_cnn, evaluator, calibration: dict | None = None, dropout: bool = False,

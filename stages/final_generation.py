@@ -18,7 +18,7 @@ import pandas as pd
 from evaluation.generation_report import mosaic_figure
 from evaluation.generation import run_generation_test
 from evaluation.generation import settings_from as test_settings_from
-from evaluation.judges import evaluator_calibration, make_judges
+from evaluation.judges import calibration_cache, evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from pipeline.io import NUMBERED_PNG_RE, InputError, atomic_write_png, remove_unlisted
 from pipeline.latents import read_z_csv
@@ -131,7 +131,8 @@ def run_final_generation(profile, version: str, checkpoint: Path, z_file: Path, 
     calibration = None
     if ev is not None and label_file is not None and Path(label_file).is_file():
         kept = kept_set_of(profile, label_file, spec.label_names)
-        calibration = evaluator_calibration(ev, kept.images, kept.labels, kept.label_names)
+        calibration = evaluator_calibration(ev, kept.images, kept.labels, kept.label_names,
+                                            cache_dir=calibration_cache(profile.data_root))
     judges = make_judges(cnn, ev, calibration)
     test = None
     if judges:

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.generation import run_generation_test
+from evaluation.generation import render_plan, run_generation_test
 from evaluation.generation import settings_from as test_settings_from
 from evaluation.grids import grid_figure
-from evaluation.judges import evaluator_calibration, make_judges
+from evaluation.judges import calibration_cache, evaluator_calibration, make_judges
 from evaluation.networks import (NetworkInputError, evaluator_path, load_evaluator_for, load_gender_cnn,
                                  load_property_cnn_for)
 from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
@@ -190,7 +190,8 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
                      f"judge is missing from this report; re-run once they exist")
     calibration = None
     if ev is not None:
-        calibration = evaluator_calibration(ev, kept.images, kept.labels, kept.label_names)
+        calibration = evaluator_calibration(ev, kept.images, kept.labels, kept.label_names,
+                                            cache_dir=calibration_cache(profile.data_root))
     judges = make_judges(cnn, ev, calibration)
     test = None
     if judges:
@@ -201,7 +202,8 @@ def finish_gan_stage(profile, s, g, kept, out, history, test_cfg, init_done, tra
     except NetworkInputError as exc:
         gender = None
         notes.append(str(exc))
-    fem = female_share(g, gender, ev, n=female_n, seed=s.seed)
+    with render_plan(g, test_settings_from(test_cfg).inference_path):      # the test's path
+        fem = female_share(g, gender, ev, n=female_n, seed=s.seed)
     t_test = time.perf_counter() - t0
     m = {
         "stage": f"5_finetune_{s.version}", "profile": profile.name, "version": s.version,

@@ -19,16 +19,16 @@ checkpoint and reports.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from evaluation.generation import run_generation_test
+from evaluation.generation import render_plan, run_generation_test
 from evaluation.generation import settings_from as test_settings_from
-from evaluation.judges import evaluator_calibration, make_judges, parsing_judge
+from evaluation.judges import calibration_cache, evaluator_calibration, make_judges, parsing_judge
 from evaluation.networks import evaluator_path, load_evaluator_for, load_gender_cnn, load_property_cnn_for
 from evaluation.tables import (female_share, female_table, generation_test_table, leak_identity_table,
                                oracle_reference)
@@ -147,6 +147,13 @@ def main(profile_name: str, consts: dict, args=None, paths: dict | None = None) 
     return m
 
 
+def key_test_settings(test_cfg: dict) -> dict:
+    """The generation-test settings in the run's key: the per-epoch tests choose the shipped epoch, so
+    they are the run's; they render on the exact path, and the re-test of the chosen checkpoint
+    (:func:`finish_v3_stage`) on the test's own ``inference_path``, which is therefore not in the key."""
+    return {k: v for k, v in test_cfg.items() if k != "inference_path"}
+
+
 def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = None, label_file: Path | None = None,
                  property_cnn_path: Path | None = None, init_dir: Path | None = None, evaluator: str | None = None,
                  ctx: DistContext | None = None, female_n: int = 300, show_progress: bool = True) -> dict | None:
@@ -166,7 +173,7 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
         lineage.begin(out, consumed, restart_hint(out))      # a run trained on other inputs is refused
         remove_stale_tmp(out)
     ctx.barrier()
-    key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": test_cfg}
+    key = {**settings_key(s), "labels": str(label_file), "images": len(kept), "test": key_test_settings(test_cfg)}
     g, init_done = start_generator(profile, s, Path(init_dir) if init_dir else paths["init"], kept)
     with torch.random.fork_rng():
         torch.manual_seed(int(s.seed) + 17)
@@ -179,7 +186,8 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
                                      run_settings(profile.data_root, key, s.epochs, kept.img_nos),
                                      lambda: shipped_bases(profile, V3_SHIPPED_MODELS), kept.img_nos))
     ev = load_evaluator_for(profile, evaluator) if ctx.is_main else None
-    calibration = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
+    calibration = (evaluator_calibration(ev, kept.images, kept.labels, P7,
+                                         cache_dir=calibration_cache(profile.data_root)) if ev is not None else None)
     judges = make_judges(cnn, ev, calibration, dropout=s.test_dropout, dropout_seed=s.seed)
     select_name = None
     if s.select_judge == "parsing" and ctx.is_main:
@@ -191,8 +199,8 @@ def run_v3_stage(profile, s: V3Settings, test_cfg: dict, out_dir: Path | None = 
         """The epoch's generation test on its test latents; the score chooses the shipped epoch."""
         z, mu, logvar, what = epoch_test_latents(s, model, kept, epoch, trainer.last_posteriors, int(tsettings.n_z))
         tdir = out / "generation_test" / f"epoch_{epoch:04d}"
-        test = run_generation_test(g, judges, tdir, tsettings, z=z, epoch=epoch,
-                                   title="FineTune-v3 generation test", progress=False)
+        test = run_generation_test(g, judges, tdir, replace(tsettings, inference_path="exact"), z=z,
+                                   epoch=epoch, title="FineTune-v3 generation test", progress=False)
         score = _score(test, select_name)
         entry = {"epoch": epoch, "passes": test["passes"], "z_source": what, "best_z": test["best_z"],
                  "score": list(score), "selected_by": select_name or test["primary_judge"],
@@ -250,15 +258,17 @@ def finish_v3_stage(profile, s, model, kept, out, hist, judges, tsettings, test_
     if ev is None and evaluator_path(profile, evaluator_override) is not None:
         notes.append(f"evaluator weights {evaluator_path(profile, evaluator_override)} not found: the independent "
                      f"judge is missing; re-run once they exist (only the test and the report are repeated)")
-    fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
+    with render_plan(g_best, tsettings.inference_path):                  # the test's path
+        fem_prior = female_share(g_best, model.gender_cnn, ev, n=female_n, seed=s.seed)
     enc_best = CVAEEncoder(int(profile["resolution"]), len(P7), gcfg.z_dim)
     load_state_dict_strict(enc_best, read_checkpoint(out / "encoder.pth"), what=f"encoder {out / 'encoder.pth'}")
     idx = np.random.default_rng([s.seed, 62]).choice(len(kept), size=min(female_n, len(kept)), replace=False)
     x, y = kept.batch(np.sort(idx))
     mu, logvar = encode(enc_best.to(ctx.device), x.to(ctx.device), y.to(ctx.device), batch_size=50)
     zp = z_candidates_from_posterior(mu.cpu(), logvar.cpu(), seed=s.seed + 5).numpy()
-    fem_post = female_share(g_best, model.gender_cnn, ev, z=zp, seed=s.seed,
-                            z_source=f"posteriors of {len(zp)} seeded training images, one draw each")
+    with render_plan(g_best, tsettings.inference_path):
+        fem_post = female_share(g_best, model.gender_cnn, ev, z=zp, seed=s.seed,
+                                z_source=f"posteriors of {len(zp)} seeded training images, one draw each")
     t_test = time.perf_counter() - t0
     m = {
         "stage": "5_finetune_v3", "profile": profile.name, "settings": asdict(s), "generation_test_settings": test_cfg,

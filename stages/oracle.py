@@ -20,7 +20,7 @@ import torch
 
 from evaluation.generation import run_generation_test
 from evaluation.generation import settings_from as test_settings_from
-from evaluation.judges import evaluator_calibration, make_judges
+from evaluation.judges import calibration_cache, evaluator_calibration, make_judges
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.oracle import CONTROLLED, OracleGenerator
 from pipeline import lineage
@@ -57,7 +57,8 @@ def run_oracle(profile, test_cfg: dict, out: Path | None = None, progress: bool 
     oracle = OracleGenerator.fitted(world(int(profile["generator"]["z_dim"]), int(profile["world_seed"])), P7,
                                     latents_of(profile, kept.img_nos), kept.labels, int(profile["resolution"]))
     ev = load_evaluator_for(profile)
-    cal = evaluator_calibration(ev, kept.images, kept.labels, P7) if ev is not None else None
+    cal = (evaluator_calibration(ev, kept.images, kept.labels, P7, cache_dir=calibration_cache(profile.data_root))
+           if ev is not None else None)
     cnn = load_property_cnn_for(profile, root / PROPERTY_CNN)
     lineage.begin(out, consumed, check=False)                   # every input read; the test starts afresh
     shutil.rmtree(out / "images", ignore_errors=True)           # images of an earlier test are not this one's

@@ -85,6 +85,24 @@ def _finished_outputs(out_dir: Path) -> dict:
     return rec.get("outputs", {}) if isinstance(rec, dict) else {}
 
 
+def folder_path(path: str, out_dir: Path) -> str:
+    """The ``inference_path`` setting for ``out_dir``: ``"auto"`` is the path the folder was started
+    with (its ``run_config.json``), ``"exact"`` for images without a record (made before "auto"
+    existed), and for a new folder ``"relaxed"`` (the fast path, within one grey level of exact);
+    other values as given. So a finished or half-made folder never changes path by default."""
+    if path != "auto":
+        return path
+    try:
+        rec = json.loads((Path(out_dir) / "run_config.json").read_text())
+    except FileNotFoundError:
+        image_dir = Path(out_dir) / IMAGE_DIR
+        return "exact" if image_dir.is_dir() and any(image_dir.glob("*.png")) else "relaxed"
+    except (OSError, ValueError):
+        return "exact"         # unreadable: check_run_manifest names the problem
+    inference = rec.get("inference") if isinstance(rec, dict) else None
+    return str(inference.get("path", "exact")) if isinstance(inference, dict) else "exact"
+
+
 def settings_from(cfg: Resolved) -> SamplingSettings:
     return SamplingSettings(**{k: cfg[k] for k in SamplingSettings.__dataclass_fields__})
 
@@ -95,12 +113,13 @@ def main(consts: dict, profile_name: str, flags, out: str | None = None, shard: 
     profile = load_profile(profile_name)
     cfg = resolve(consts, profile, "stage1", flags)            # every flag checked before anything is written
     shard_ = Shard.parse(shard)
+    out_dir = Path(out) if out else profile.stage_dir("stage1")
     try:
-        plan = stage_plan(str(cfg["inference_path"]))           # "exact" (byte-identical) or "relaxed"
+        plan = stage_plan(folder_path(str(cfg["inference_path"]), out_dir))    # "exact" or "relaxed"
     except ValueError as exc:
         raise ConfigError(f"INFERENCE_PATH: {exc}") from exc
     apply_threads(int(cfg["threads"]))
-    result = run_sampling(profile, settings_from(cfg), out_dir=out, shard=shard_,
+    result = run_sampling(profile, settings_from(cfg), out_dir=out_dir, shard=shard_,
                           show_progress=show_progress, sources=cfg.sources, plan=plan)
     if result.get("hand_labels"):
         print(f"emulated hand labels: {result['hand_labels']['count']} images, "

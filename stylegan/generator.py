@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from .config import NetworkConfig
-from .layers import EqualizedDense, SynthesisLayer, ToRGB, pixel_norm
+from .layers import EqualizedDense, SynthesisLayer, ToRGB, WeightCache, pixel_norm
 
 INIT_RES = 4
 PATHS = ("plain", "exact", "relaxed")
@@ -256,6 +256,7 @@ class SynthesisNetwork(nn.Module):
         fn = self._compiled.get(plan.path)
         if fn is None:
             try:
+                WeightCache.exclude_from_compile()
                 fn = torch.compile(lambda w, n: self._run(w, False, None, n, plan.path), dynamic=False)
             except Exception as e:                  # noqa: BLE001 - any backend failure: eager fallback
                 warnings.warn(f"torch.compile unavailable ({type(e).__name__}: {e}); running the eager path")

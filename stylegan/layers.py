@@ -74,7 +74,15 @@ class WeightCache:
     def clear(self) -> None:
         self._store.clear()
 
-    @torch.compiler.disable   # under torch.compile: looked up eagerly, not traced (no guards on the dict)
+    @classmethod
+    def exclude_from_compile(cls) -> None:
+        """Before torch.compile traces a model: ``get`` then runs eagerly, not traced (no guards on the
+        dict). Applied here, on first use, not as a decorator: ``torch.compiler.disable`` imports torch's
+        compiler, about 1.3 s in every process that imports this module."""
+        if not getattr(cls.get, "_eager_under_compile", False):
+            cls.get = torch.compiler.disable(cls.get)
+            cls.get._eager_under_compile = True
+
     def get(self, name: str, sources: tuple[torch.Tensor, ...], fn) -> torch.Tensor:
         try:
             key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in sources)

@@ -1,4 +1,6 @@
 """Inference paths of the StyleGAN core (plain / exact / relaxed / compiled) and batch-size determinism."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -285,3 +287,14 @@ def test_conditional_generators_follow_the_default_plan():
     after = synthesize(g, z, label)
     assert not torch.equal(after, before)                # the relaxed path ran
     assert (after - before).abs().max() <= 1e-4 * max(1.0, float(before.abs().max()))
+
+
+def test_importing_the_core_does_not_import_the_compiler():
+    """torch's compiler (about 1.3 s per process) is imported only when a compiled plan runs: the
+    weight cache is excluded from tracing then (``WeightCache.exclude_from_compile``), not at import."""
+    import subprocess
+    import sys
+    code = "import sys, stylegan.generator, stylegan.sampling; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.stdout.strip() == "False"

@@ -163,6 +163,27 @@ def test_real_small_models_seeded_batched_and_without_autograd(tmp_path):
     assert torch.is_inference(img) and img.grad_fn is None
 
 
+def test_relaxed_inference_path_renders_within_a_grey_level_and_restores_the_models_plan(tmp_path):
+    """inference_path "relaxed" (the stage-5 scripts' default): the renders take the fast plan, the
+    judges' readings stay within rounding of the exact path's, the model's own plan comes back."""
+    from stylegan.sampling import DEFAULT_PLAN
+    g, cnn = small_models()
+    g.eval()
+    cnn.eval()
+    ex = run_generation_test(g, [PropertyCNNJudge(cnn)], tmp_path / "exact",
+                             GenerationTestSettings(n_z=2, round_decimals=None), progress=False)
+    rx = run_generation_test(g, [PropertyCNNJudge(cnn)], tmp_path / "relaxed",
+                             GenerationTestSettings(n_z=2, round_decimals=None, inference_path="relaxed"),
+                             progress=False)
+    assert g.synthesis.default_plan == DEFAULT_PLAN
+    assert ex["settings"]["inference_path"] == "exact" and rx["settings"]["inference_path"] == "relaxed"
+    se, sr = (pd.read_csv(tmp_path / k / "scores.csv") for k in ("exact", "relaxed"))
+    cols = [f"property_cnn_{p}" for p in P7]
+    assert np.abs(se[cols].to_numpy() - sr[cols].to_numpy()).max() < 2e-3
+    with pytest.raises(ValueError, match="inference_path"):
+        GenerationTestSettings(inference_path="fast").validate()
+
+
 def test_dropout_judge_option_is_noisy_but_seeded():
     _, cnn = small_models()
     cnn.eval()
@@ -214,3 +235,26 @@ def test_synthface_evaluator_as_second_judge(tmp_path):
     t = pd.read_csv(tmp_path / "result_each_z.csv")
     assert {"eyes_corr", "evaluator_eyes_corr", "evaluator_old_stability", "evaluator_glasses_within_std"} <= set(t)
     assert "old" in m["judges"]["evaluator"]["identity_mean_within_std"]
+
+
+def test_evaluator_calibration_is_cached_per_content(tmp_path, monkeypatch):
+    """``cache_dir``: a second call with the same evaluator, images and labels reads the stored fit (the
+    same numbers, no prediction); other labels are another key, computed afresh."""
+    from pipeline.checkpoint import read_checkpoint
+    from synthface.evaluate_generator import EVALUATOR_WEIGHTS
+    from synthface.evaluator import Evaluator
+    from evaluation.judges import evaluator_calibration
+    if not EVALUATOR_WEIGHTS.is_file():
+        pytest.skip(f"{EVALUATOR_WEIGHTS} is not there (being retrained)")
+    ev = Evaluator.from_state(read_checkpoint(EVALUATOR_WEIGHTS))
+    gen = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (12, 3, 128, 128), dtype=torch.uint8, generator=gen)
+    labels = np.random.default_rng(0).standard_normal((12, len(P7))).astype(np.float32)
+    plain = evaluator_calibration(ev, imgs, labels, P7)
+    first = evaluator_calibration(ev, imgs, labels, P7, cache_dir=tmp_path)
+    assert first == plain and set(first) == set(P7) and len(list(tmp_path.glob("*.json"))) == 1
+    calls = []
+    monkeypatch.setattr(ev, "predict", lambda *a, **k: calls.append(1) or Evaluator.predict(ev, *a, **k))
+    assert evaluator_calibration(ev, imgs, labels, P7, cache_dir=tmp_path) == first and not calls
+    other = evaluator_calibration(ev, imgs, labels[::-1].copy(), P7, cache_dir=tmp_path)
+    assert calls and other != first and len(list(tmp_path.glob("*.json"))) == 2

@@ -182,3 +182,22 @@ def test_relaxed_inference_path_stays_within_one_grey_level_and_is_recorded(tiny
     assert rec["inference"]["path"] == "relaxed"
     with pytest.raises(ValueError, match="inference"):
         run_sampling(tiny_profile, settings(num_images=8), tmp_path / "fast", show_progress=False)
+
+
+def test_auto_inference_path_is_relaxed_for_a_new_folder_and_keeps_a_folders_recorded_path(tiny_profile, tmp_path):
+    """INFERENCE_PATH = "auto" (the default): a new folder renders on the relaxed path; a folder started
+    under either path keeps it (its run_config.json), so a re-run never refuses or re-renders it; images
+    without a record (made before "auto") count as exact."""
+    from stages.sampling import folder_path
+    from stylegan.sampling import DETERMINISTIC, FAST, stage_plan
+    assert folder_path("auto", tmp_path / "new") == "relaxed"
+    assert folder_path("exact", tmp_path / "new") == "exact" and folder_path("relaxed", tmp_path / "x") == "relaxed"
+    run_sampling(tiny_profile, settings(num_images=8), tmp_path / "exact", show_progress=False, plan=DETERMINISTIC)
+    run_sampling(tiny_profile, settings(num_images=8), tmp_path / "fast", show_progress=False, plan=FAST)
+    assert folder_path("auto", tmp_path / "exact") == "exact" and folder_path("auto", tmp_path / "fast") == "relaxed"
+    before = files(tmp_path / "exact")
+    m = run_sampling(tiny_profile, settings(num_images=8), tmp_path / "exact", show_progress=False,
+                     plan=stage_plan(folder_path("auto", tmp_path / "exact")))
+    assert m["last_run"]["generated_this_run"] == 0 and files(tmp_path / "exact") == before
+    (tmp_path / "exact" / "run_config.json").unlink()
+    assert folder_path("auto", tmp_path / "exact") == "exact"

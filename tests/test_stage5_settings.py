@@ -65,3 +65,27 @@ def test_an_unknown_preset_key_is_an_error():
     prof["stage5"]["v3"]["lr_generatr"] = 1.0
     with pytest.raises(ConfigError, match="unknown setting.*lr_generatr"):
         resolve_stage(constants(vars(run_stylegan_fine_tuning_v3)), prof, "stage5.v3")
+
+
+def test_an_unknown_test_inference_path_is_refused_before_anything_runs():
+    prof = load_profile("synthface")
+    consts = constants(vars(run_stylegan_fine_tuning_v1))
+    assert resolve_stage(consts, prof, "stage5.v1").test.values["inference_path"] == "relaxed"
+    ap = argparse.ArgumentParser()
+    add_setting_flags(ap, consts)
+    with pytest.raises(ConfigError, match="TEST_INFERENCE_PATH must be one of exact, relaxed"):
+        resolve_stage(consts, prof, "stage5.v1", ap.parse_args(["--test-inference-path", "fast"]))
+
+
+def test_the_shipped_v3_run_still_matches_the_constants_test_settings():
+    """The v3 run key holds the generation-test settings (its per-epoch tests choose the shipped epoch);
+    the test's inference path is not part of it (those tests render on the exact path), so adding
+    TEST_INFERENCE_PATH left the shipped FineTune-v3 installable."""
+    import json
+    from pathlib import Path
+    prof = load_profile("synthface")
+    cfg = resolve_stage(constants(vars(run_stylegan_fine_tuning_v3)), prof, "stage5.v3")
+    shipped = json.loads((Path(prof.path(prof["stage5"]["shipped"])) / "v3" / "shipped.json").read_text())
+    from stages.finetune_v3 import key_test_settings
+    assert shipped["settings"]["test"] == key_test_settings(dict(cfg.test.values))
+    assert cfg.test.values["inference_path"] == "relaxed"
