@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.io import atomic_write_text
-from vectorfind.directions import parse_vector_csv, stored_vector, vector_csv_text
+from vectorfind.directions import parse_vector_csv, project_out, stored_vector, vector_csv_text
 from vectorfind.gradient import GradientNets
 from vectorfind.protocols import CONTROLLED
 
@@ -52,18 +52,6 @@ def unit(v) -> np.ndarray:
     if not n > 0:
         raise ValueError("zero direction cannot be normalised")
     return v / n
-
-
-def project_out(v, others) -> np.ndarray:
-    """``v`` minus its least-squares projection onto span(``others``), renormalised (the
-    conditional manipulation of InterFaceGAN, for any number of conditions)."""
-    v = np.asarray(v, dtype=np.float64)
-    others = [np.asarray(o, dtype=np.float64) for o in others]
-    if not others:
-        return unit(v)
-    n = np.stack(others, axis=1)                                  # [dim, k]
-    coef, *_ = np.linalg.lstsq(n, v, rcond=None)
-    return unit(v - n @ coef)
 
 
 @dataclass

@@ -111,9 +111,9 @@ def test_local_conditioning_is_off_by_default_and_orthogonal_when_on():
     assert abs(float(eyes_only["eyes"] @ g["hair_color"])) < 1e-6 * np.linalg.norm(g["hair_color"])
 
 
-def test_project_off_rejects_a_direction_inside_the_span():
-    from vectorfind.gradient import project_off
+def test_project_out_rejects_a_direction_inside_the_span():
+    from vectorfind.directions import project_out
     v = np.array([1.0, 2.0, 0.0])
-    assert np.allclose(project_off(v, [np.array([1.0, 0.0, 0.0])]), [0.0, 1.0, 0.0])
+    assert np.allclose(project_out(v, [np.array([1.0, 0.0, 0.0])]), [0.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="span"):
-        project_off(v, [np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])])
+        project_out(v, [np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])])

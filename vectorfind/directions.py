@@ -28,6 +28,22 @@ from .groups import GROUP_ORDER
 from .protocols import CONTROLLED, check_point
 
 
+def project_out(v, others) -> np.ndarray:
+    """``v`` minus its least-squares projection onto span(``others``), unit L2 norm (float64): the
+    conditional manipulation of InterFaceGAN, for any number of conditions (SVM groups, editing sets,
+    the gradient method's local conditioning)."""
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    others = [np.asarray(o, dtype=np.float64).reshape(-1) for o in others]
+    if others:
+        n = np.stack(others, axis=1)                              # [dim, k]
+        v = v - n @ np.linalg.lstsq(n, v, rcond=None)[0]
+    norm = np.linalg.norm(v)
+    if not norm > 0:
+        raise ValueError("zero direction cannot be normalised (it lies in the span of the ones it is "
+                         "conditioned on)" if others else "zero direction cannot be normalised")
+    return v / norm
+
+
 def vector_file_name(prop: str, point: str, group: str) -> str:
     return f"{prop}_change_{point}_vector_{group}.csv"
 

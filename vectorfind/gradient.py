@@ -31,6 +31,7 @@ import torch
 from sklearn.metrics import mean_squared_error
 from torch import nn
 
+from .directions import project_out
 from .protocols import CONTROLLED
 
 TRAIN_BATCH, EVAL_BATCH = 16, 4
@@ -198,7 +199,7 @@ class GradientNets:
         own = {p: gradient_direction(self.nets[p], mid, dropout, seed(p)) for p in CONTROLLED if p in self.nets}
         side = [gradient_direction(m, mid, dropout, dropout_seed * 3 + 1000 + i, zero_ok=True)
                 for i, m in enumerate(self.side.values())]
-        return {p: project_off(own[p], [v for q, v in own.items() if q != p] + [v for v in side if v is not None])
+        return {p: project_out(own[p], [v for q, v in own.items() if q != p] + [v for v in side if v is not None])
                 for p in props}
 
     def state_dicts(self) -> dict:
@@ -208,18 +209,6 @@ class GradientNets:
     @classmethod
     def from_state_dicts(cls, point: str, state_dicts: dict, test_mse: dict | None = None) -> "GradientNets":
         return cls(point, {p: load_mlp(sd) for p, sd in state_dicts.items()}, dict(test_mse or {}))
-
-
-def project_off(v: np.ndarray, others) -> np.ndarray:
-    """``v`` minus its least-squares projection on span(``others``), unit L2 norm (float64)."""
-    v = np.asarray(v, np.float64)
-    if others:
-        basis = np.stack([np.asarray(o, np.float64) for o in others], axis=1)
-        v = v - basis @ np.linalg.lstsq(basis, v, rcond=None)[0]
-    norm = np.linalg.norm(v)
-    if not norm > 0:
-        raise ValueError("the direction lies in the span of the ones it is conditioned on")
-    return v / norm
 
 
 def train_gradient_nets(samples, point: str | None = None, properties=CONTROLLED, *, seed: int | None = 0,
