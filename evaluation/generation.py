@@ -59,7 +59,7 @@ from tqdm import tqdm
 from pipeline.io import atomic_write_csv, atomic_write_json, atomic_write_png
 from pipeline.vocabulary import CONTROLLED
 from stylegan.generator import postprocess
-from stylegan.sampling import DEFAULT_PLAN, FAST, latent_z
+from stylegan.sampling import DEFAULT_PLAN, FAST, inference_plan, latent_z
 from stylegan_modified.conditional import batch_ranges
 
 from .generation_report import write_test_report
@@ -289,18 +289,13 @@ def run_generation_test(generator: Renderer, judges: Sequence[Judge], out_dir: s
 @contextmanager
 def render_plan(generator, path: str):
     """While the test renders: a StyleGAN renderer (one with a ``synthesis`` network) takes the plan of
-    ``path`` for calls without one; its previous default comes back afterwards (training is untouched).
-    Other renderers (the oracle, adapters) render as they do."""
-    syn = getattr(generator, "synthesis", None)
-    if syn is None or not hasattr(syn, "default_plan"):
+    ``path`` for calls without one (:func:`stylegan.sampling.inference_plan`: its previous default comes
+    back afterwards; training is untouched). Other renderers (the oracle, adapters) render as they do."""
+    if not hasattr(getattr(generator, "synthesis", None), "default_plan"):
         yield
         return
-    before = syn.default_plan
-    syn.default_plan = INFERENCE_PATHS[path]
-    try:
+    with inference_plan(generator, INFERENCE_PATHS[path]):
         yield
-    finally:
-        syn.default_plan = before
 
 
 def _row(table: pd.DataFrame, j: int) -> dict:

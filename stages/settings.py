@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+from evaluation.generation import INFERENCE_PATHS
 from pipeline.config import ConfigError, Resolved, check_value, resolve, write_run_config
 from pipeline.profiles import load_profile
 from pipeline.runtime import apply_threads
@@ -29,7 +30,6 @@ from stylegan_modified.distributed import init_distributed, shutdown
 RUNTIME = ("device", "threads", "progress", "quick", "female_n", "shipped", "v4")
 TEST_PREFIX = "test_"
 TEST_KEYS = ("n_z", "z_seed", "batch_size", "round_decimals", "save_images", "inference_path")   # TEST_<key> constants
-TEST_INFERENCE_PATHS = ("exact", "relaxed")          # evaluation.generation.INFERENCE_PATHS
 TEST_DEFAULTS = {"n_z": 30, "z_seed": 0, "batch_size": 50, "round_decimals": 4, "save_images": False,
                  "inference_path": "relaxed"}
 
@@ -61,8 +61,8 @@ def resolve_stage(consts: Mapping[str, Any], profile, block: str, args=None) -> 
         test = resolve(test_c, profile, "stage5.generation_test",
                        {k[len(TEST_PREFIX):]: v for k, v in given.items() if k in test_names}, flag_prefix=TEST_PREFIX)
         path = test.values.get("inference_path", "exact")
-        if path not in TEST_INFERENCE_PATHS:          # checked before anything runs, not after training
-            raise ConfigError(f"TEST_INFERENCE_PATH must be one of {', '.join(TEST_INFERENCE_PATHS)}, got {path!r}")
+        if path not in INFERENCE_PATHS:          # checked before anything runs, not after training
+            raise ConfigError(f"TEST_INFERENCE_PATH must be one of {', '.join(INFERENCE_PATHS)}, got {path!r}")
     runtime = {k: given.get(k, consts[k]) for k in RUNTIME if k in consts}
     for k in RUNTIME:
         if k in consts and k in given:

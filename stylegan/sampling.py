@@ -10,6 +10,8 @@ default plan (exact path, one call per request) keeps the old bytes and costs. W
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -24,8 +26,8 @@ DETERMINISTIC = InferencePlan(path="exact", micro_batch=8)
 # DEFAULT_PLAN (the exact path, one call per request): every caller gets the same bytes as the
 # plain path, faster, and a request of 1 image costs 1 image, not 8.
 __all__ = ["DEFAULT_PLAN", "DETERMINISTIC", "FAST", "PLAIN", "InferencePlan", "build_discriminator", "build_generator",
-           "generate", "generate_uint8", "inference_signature", "latent_z", "mixing_plan", "noise_maps",
-           "set_inference_plan", "stage_plan"]
+           "generate", "generate_uint8", "inference_signature", "latent_z", "inference_plan", "mixing_plan",
+           "noise_maps", "set_inference_plan", "stage_plan"]
 
 
 def build_generator(profile) -> StyleGANGenerator:
@@ -64,6 +66,17 @@ def set_inference_plan(g, plan: InferencePlan | None) -> None:
     if plan is not None and not isinstance(plan, InferencePlan):
         raise TypeError(f"plan must be an InferencePlan or None, got {type(plan).__name__}")
     g.synthesis.default_plan = DEFAULT_PLAN if plan is None else plan
+
+
+@contextmanager
+def inference_plan(g, plan: InferencePlan | None):
+    """:func:`set_inference_plan` for a ``with`` block: ``g``'s previous default plan comes back after it."""
+    before = g.synthesis.default_plan
+    set_inference_plan(g, plan)
+    try:
+        yield g
+    finally:
+        set_inference_plan(g, before)
 
 
 def stage_plan(path: str) -> InferencePlan:
