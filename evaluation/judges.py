@@ -160,13 +160,13 @@ def _calibration_key(evaluator, images_u8_nchw: torch.Tensor, labels: np.ndarray
     return h.hexdigest()
 
 
+CALIBRATION_CACHE = "evaluator_calibration_cache"
+
+
 def calibration_cache(data_root) -> Path:
     """Where the stage-5 scripts keep :func:`evaluator_calibration` results (derived data, content-keyed:
     safe to delete)."""
     return Path(data_root) / "stage5" / CALIBRATION_CACHE
-
-
-CALIBRATION_CACHE = "evaluator_calibration_cache"
 
 
 def make_judges(property_cnn, evaluator, calibration: dict | None = None, dropout: bool = False,

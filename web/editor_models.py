@@ -195,23 +195,20 @@ class EditorModels:
         if name == "v3_label" or not (folder / MANIFEST).is_file():
             return None                                 # v3 label: offered once, on FineTune-v3
 
-        calibrated = mdir / EDIT_SET
-        if (calibrated / MANIFEST).is_file():     # the set exactly as the row edited, α scales included
-            c = Choice(f"board:{name}", "v9", f"{name} (leaderboard)", str(calibrated),
-                       loader=lambda: EditDirections.load(calibrated), note=self._board_note(board),
-                       conditional=conditional)
-            if name.startswith("vectorfind_svm"):
-                c.groups_from = self._board_fit_judge(board)
-            return c
+        # the set exactly as the row edited (α scales included); boards from before edit_set/ existed:
+        # the fitted set with the scales of result.json
+        source = mdir / EDIT_SET if (mdir / EDIT_SET / MANIFEST).is_file() else folder
 
-        def load():                                     # a board from before edit_set/ existed
-            ds = EditDirections.load(folder)
-            try:
-                ds.scales.update({p: float(v) for p, v in json.loads((mdir / "result.json").read_text())["scales"].items()})
-            except (OSError, ValueError, KeyError):
-                pass                                    # an unfinished board row: the set's own scales (or 1)
+        def load():
+            ds = EditDirections.load(source)
+            if source == folder:
+                try:
+                    ds.scales.update({p: float(v) for p, v in
+                                      json.loads((mdir / "result.json").read_text())["scales"].items()})
+                except (OSError, ValueError, KeyError):
+                    pass                                # an unfinished board row: the set's own scales (or 1)
             return ds
-        c = Choice(f"board:{name}", "v9", f"{name} (leaderboard)", str(folder), loader=load,
+        c = Choice(f"board:{name}", "v9", f"{name} (leaderboard)", str(source), loader=load,
                    note=self._board_note(board), conditional=conditional)
         if name.startswith("vectorfind_svm"):
             c.groups_from = self._board_fit_judge(board)
