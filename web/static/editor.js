@@ -24,21 +24,7 @@ function say(text, info) {
   m.className = info ? "info" : "";
 }
 
-async function api(method, path, payload) {
-  let res;
-  try {
-    res = await fetch(path, {
-      method, headers: payload ? { "Content-Type": "application/json" } : {},
-      body: payload ? JSON.stringify(payload) : undefined,
-    });
-  } catch (e) {
-    throw new Error("the editor server is not reachable (" + e.message + "); restart run_editor.py");
-  }
-  let data = null;
-  try { data = await res.json(); } catch (e) { data = null; }
-  if (!res.ok) throw new Error(res.status + ": " + (data && data.detail ? data.detail : res.statusText));
-  return data;
-}
+const api = apiClient((why) => "the editor server is not reachable (" + why + "); restart run_editor.py");
 
 function body() {
   const b = { method: state.method, alphas: { ...state.alphas }, conditional: $("conditional").checked, seq: ++seq };

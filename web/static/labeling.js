@@ -22,25 +22,8 @@ window.labeling = {
 
 const $ = (id) => document.getElementById(id);
 
-async function api(method, path, body) {
-  let res;
-  try {
-    res = await fetch(path, {
-      method, headers: body ? { "Content-Type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
-  } catch (e) {
-    throw new Error("the labelling server is not reachable (" + e.message + "): this key was not saved; " +
-                    "restart run_labeling.py and reload the page, it resumes where it stopped");
-  }
-  let data = null;
-  try { data = await res.json(); } catch (e) { data = null; }
-  if (!res.ok) {
-    const detail = data && data.detail ? data.detail : res.statusText;
-    throw new Error(res.status + ": " + detail);
-  }
-  return data;
-}
+const api = apiClient((why) => "the labelling server is not reachable (" + why + "): this key was not saved; " +
+                                "restart run_labeling.py and reload the page, it resumes where it stopped");
 
 function say(text, info) {
   const m = $("message");
