@@ -116,5 +116,7 @@ def conv3x3_winograd(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 WINOGRAD_MIN_CHANNELS = 64      # 3x3 convs: Winograd F(4x4, 3x3) beats oneDNN's direct conv from 64 channels
 WINOGRAD_MIN_TILES = 16         # and from 16 tiles of 4x4 per call (batch x H/4 x W/4): below, reading the
                                 # 36 transformed weight matrices costs more than it saves
-UPCONV_MIN_CHANNELS = 256       # upsampling convs: the 9-product form wins from 256 output channels,
-                                # below that a channels-last transposed conv does
+UPCONV_MIN_CHANNELS = 128       # upsampling convs: the 9-product form (built in row strips) wins from 128
+                                # output channels (256 px, batch 1: 34.2 vs 39.1 ms; batch 8: 315 vs 334;
+                                # synthface batch 8: 5.5 vs 5.7); at 64 and below a channels-last
+                                # transposed conv does (256 px batch 8: 384 vs 401 ms)
