@@ -44,6 +44,7 @@ REGRESS_MARGIN = 1.0         # regress: margin past each concept hyperplane, in 
 REGRESS_MARGIN_GLASS = 0.0   # regress: the glasses margin (0: REGRESS_MARGIN)
 REGRESS_MARGIN_AGE = 0.0     # regress: the age margin (0: REGRESS_MARGIN)
 REGRESS_CONDITIONAL = ""     # regress: properties whose direction is taken among samples passing the others ("glass")
+REGRESS_WIDEN = 1.0          # regress: spread the shifted w by this factor off the concept directions (1: off)
 DROP_LABELS = False          # zero v1's label_weight, so outputs do not depend on the label (v9 trains with zeros)
 MONITOR_IMAGES = 100         # per log point (idx % 50 == 0; epoch 0 also idx < 10 and idx % 25 == 0)
 MONITOR_JPEG_QUALITY = 95    # OpenCV JPEG round trip before the CNNs (0: none)

@@ -86,6 +86,7 @@ class V9StageSettings:
     regress_margin_glass: float = 0.0    # glasses' own margin (0: regress_margin)
     regress_margin_age: float = 0.0      # age's own margin (0: regress_margin)
     regress_conditional: str = ""        # comma-separated properties with conditional directions ("glass")
+    regress_widen: float = 1.0           # spread of the shifted w off the concept directions (1: as shifted)
     drop_labels: bool = False            # zero v1's label_weight: the label no longer reaches the mapping (a deviation)
     monitor_images: int = 100
     monitor_jpeg_quality: int = 95       # 0: score the in-memory images
@@ -104,6 +105,8 @@ class V9StageSettings:
             raise ValueError(f"regress_conditional names unknown properties {bad} (known: {sorted(SPEC_FILTER)})")
         if self.regress_margin_glass < 0 or self.regress_margin_age < 0:
             raise ValueError("regress_margin_glass / regress_margin_age must be >= 0 (0: regress_margin)")
+        if not self.regress_widen > 0:
+            raise ValueError(f"regress_widen must be > 0 (1: off), got {self.regress_widen}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         self.trainer().validate()
@@ -121,11 +124,12 @@ class V9StageSettings:
 
 
 def run_key(s: "V9StageSettings") -> dict:
-    """The settings a re-run / shipped run must share; ``regress_margin_glass`` / ``_age``, ``regress_conditional``
-    and ``drop_labels`` only when set, so runs made before they existed still match at their defaults."""
+    """The settings a re-run / shipped run must share; ``regress_margin_glass`` / ``_age``, ``regress_conditional``,
+    ``regress_widen`` and ``drop_labels`` only when set, so runs made before they existed still match at their defaults."""
     later = tuple(k for k, on in (("regress_margin_glass", s.regress_margin_glass > 0),
                                   ("regress_margin_age", s.regress_margin_age > 0), ("drop_labels", s.drop_labels),
-                                  ("regress_conditional", bool(s.conditional()))) if not on)
+                                  ("regress_conditional", bool(s.conditional())),
+                                  ("regress_widen", s.regress_widen != 1.0)) if not on)
     return settings_key(s, exclude=("epochs",) + later)
 
 
@@ -270,7 +274,7 @@ def run_v9_stage(profile, s: V9StageSettings, p: dict, ctx: DistContext | None =
                 g, g1_start, score, filter_rules(p["stage2"], profile), judged=s.regress_judged,
                 samples=s.regress_samples, margin=s.regress_margin,
                 margins={q: m for q, m in (("glass", s.regress_margin_glass), ("age", s.regress_margin_age)) if m > 0},
-                seed=s.seed, conditional=s.conditional())
+                seed=s.seed, conditional=s.conditional(), widen=s.regress_widen)
         init_done["branch_start"] = branch_sample(g, s.seed)
         loop.log["init_done"] = init_done
 

@@ -304,6 +304,16 @@ def concept_shift(w: np.ndarray, directions: np.ndarray, offsets: np.ndarray, ma
     return (x - w).astype(np.float32)
 
 
+def widen_off(w: np.ndarray, directions: np.ndarray, factor: float) -> np.ndarray:
+    """Per-sample Δw that scales each w's deviation from the set's mean by ``factor`` in the subspace
+    orthogonal to ``directions`` [K, w_dim] (the concept normals): the concept-side projections stay as
+    they are, every other property's spread grows by about ``factor``. ``factor`` 1 gives zeros."""
+    x = np.asarray(w, np.float64)
+    q, _ = np.linalg.qr(np.asarray(directions, np.float64).T)         # [w_dim, K] orthonormal
+    xc = x - x.mean(0)
+    return ((float(factor) - 1.0) * (xc - (xc @ q) @ q.T)).astype(np.float32)
+
+
 def _inverse_lrelu(y: torch.Tensor) -> torch.Tensor:
     return torch.where(y >= 0, y, y / LRELU_SLOPE)
 

@@ -166,21 +166,31 @@ def test_quantised_partial_rebuilds_deterministically():
     assert err <= (full["a"] - base["a"]).abs().max() / 127 * 0.51 + 1e-7
 
 
+def tiny_v1():
+    """(config, eval-mode v1) of the regressed-start tests: 16 px, w 16."""
+    torch.set_num_threads(1)
+    cfg = GeneratorConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=4, mapping_fmaps=32, fmaps_base=64,
+                          fmaps_max=16)
+    return cfg, build_generator(cfg, "v1", seed=0).eval()
+
+
+def brightness_rank(imgs):
+    """A stand-in judge: the rank of each image's mean within the batch, so half of each batch passes 0.5."""
+    m = imgs.reshape(len(imgs), -1).mean(1)
+    return np.argsort(np.argsort(m)) / (len(m) - 1)
+
+
 def test_regressed_start_moves_w_to_the_concept_side():
     from stylegan_modified.conditional import map_to_w
     from stylegan_modified.v9 import build_v9_generator, init_v9_from_v1
     from training.v9_start import regressed_start
-    torch.set_num_threads(1)
-    cfg = GeneratorConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=4, mapping_fmaps=32, fmaps_base=64,
-                          fmaps_max=16)
-    g1 = build_generator(cfg, "v1", seed=0).eval()
+    cfg, g1 = tiny_v1()
     g9 = build_v9_generator(cfg, seed=0)
     init_v9_from_v1(g9, g1.state_dict(), seed=0)
     g9.eval()
 
-    def score(imgs):        # "bright": rank of the image mean within the batch, so half of each batch passes
-        m = imgs.reshape(len(imgs), -1).mean(1)
-        return {"bright": np.argsort(np.argsort(m)) / (len(m) - 1)}
+    def score(imgs):
+        return {"bright": brightness_rank(imgs)}
 
     done = regressed_start(g9, g1, score, {"bright": (">=", 0.5)}, judged=200, samples=2000, margin=1.0, seed=0)
     assert done["concepts"] == ["bright"] and done["fit"]["r2"] > 0.5
@@ -201,14 +211,10 @@ def test_regressed_start_per_property_margin():
     """``margins`` overrides the margin of one property only: a larger one moves w further; unknown names refused."""
     from stylegan_modified.v9 import build_v9_generator, init_v9_from_v1
     from training.v9_start import regressed_start
-    torch.set_num_threads(1)
-    cfg = GeneratorConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=4, mapping_fmaps=32, fmaps_base=64,
-                          fmaps_max=16)
-    g1 = build_generator(cfg, "v1", seed=0).eval()
+    cfg, g1 = tiny_v1()
 
     def score(imgs):
-        m = imgs.reshape(len(imgs), -1).mean(1)
-        r = np.argsort(np.argsort(m)) / (len(m) - 1)
+        r = brightness_rank(imgs)
         return {"bright": r, "dark": 1 - r}
 
     rules = {"bright": (">=", 0.5), "dark": ("<=", 0.7)}
@@ -223,6 +229,31 @@ def test_regressed_start_per_property_margin():
     assert shift["bright_more"] > 1.5 * shift["same"]
     with pytest.raises(ValueError, match="unknown properties"):
         regressed_start(g9, g1, score, rules, judged=20, samples=50, margins={"glasses": 2.0})
+
+
+def test_regressed_start_widen_spreads_w_off_the_concept_direction():
+    """``widen`` > 1: fresh v9 outputs spread more off the concept direction than without it (same start
+    otherwise), and the record says so."""
+    from stylegan_modified.conditional import map_to_w
+    from stylegan_modified.v9 import build_v9_generator, init_v9_from_v1
+    from training.v9_start import regressed_start
+    cfg, g1 = tiny_v1()
+
+    def score(imgs):
+        return {"bright": brightness_rank(imgs)}
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(500, 16)).astype(np.float32)
+    y = np.zeros((500, 7), np.float32)
+    spread = {}
+    for f in (1.0, 1.5):
+        g9 = build_v9_generator(cfg, seed=0)
+        init_v9_from_v1(g9, g1.state_dict(), seed=0)
+        done = regressed_start(g9.eval(), g1, score, {"bright": (">=", 0.5)}, judged=200, samples=2000, margin=0.5,
+                               seed=0, widen=f)
+        assert done["widen"] == f
+        spread[f] = map_to_w(g9, z, y).numpy().std(0).sum()
+    assert spread[1.5] > 1.2 * spread[1.0]
 
 
 def test_conditional_directions_separate_among_the_other_concepts_positives():
@@ -245,22 +276,28 @@ def test_conditional_directions_separate_among_the_other_concepts_positives():
     assert used2 == {} and np.allclose(dirs2, plain)
 
 
-def test_run_key_matches_the_shipped_run_at_the_default_glass_margin():
-    """The key omits ``regress_margin_glass`` / ``_age``, ``regress_conditional`` and ``drop_labels`` at their defaults,
-    so a shipped v9 made before they existed still installs; set, they are part of the key."""
+def test_run_key_matches_the_shipped_run_and_omits_later_settings_at_their_defaults():
+    """The shipped v9 was made at the profile's stage-6 settings, so its key is theirs (a fresh clone installs
+    it); the key omits ``regress_margin_glass`` / ``_age``, ``regress_conditional``, ``regress_widen`` and
+    ``drop_labels`` at their defaults, so runs made before they existed keep their key; set, they are in it."""
     from dataclasses import replace
     from stages.finetune_v9 import V9StageSettings, run_key
+    root = Path(__file__).resolve().parent.parent
+    block = json.loads((root / "profiles/synthface.json").read_text())["stage6"]["v9"]
+    shipped = json.loads((root / "synthface/weights/stage6/v9/shipped.json").read_text())["settings"]
+    profile_key = run_key(V9StageSettings(**{k: v for k, v in block.items() if not k.startswith("note")}))
+    assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == profile_key
     s = V9StageSettings(epochs=1, start="regress")
-    shipped = json.loads((Path(__file__).resolve().parent.parent / "synthface/weights/stage6/v9/shipped.json")
-                         .read_text())["settings"]
     key = run_key(s)
     assert "regress_margin_glass" not in key
-    assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == key
     assert run_key(replace(s, regress_margin_glass=2.0))["regress_margin_glass"] == 2.0
-    for k in ("regress_conditional", "drop_labels", "regress_margin_age"):
+    for k in ("regress_conditional", "drop_labels", "regress_margin_age", "regress_widen"):
         assert k not in key
-    on = run_key(replace(s, regress_conditional="glass", drop_labels=True, regress_margin_age=0.5))
+    on = run_key(replace(s, regress_conditional="glass", drop_labels=True, regress_margin_age=0.5, regress_widen=1.2))
     assert on["regress_conditional"] == "glass" and on["drop_labels"] is True and on["regress_margin_age"] == 0.5
+    assert on["regress_widen"] == 1.2
+    with pytest.raises(ValueError, match="regress_widen"):
+        replace(s, regress_widen=0.0).validate()
     with pytest.raises(ValueError, match="must be >= 0"):
         replace(s, regress_margin_age=-1.0).validate()
     with pytest.raises(ValueError, match="unknown properties"):

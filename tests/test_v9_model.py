@@ -10,7 +10,7 @@ from stylegan_modified.conditional import build_generator, synthesize
 from stylegan_modified.loading import save_state_dict
 from stylegan_modified.v9 import (NEW_BRANCH_KEYS, POINTS, branch_stats, build_v9_discriminator, build_v9_generator,
                                   concept_directions, concept_shift, init_v9_from_v1, load_v9_discriminator, load_v9_generator,
-                                  regress_new_branch)
+                                  regress_new_branch, widen_off)
 
 TINY_G = dict(resolution=32, z_dim=32, w_dim=24, mapping_fmaps=40, fmaps_base=256, fmaps_max=32)
 TINY_D = DiscriminatorConfig(resolution=32, fmaps_base=256, fmaps_max=32)
@@ -145,6 +145,22 @@ def test_concept_shift_meets_every_margin_and_leaves_satisfied_w():
     assert ((w + dw) @ un.T >= 0.5 - 1e-4).all()
     ok = ((w @ un.T) >= 0.5).all(1)
     assert ok.any() and np.allclose(dw[ok], 0)
+
+
+def test_widen_off_scales_the_spread_off_the_concept_directions_only():
+    """The concept-side projections (what the shift set) do not move; the rest of the deviation from
+    the mean grows by the factor; factor 1 is no change."""
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(400, 24)) + 3.0
+    u = rng.normal(size=(3, 24))
+    dw = widen_off(w, u, 1.25)
+    assert dw.dtype == np.float32
+    assert np.abs(dw @ u.T).max() < 1e-4
+    q, _ = np.linalg.qr(u.T)
+    off = lambda x: (x - x.mean(0)) - ((x - x.mean(0)) @ q) @ q.T          # noqa: E731
+    assert np.allclose(off(w + dw), 1.25 * off(w), atol=1e-5)
+    assert np.allclose((w + dw).mean(0), w.mean(0), atol=1e-5)
+    assert np.array_equal(widen_off(w, u, 1.0), np.zeros_like(dw))
 
 
 def test_concept_directions_are_class_mean_directions():

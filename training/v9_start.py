@@ -10,7 +10,10 @@ branch before training so that w moves each sample onto the concept side of the 
 2. class-mean directions of v1's w for the four concepts (:func:`concept_directions`);
 3. ``samples`` fresh (z, label) pairs (mapping forwards only): the per-sample Δw that puts w on the
    concept side of each hyperplane with a margin of ``margin`` projection stds (:func:`concept_shift`);
-4. least-squares fit of the new branch to Δw (:func:`regress_new_branch`).
+4. optionally (``widen`` > 1) the shifted w spread out again around their mean, off the concept
+   directions (:func:`widen_off`): the shift and the concepts narrow hair length and hairstyle,
+   and the GAN epoch narrows them further (docs/notes/v9_regress_start.md, "Widening");
+5. least-squares fit of the new branch to Δw (:func:`regress_new_branch`).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import torch
 
 from stylegan.generator import postprocess
 from stylegan_modified.conditional import ConditionalGenerator, map_to_w, synthesize
-from stylegan_modified.v9 import V9Generator, branch_stats, concept_directions, concept_shift, regress_new_branch
+from stylegan_modified.v9 import (V9Generator, branch_stats, concept_directions, concept_shift, regress_new_branch,
+                                  widen_off)
 
 MIN_CLASS_SHARE = 0.01      # a concept with fewer samples on one side is skipped (no direction to learn)
 MIN_CONDITIONAL = 20        # a conditional direction needs this many samples on each side, else the plain one
@@ -58,10 +62,11 @@ def concept_positive(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, 
 def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callable[[np.ndarray], dict],
                     thresholds: Mapping[str, tuple[str, float]], *, judged: int = 1000, samples: int = 20000,
                     margin: float = 1.0, margins: Mapping[str, float] | None = None, seed: int = 0,
-                    batch_size: int = 50, conditional: tuple = ()) -> dict:
+                    batch_size: int = 50, conditional: tuple = (), widen: float = 1.0) -> dict:
     """Fit ``g9``'s new branch in place (module docstring); ``score_fn(uint8 NHWC) -> {property: scores}``.
     ``margins`` overrides ``margin`` per property (e.g. ``{"glass": 2.0}``: only glasses pushed further).
     ``conditional`` names properties whose direction comes from :func:`conditional_directions`.
+    ``widen`` > 1 scales the shifted w's spread off the concept directions (:func:`widen_off`).
     Returns what was done: the judged shares, the concepts used, the fit's figures and branch stats."""
     unknown = sorted((set(margins or {}) | set(conditional)) - set(thresholds))
     if unknown:
@@ -93,8 +98,11 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
     sd = (w @ dirs.T).std(0)
     zr = rng.normal(size=(samples, g1.cfg.z_dim)).astype(np.float32)
     yr = rng.normal(size=(samples, g1.spec.label_dim)).astype(np.float32)
-    dw = concept_shift(map_to_w(g1, zr, yr).numpy(), dirs, offs + np.array([m_of[p] for p in used]) * sd,
-                       margin=0.0)
+    wr = map_to_w(g1, zr, yr).numpy()
+    dw = concept_shift(wr, dirs, offs + np.array([m_of[p] for p in used]) * sd, margin=0.0)
+    if widen != 1.0:
+        dw = dw + widen_off(wr + dw, dirs, widen)
+    done["widen"] = float(widen)
     fit = regress_new_branch(g9, zr, dw, label=yr, method="lstsq", seed=seed)
     zt = torch.as_tensor(zr[:1000])
     return {**done, "mean_shift_norm": float(np.linalg.norm(dw, axis=1).mean()), "fit": fit,
