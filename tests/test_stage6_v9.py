@@ -281,12 +281,15 @@ def test_run_key_matches_the_shipped_run_and_omits_later_settings_at_their_defau
     it); the key omits ``regress_margin_glass`` / ``_age``, ``regress_conditional``, ``regress_widen`` and
     ``drop_labels`` at their defaults, so runs made before they existed keep their key; set, they are in it."""
     from dataclasses import replace
-    from stages.finetune_v9 import V9StageSettings, run_key
-    root = Path(__file__).resolve().parent.parent
-    block = json.loads((root / "profiles/synthface.json").read_text())["stage6"]["v9"]
-    shipped = json.loads((root / "synthface/weights/stage6/v9/shipped.json").read_text())["settings"]
-    profile_key = run_key(V9StageSettings(**{k: v for k, v in block.items() if not k.startswith("note")}))
-    assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == profile_key
+    from pipeline.config import constants
+    from pipeline.profiles import load_profile
+    from stages.finetune_v9 import RUNTIME_KEYS, V9StageSettings, run_key, shipped_folder
+    from stages.settings import resolve_stage, settings_of
+    prof = load_profile("synthface")
+    consts = {k: v for k, v in constants(vars(script)).items() if k not in RUNTIME_KEYS}
+    demo = settings_of(V9StageSettings, resolve_stage(consts, prof, "stage6.v9").settings.values)   # as make demo
+    shipped = json.loads((shipped_folder(prof) / "shipped.json").read_text())["settings"]
+    assert {k: v for k, v in shipped.items() if k not in ("v1", "images", "img_nos_sha256", "epochs")} == run_key(demo)
     s = V9StageSettings(epochs=1, start="regress")
     key = run_key(s)
     assert "regress_margin_glass" not in key

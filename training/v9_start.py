@@ -85,7 +85,7 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
     used = [p for p in thresholds if MIN_CLASS_SHARE <= pos[p].mean() <= 1 - MIN_CLASS_SHARE]
     done = {"method": "regressed new branch (docs/notes/v9_regress_start.md)", "judged": int(judged),
             "samples": int(samples), "margin_std": float(margin), "seed": int(seed),
-            "margins_std": {p: float(m_of[p]) for p in thresholds},
+            "margins_std": {p: float(m_of[p]) for p in thresholds}, "widen": float(widen),
             "v1_concept_share": {p: float(pos[p].mean()) for p in thresholds},
             "v1_all_concepts_share": float(np.all([pos[p] for p in thresholds], axis=0).mean()),
             "concepts": used, "skipped": [p for p in thresholds if p not in used]}
@@ -102,7 +102,6 @@ def regressed_start(g9: V9Generator, g1: ConditionalGenerator, score_fn: Callabl
     dw = concept_shift(wr, dirs, offs + np.array([m_of[p] for p in used]) * sd, margin=0.0)
     if widen != 1.0:
         dw = dw + widen_off(wr + dw, dirs, widen)
-    done["widen"] = float(widen)
     fit = regress_new_branch(g9, zr, dw, label=yr, method="lstsq", seed=seed)
     zt = torch.as_tensor(zr[:1000])
     return {**done, "mean_shift_norm": float(np.linalg.norm(dw, axis=1).mean()), "fit": fit,
