@@ -65,20 +65,10 @@ RUNTIME_KEYS = ("device", "threads", "progress", "quick", "shipped", "acceptance
 
 
 @dataclass
-class V9StageSettings:
-    """The stage's settings (the script's constants; the profile's ``stage6.v9`` block overrides them)."""
+class V9StageSettings(V9Settings):
+    """The stage's settings (the script's constants; the profile's ``stage6.v9`` block overrides them):
+    the trainer's (``training.v9.V9Settings``) plus the stage's own below."""
     epochs: int = 2
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    r1_gamma: float = 10.0
-    d_max_updates: int = 4
-    d_ratio: float = 2.5
-    g_max_updates: int = 4
-    g_ratio: float = 2.0
-    w_moving_decay: float = 0.995
-    randomize_noise: bool = True
-    optimizer_all_parameters: bool = True
     start: str = "original"              # "original" (N(0, 0.15²) new branch) or "regress" (training.v9_start)
     regress_judged: int = 1000
     regress_samples: int = 20000
@@ -91,7 +81,6 @@ class V9StageSettings:
     monitor_images: int = 100
     monitor_jpeg_quality: int = 95       # 0: score the in-memory images
     monitor_cnn_train_mode: bool = False
-    seed: int = 0
     checkpoint_every: int = 50
     max_steps_per_epoch: int | None = None
     drop_last: bool = False
