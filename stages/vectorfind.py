@@ -51,8 +51,8 @@ from vectorfind.svm import fit_svm_from_samples
 from vectorfind.v9_adapter import PATHS
 
 from . import vectorfind_report as report
-from . import vectorfind_sweep
-from .vectorfind_inputs import build_scorers, generator_file, load_generator
+from . import vectorfind_local, vectorfind_sweep
+from .vectorfind_inputs import build_scorers, generator_file, load_generator, region_parser
 from .vectorfind_oracle import matched_label_per_alpha, matched_oracle_leak, oracle_leak
 from .vectorfind_samples import ensure_samples, load_samples, ordered_map
 
@@ -80,9 +80,16 @@ class MultiScorer:
 
 
 def run_dir_name(method: str, point: str, n: int, scale: float, rng_order: str = "seeded",
-                 conditional: bool = False, side=()) -> str:
+                 conditional: bool = False, side=(), pixel_local: float | None = None) -> str:
+    """``pixel_local``: the λ of a pixel-local run (suffix ``_pl<λ>``), None when off."""
     return (f"{method}_{point}_n{n}_x{scale:g}" + ("_original" if rng_order == "original" else "")
-            + ("_cond" + "".join(f"+{q.replace('/', '-')}" for q in side) if conditional else ""))
+            + ("_cond" + "".join(f"+{q.replace('/', '-')}" for q in side) if conditional else "")
+            + (f"_pl{pixel_local:g}" if pixel_local is not None else ""))
+
+
+def pixel_local_of(cfg: dict) -> float | None:
+    """λ when the run's SVM directions are made pixel-local (svm and mixed; gradient has none), else None."""
+    return float(cfg["pixel_local_lambda"]) if cfg.get("pixel_local") and cfg["method"] != "gradient" else None
 
 
 def conditional_directions(ds: DirectionSet, extra=()) -> DirectionSet:
@@ -323,8 +330,9 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     root = profile.data_root
     stage_dir = root / "stage7"
     side = tuple(q for q in cfg.get("condition_side", ()) if q) if cfg.get("conditional") else ()
+    local = pixel_local_of(cfg)
     out = stage_dir / "runs" / run_dir_name(method, point, n, scale, cfg["rng_order"], bool(cfg.get("conditional")),
-                                            side)
+                                            side, local)
     if (out / lineage.COMPLETION).is_file():
         gen_path = generator_file(profile, cfg["generator"])
         if gen_path is not None and gen_path.is_file():
@@ -353,6 +361,10 @@ def run_one(profile, cfg: dict, progress: bool = True, inputs=None) -> dict:
     if cfg.get("conditional") and svm is not None:
         svm = conditional_directions(svm, readout_directions(samples.mid, side_q, side) if side else ())
         svm.save(out / "property_score_vectors_conditional")
+    if local is not None and svm is not None:        # stages/vectorfind_local: eyes / mouth pixel-local
+        t = time.perf_counter()
+        svm = vectorfind_local.localize(out, stage_dir, gen, grec, samples, svm, cfg, region_parser(profile), progress)
+        fit_s["pixel_local"] = time.perf_counter() - t
     if cfg.get("conditional") and nets is not None:      # local conditioning of the gradient directions
         nets, side_fit = side_nets(out, nets, samples, side_q if side else {}, cfg)
         quality.update(side_fit["quality"])
@@ -430,7 +442,9 @@ RANGES = {"n": (lambda v: v >= 1, "an integer >= 1"), "cases": (lambda v: v >= 1
           "workers": (lambda v: v >= 1, "an integer >= 1"),
           "batch_size": (lambda v: v >= 1, "an integer >= 1"),
           "alpha_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-          "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]")}
+          "ratio": (lambda v: 0 < v <= 0.5, "a share in (0, 0.5]"),
+          "pixel_local_lambda": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+          "pixel_local_samples": (lambda v: v >= 1, "an integer >= 1")}
 
 
 def resolve_settings(profile, consts: dict, args) -> tuple[dict, dict]:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from evaluation.networks import load_evaluator_for, load_property_cnn_for
 from evaluation.scorers import evaluator_scorer, parsing_scorer, property_cnn_scorer
 from pipeline import lineage
 from pipeline.checkpoint import read_checkpoint
 from pipeline.io import InputError, sha256_file
 from pipeline.shipped import full_state
-from segmentation.synth_segmenter import load_segmenter
+from segmentation.synth_segmenter import load_segmenter, parse_crops, resize_mask_nearest, whole_frame_crops
 from stylegan_modified.v9 import build_v9_generator, init_v9_from_v1, load_v9_generator
 from vectorfind.v9_adapter import V9MidGenerator
 
@@ -117,3 +119,17 @@ def build_scorers(profile, names, *, hairstyle_judge: str = "evaluator", dropout
         return cache[name]
 
     return {n: get(n) for n in names}, desc
+
+
+def region_parser(profile):
+    """``parse(uint8 NHWC) -> class ids [N, H, W]`` at the images' size: the profile's stage-3 parser on
+    whole frames (what ``pixel_local`` needs; ``pipeline.vocabulary.CLASS_NAMES``)."""
+    seg = profile.path(profile.get("segmentation", {}).get("checkpoint"))
+    if seg is None or not Path(seg).is_file():
+        raise InputError(f"pixel_local needs the profile's segmenter (stage 3's parser); {seg} not found")
+    model = load_segmenter(seg)
+
+    def parse(images_u8: np.ndarray) -> np.ndarray:
+        maps = parse_crops(model, whole_frame_crops(images_u8))
+        return np.stack([resize_mask_nearest(np.asarray(m), images_u8.shape[1]) for m in maps])
+    return parse

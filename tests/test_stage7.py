@@ -328,3 +328,39 @@ def test_matched_oracle_refines_its_moves_toward_the_runs(tmp_path):
     assert ref["label_per_alpha"]["eyes"] == pytest.approx(0.1)              # eyes: linear here, so halved exactly
     assert own_slope(ref["judges"]["evaluator"], "eyes") == pytest.approx(0.5 * got, rel=0.2)
     assert ref["key"]["refine"] == 1 and ref["key"]["label_per_alpha"]["eyes"] == 0.2
+
+
+def tiny_parser(profile):
+    """Class ids of the tiny 8-px images: eyes in the top-left corner, the mouth at the bottom."""
+    def parse(u8):
+        lab = np.zeros(u8.shape[:3], np.int64)
+        lab[:, 1, 1], lab[:, 6, 3:5] = 4, 8
+        return lab
+    return parse
+
+
+def test_pixel_local_run_writes_local_svm_directions_and_shares_the_metric(profile, monkeypatch):
+    """``pixel_local``: the conditional SVM set made pixel-local per group (the constraints of
+    vectorfind.pixel_local hold against the conditional files), the metric kept once per point and
+    reused by another n; the gradient method has no SVM set and runs without it."""
+    calls = []
+    real = stage.vectorfind_local.pixel_metrics
+    monkeypatch.setattr(stage, "region_parser", tiny_parser)
+    monkeypatch.setattr(stage.vectorfind_local, "pixel_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(cases=1, conditional=True, pixel_local=True, pixel_local_lambda=0.001, pixel_local_samples=4)
+    m = run(profile, **kw)
+    out = profile.data_root / "stage7" / "runs" / "svm_w_n4000_x1_cond_pl0.001"
+    assert m["settings"]["pixel_local"] and "pixel_local" in m["seconds"]
+    cond = stage.DirectionSet.load(out / "property_score_vectors_conditional", "w")
+    local = stage.DirectionSet.load(out / "property_score_vectors_pixel_local", "w")
+    for g in ("hhhh", "lhlh"):
+        c = {p: cond.vectors[(p, g)] for p in ("eyes", "mouth", "pose")}
+        np.testing.assert_allclose(local.vectors[("pose", g)], c["pose"], rtol=1e-6)
+        for p in ("eyes", "mouth"):
+            for q, want in c.items():
+                assert float(local.vectors[(p, g)] @ want) == pytest.approx(1.0 if q == p else 0.0, abs=1e-5)
+    assert sorted(f.name for f in (profile.data_root / "stage7" / "pixel_local").iterdir()) == ["w_k4.json", "w_k4.npz"]
+    run(profile, n=4 * CHUNK, **kw)                                           # another n, the same metric
+    assert len(calls) == 1
+    run(profile, method="gradient", n=2 * CHUNK, **kw)
+    assert (profile.data_root / "stage7" / "runs" / "gradient_w_n1000_x1_cond").is_dir() and len(calls) == 1
