@@ -17,12 +17,14 @@ from pipeline.io import atomic_write_bytes, atomic_write_json
 from vectorfind.directions import DirectionSet
 from vectorfind.pixel_local import DILATE, STEP, local_direction_set, pixel_metrics
 
+from .vectorfind_samples import ordered_map
+
 FOLDER = "pixel_local"
 VECTORS = "property_score_vectors_pixel_local"
 
 
 def cached_metrics(stage_dir: Path, gen, grec: dict, mids: np.ndarray, point: str, parse, seed: int,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, workers: int = 1) -> dict:
     """p -> M_p of the first ``len(mids)`` samples, from ``stage7/pixel_local/`` when made with the same
     generator, point, samples and constants; else computed and kept (atomic)."""
     key = {"generator": grec.get("outputs_digest"), "point": point, "samples": int(len(mids)), "seed": int(seed),
@@ -33,7 +35,8 @@ def cached_metrics(stage_dir: Path, gen, grec: dict, mids: np.ndarray, point: st
         with np.load(npz) as f:
             return {k: f[k] for k in f.files}
     bar = tqdm(total=len(mids), desc=f"stage 7: pixel-local metric ({point})", unit="image", disable=not progress)
-    metrics = pixel_metrics(gen, mids, point, parse, progress=lambda k, n: bar.update(1))
+    metrics = pixel_metrics(gen, mids, point, parse, progress=lambda k, n: bar.update(1),
+                            map_fn=lambda fn, items: ordered_map(fn, items, workers))
     bar.close()
     buf = io.BytesIO()
     np.savez(buf, **metrics)
@@ -46,7 +49,8 @@ def localize(out: Path, stage_dir: Path, gen, grec: dict, samples, svm: Directio
              progress: bool = True) -> DirectionSet:
     """The run's SVM directions made pixel-local (saved in the original's CSV format)."""
     mids = samples.mid[:int(cfg["pixel_local_samples"])]
-    metrics = cached_metrics(stage_dir, gen, grec, mids, svm.point, parse, int(cfg["seed"]), progress)
+    metrics = cached_metrics(stage_dir, gen, grec, mids, svm.point, parse, int(cfg["seed"]), progress,
+                             int(cfg.get("workers", 1)))
     local = local_direction_set(svm, metrics, float(cfg["pixel_local_lambda"]))
     local.save(Path(out) / VECTORS)
     return local

@@ -359,8 +359,16 @@ def test_pixel_local_run_writes_local_svm_directions_and_shares_the_metric(profi
         for p in ("eyes", "mouth"):
             for q, want in c.items():
                 assert float(local.vectors[(p, g)] @ want) == pytest.approx(1.0 if q == p else 0.0, abs=1e-5)
-    assert sorted(f.name for f in (profile.data_root / "stage7" / "pixel_local").iterdir()) == ["w_k4.json", "w_k4.npz"]
+    folder = profile.data_root / "stage7" / "pixel_local"
+    assert sorted(f.name for f in folder.iterdir()) == ["w_k4.json", "w_k4.npz"]
     run(profile, n=4 * CHUNK, **kw)                                           # another n, the same metric
     assert len(calls) == 1
     run(profile, method="gradient", n=2 * CHUNK, **kw)
     assert (profile.data_root / "stage7" / "runs" / "gradient_w_n1000_x1_cond").is_dir() and len(calls) == 1
+    g, grec, _, _ = tiny_inputs(profile, None, ())
+    mids = load_samples(profile.data_root / "stage7" / "samples", 4, "w", "property_cnn", 0).mid
+    two = stage.vectorfind_local.cached_metrics(profile.data_root / "other", g, grec, mids, "w", tiny_parser(profile),
+                                                0, progress=False, workers=2)
+    with np.load(folder / "w_k4.npz") as f:                                  # two workers: the same sums
+        for p in ("eyes", "mouth"):
+            np.testing.assert_array_equal(two[p], f[p])

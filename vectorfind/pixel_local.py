@@ -62,20 +62,31 @@ def image_jacobian(generator: MidGenerator, mid: np.ndarray, point: str, step: f
     return ((img[1:] - img[:1]) / step).reshape(dim, -1).numpy(), postprocess(img[:1])[0]
 
 
+def sample_metric(generator: MidGenerator, mid: np.ndarray, point: str, parse: Callable[[np.ndarray], np.ndarray],
+                  *, step: float = STEP, dilate: int = DILATE, regions: dict = OWN_REGIONS) -> dict:
+    """p -> Jᵀ · [pixel ∉ R_p] · J [dim, dim] float64 of one sample image (module docstring)."""
+    jac, u8 = image_jacobian(generator, mid, point, step)
+    dim = jac.shape[0]
+    labels = np.asarray(parse(u8[None]))[0]
+    out = {}
+    for p, classes in regions.items():
+        keep = 1.0 - region_mask(labels, classes, dilate)                       # [H, W]
+        jm = (jac.reshape(dim, 3, -1) * keep.reshape(1, 1, -1)).reshape(dim, -1)
+        out[p] = jm @ jm.T
+    return out
+
+
 def pixel_metrics(generator: MidGenerator, mids: np.ndarray, point: str, parse: Callable[[np.ndarray], np.ndarray],
-                  *, step: float = STEP, dilate: int = DILATE, regions: dict = OWN_REGIONS,
+                  *, step: float = STEP, dilate: int = DILATE, regions: dict = OWN_REGIONS, map_fn=map,
                   progress: Callable | None = None) -> dict:
-    """p -> M_p [dim, dim] float64 summed over ``mids`` [K, dim] (module docstring)."""
+    """p -> M_p [dim, dim] float64 summed over ``mids`` [K, dim] (module docstring). ``map_fn(fn, items)``
+    runs the per-sample work (e.g. the stage's worker threads); the sum is taken in the samples' order."""
     mids = np.asarray(mids, np.float32)
-    dim = mids.shape[1]
-    out = {p: np.zeros((dim, dim)) for p in regions}
-    for k, mid in enumerate(mids):
-        jac, u8 = image_jacobian(generator, mid, point, step)
-        labels = np.asarray(parse(u8[None]))[0]
-        for p, classes in regions.items():
-            keep = 1.0 - region_mask(labels, classes, dilate)                   # [H, W]
-            jm = (jac.reshape(dim, 3, -1) * keep.reshape(1, 1, -1)).reshape(dim, -1)
-            out[p] += jm @ jm.T
+    out = {p: np.zeros((mids.shape[1],) * 2) for p in regions}
+    one = lambda mid: sample_metric(generator, mid, point, parse, step=step, dilate=dilate, regions=regions)  # noqa: E731
+    for k, m in enumerate(map_fn(one, list(mids))):
+        for p in out:
+            out[p] += m[p]
         if progress is not None:
             progress(k + 1, len(mids))
     return out
