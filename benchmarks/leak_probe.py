@@ -21,6 +21,8 @@ Variants (comma-separated; ``E:`` in front applies the variant to the eyes direc
   metric's images);
 * ``localp:<λ>:<k>``  ``local`` with the other property's region (mouth for eyes, eyes for mouth) weighted
   k times more than the rest of the outside;
+* ``conf:<λ>``  eyes and mouth confined to their region: d = argmin |outside·J d|² + |inside·J (d − v_p)|²
+  + λ·m̄·|d − v_p|² (the fitted direction's change inside the region, none outside);
 * ``paste:hair+bg`` …  a diagnostic, not an edit: the run's directions, but before scoring every edited
   image gets those regions' pixels (parser mask of the unedited image) copied from the unedited image,
   so what remains of a leak into hair colour / background comes from the other pixels.
@@ -137,6 +139,14 @@ class Probe:
     def directions(self, variant: str, mid: np.ndarray, d: dict) -> dict:
         if variant.startswith("paste:"):
             return d
+        if variant.startswith("conf:"):
+            lam = float(variant.split(":")[1])
+            out = dict(d)
+            for p in OWN:
+                tot = self.metrics[p] + self.metrics[f"in_{p}"]
+                ridge = lam * np.trace(tot) / len(tot) * np.eye(len(tot))
+                out[p] = np.linalg.solve(tot + ridge, (self.metrics[f"in_{p}"] + ridge) @ d[p])
+            return out
         if variant.startswith(("local:", "localr:", "localp:")):
             lam = float(variant.split(":")[1])
             k = float(variant.split(":")[2]) if variant.startswith("localp:") else 0.0

@@ -1,6 +1,6 @@
 """Stage 7's ``pixel_local`` option (``vectorfind.pixel_local``; not in the original): each SVM group's
-eyes and mouth directions replaced by the ones that change the fewest pixels outside their own parser
-region. The metric (a few hundred images per sample: forward differences) is kept per (generator,
+eyes and mouth directions replaced by the ones that make the fitted direction's image change inside
+their own parser region and none outside it. The metric (a few hundred images per sample: forward differences) is kept per (generator,
 point, samples) in ``stage7/pixel_local/``, so the 4K / 20K / 80K rows at one point share it; the
 directions of a run go to ``<run>/property_score_vectors_pixel_local/`` (the fitted and conditional
 files stay as they are)."""
@@ -28,7 +28,7 @@ def cached_metrics(stage_dir: Path, gen, grec: dict, mids: np.ndarray, point: st
     """p -> M_p of the first ``len(mids)`` samples, from ``stage7/pixel_local/`` when made with the same
     generator, point, samples and constants; else computed and kept (atomic)."""
     key = {"generator": grec.get("outputs_digest"), "point": point, "samples": int(len(mids)), "seed": int(seed),
-           "step": STEP, "dilate": DILATE}
+           "step": STEP, "dilate": DILATE, "metrics": "all+inside"}
     folder = Path(stage_dir) / FOLDER
     npz, rec = folder / f"{point}_k{len(mids)}.npz", folder / f"{point}_k{len(mids)}.json"
     if npz.is_file() and rec.is_file() and json.loads(rec.read_text()) == key:

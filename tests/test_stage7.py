@@ -9,6 +9,7 @@ from pipeline.profiles import Profile
 from stages import vectorfind as stage
 from stages.vectorfind_samples import CHUNK, load_samples
 from vectorfind.cases import PASS_THRESHOLDS
+from vectorfind.pixel_local import local_directions
 from tests.vectorfind_tiny import TinyMidGenerator, TinyScorer
 
 CONSTS = dict(generator="tiny", generator_key="", method="svm", point="w", n=8 * CHUNK, ratio=0.2, cases=3,
@@ -340,9 +341,9 @@ def tiny_parser(profile):
 
 
 def test_pixel_local_run_writes_local_svm_directions_and_shares_the_metric(profile, monkeypatch):
-    """``pixel_local``: the conditional SVM set made pixel-local per group (the constraints of
-    vectorfind.pixel_local hold against the conditional files), the metric kept once per point and
-    reused by another n; the gradient method has no SVM set and runs without it."""
+    """``pixel_local``: the conditional SVM set made pixel-local per group (vectorfind.pixel_local on the
+    conditional files and the kept metric), the metric kept once per point and reused by another n; the
+    gradient method has no SVM set and runs without it."""
     calls = []
     real = stage.vectorfind_local.pixel_metrics
     monkeypatch.setattr(stage, "region_parser", tiny_parser)
@@ -353,12 +354,15 @@ def test_pixel_local_run_writes_local_svm_directions_and_shares_the_metric(profi
     assert m["settings"]["pixel_local"] and "pixel_local" in m["seconds"]
     cond = stage.DirectionSet.load(out / "property_score_vectors_conditional", "w")
     local = stage.DirectionSet.load(out / "property_score_vectors_pixel_local", "w")
+    with np.load(profile.data_root / "stage7" / "pixel_local" / "w_k4.npz") as f:
+        metrics = {k: f[k] for k in f.files}
+    assert sorted(metrics) == ["all", "eyes", "mouth"]
     for g in ("hhhh", "lhlh"):
-        c = {p: cond.vectors[(p, g)] for p in ("eyes", "mouth", "pose")}
-        np.testing.assert_allclose(local.vectors[("pose", g)], c["pose"], rtol=1e-6)
-        for p in ("eyes", "mouth"):
-            for q, want in c.items():
-                assert float(local.vectors[(p, g)] @ want) == pytest.approx(1.0 if q == p else 0.0, abs=1e-5)
+        want = local_directions(cond.for_group(g), metrics, 0.001)
+        for p in ("eyes", "mouth", "pose"):
+            np.testing.assert_allclose(local.vectors[(p, g)], want[p], rtol=1e-6)      # float32 CSVs
+        np.testing.assert_allclose(local.vectors[("pose", g)], cond.vectors[("pose", g)], rtol=1e-6)
+        assert float(local.vectors[("eyes", g)] @ cond.vectors[("eyes", g)]) > 0
     folder = profile.data_root / "stage7" / "pixel_local"
     assert sorted(f.name for f in folder.iterdir()) == ["w_k4.json", "w_k4.npz"]
     run(profile, n=4 * CHUNK, **kw)                                           # another n, the same metric

@@ -6,17 +6,17 @@ background by about 0.5–1 uint8 level, while the world's own eyes change touch
 judges read those small, steady changes as hair colour / background drift (issue 18's leak item).
 
 For property p with its parser region R_p (eyes: both eyes; mouth: lips and inner mouth; each dilated
-by ``dilate`` px) the metric M_p = Σ_i J_iᵀ · [pixel ∉ R_p] · J_i sums, over a few sample images i, the
-squared image change outside R_p per unit move of the mid vector (J_i: the image's Jacobian in the mid
-vector, by forward differences of step ``step``). The pixel-local direction is the one that keeps the
-case's three directions' components and changes the fewest pixels outside R_p:
+by ``dilate`` px), with J_i the Jacobian of sample image i in the mid vector (forward differences of
+step ``step``), the metrics M_in,p = Σ_i J_iᵀ [pixel ∈ R_p] J_i and M_all = Σ_i J_iᵀ J_i give the
+pixel-local direction of a fitted direction v_p: the image change of v_p inside R_p, and none outside,
 
-    d_p = argmin dᵀ (M_p + λ · m̄ · I) d   subject to   d · v_p = 1,  d · v_q = 0 (q ≠ p)
+    d_p = argmin |[∉ R_p] J d|² + |[∈ R_p] J (d − v_p)|² + λ · m̄ · |d − v_p|²
+        = (M_all + λ m̄ I)⁻¹ (M_in,p + λ m̄ I) v_p,          m̄ = trace(M_all) / dim,
 
-with v the group's (conditional) directions and m̄ = trace(M_p) / dim, i.e. d_p = A⁻¹C (Cᵀ A⁻¹ C)⁻¹ e_p
-with C = [v_eyes, v_mouth, v_pose]. For a linear read-out along v it moves p exactly as v_p does and
-the others not at all; λ → ∞ gives back v_p. Pose moves the whole head and is kept as it is. The
-result is not a unit vector (|d_p| ≥ 1); its sign convention is v_p's (SVM: toward smaller values).
+summed over the sample images. The ridge keeps d_p at v_p along directions that do not change the
+image at all (at mapping_split2 the two halves of the mid vector add up to w, so half of its
+directions are such). λ → ∞ gives back v_p. Pose moves the whole head and is kept as it is. d_p is not
+a unit vector; it points where v_p does (SVM: toward smaller values).
 
 The generator enters only through ``generator.image_from_mid(mid, point)`` and the parser through a
 callable ``parse(uint8 NHWC) -> class ids [N, H, W]`` (``pipeline.vocabulary.CLASS_NAMES``), so this
@@ -64,14 +64,14 @@ def image_jacobian(generator: MidGenerator, mid: np.ndarray, point: str, step: f
 
 def sample_metric(generator: MidGenerator, mid: np.ndarray, point: str, parse: Callable[[np.ndarray], np.ndarray],
                   *, step: float = STEP, dilate: int = DILATE, regions: dict = OWN_REGIONS) -> dict:
-    """p -> Jᵀ · [pixel ∉ R_p] · J [dim, dim] float64 of one sample image (module docstring)."""
+    """``all`` -> Jᵀ J and p -> Jᵀ · [pixel ∈ R_p] · J ([dim, dim] float64) of one sample image."""
     jac, u8 = image_jacobian(generator, mid, point, step)
     dim = jac.shape[0]
     labels = np.asarray(parse(u8[None]))[0]
-    out = {}
+    out = {"all": jac @ jac.T}
     for p, classes in regions.items():
-        keep = 1.0 - region_mask(labels, classes, dilate)                       # [H, W]
-        jm = (jac.reshape(dim, 3, -1) * keep.reshape(1, 1, -1)).reshape(dim, -1)
+        inside = region_mask(labels, classes, dilate)                           # [H, W]
+        jm = (jac.reshape(dim, 3, -1) * inside.reshape(1, 1, -1)).reshape(dim, -1)
         out[p] = jm @ jm.T
     return out
 
@@ -79,10 +79,11 @@ def sample_metric(generator: MidGenerator, mid: np.ndarray, point: str, parse: C
 def pixel_metrics(generator: MidGenerator, mids: np.ndarray, point: str, parse: Callable[[np.ndarray], np.ndarray],
                   *, step: float = STEP, dilate: int = DILATE, regions: dict = OWN_REGIONS, map_fn=map,
                   progress: Callable | None = None) -> dict:
-    """p -> M_p [dim, dim] float64 summed over ``mids`` [K, dim] (module docstring). ``map_fn(fn, items)``
-    runs the per-sample work (e.g. the stage's worker threads); the sum is taken in the samples' order."""
+    """``all`` -> M_all and p -> M_in,p [dim, dim] float64, summed over ``mids`` [K, dim] (module
+    docstring). ``map_fn(fn, items)`` runs the per-sample work (e.g. the stage's worker threads); the sum
+    is taken in the samples' order."""
     mids = np.asarray(mids, np.float32)
-    out = {p: np.zeros((mids.shape[1],) * 2) for p in regions}
+    out = {p: np.zeros((mids.shape[1],) * 2) for p in ("all", *regions)}
     one = lambda mid: sample_metric(generator, mid, point, parse, step=step, dilate=dilate, regions=regions)  # noqa: E731
     for k, m in enumerate(map_fn(one, list(mids))):
         for p in out:
@@ -93,16 +94,14 @@ def pixel_metrics(generator: MidGenerator, mids: np.ndarray, point: str, parse: 
 
 
 def local_directions(directions: dict, metrics: dict, lam: float) -> dict:
-    """The case's (or group's) directions {eyes, mouth, pose: [dim]} with each property in ``metrics``
+    """The case's (or group's) directions {property: [dim]} with each property that has a region metric
     replaced by its pixel-local direction (module docstring); the others as given. float64."""
-    c = np.stack([np.asarray(directions[q], np.float64) for q in CONTROLLED], axis=1)      # [dim, 3]
     out = {p: np.asarray(v, np.float64) for p, v in directions.items()}
-    for p, m in metrics.items():
-        if p not in directions:
-            continue
-        a = m + float(lam) * np.trace(m) / len(m) * np.eye(len(m))
-        ac = np.linalg.solve(a, c)
-        out[p] = ac @ np.linalg.solve(c.T @ ac, np.eye(len(CONTROLLED))[CONTROLLED.index(p)])
+    total = metrics["all"]
+    ridge = float(lam) * np.trace(total) / len(total) * np.eye(len(total))
+    for p in metrics:
+        if p != "all" and p in out:
+            out[p] = np.linalg.solve(total + ridge, (metrics[p] + ridge) @ out[p])
     return out
 
 
