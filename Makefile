@@ -36,7 +36,7 @@ demo: setup
 	$(VPY) run_stylegan_fine_tuning_v3.py --profile $(PROFILE)
 	$(VPY) run_fine_tuned_generator.py --profile $(PROFILE)
 	$(VPY) run_stylegan_finetune_v9.py --profile $(PROFILE)
-	$(VPY) run_vectorfind_v9.py --profile $(PROFILE) --generator $(VF_GENERATOR) --n 2000 --median-n 2000 --cases 10 --test-judges property_cnn,evaluator
+	$(VPY) run_vectorfind_v9.py --profile $(PROFILE) --generator $(VF_GENERATOR) --n 2000 --median-n 2000 --cases 10 --pixel-local-samples 8 --test-judges property_cnn,evaluator
 
 test: setup
 	$(VPY) -m pytest -q tests
