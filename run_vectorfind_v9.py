@@ -37,10 +37,10 @@ CONDITIONAL = False                  # SVM: each group's directions orthogonal t
 #                                      MLP gradients orthogonal at its mid vector (local; not in the original). Folder _cond
 CONDITION_SIDE = ()                  # with CONDITIONAL, also orthogonal to these scores (SVM: their least-squares read-outs;
 #                                      gradient: their MLPs' gradients at the case), e.g. hair_color,evaluator/old
-PIXEL_LOCAL = False                  # SVM (and mixed's SVM part): eyes / mouth directions that keep the fitted ones'
-#                                      components and change the fewest pixels outside their own parser region (not in
-#                                      the original; vectorfind/pixel_local.py). Folder _pl<λ>
-PIXEL_LOCAL_LAMBDA = 0.001           # ridge of the pixel-local metric, in its mean eigenvalue (large: the fitted directions)
+PIXEL_LOCAL = False                  # SVM (and mixed's SVM part): eyes / mouth directions whose image change is the
+#                                      fitted one's inside their own parser region and none outside (not in the original;
+#                                      vectorfind/pixel_local.py). Folder _pl<λ>
+PIXEL_LOCAL_LAMBDA = 0.001           # ridge toward the fitted direction, in the metric's mean eigenvalue (large: the fitted one)
 PIXEL_LOCAL_SAMPLES = 32             # images the pixel-local metric is summed over (257 renders each at w)
 ALPHA_SCALE = 1.0                    # multiplies the original's α grids (profile stage7 sets it per generator scale)
 MEDIAN_N = 20000                     # samples the group medians come from (the original: 20,000)

@@ -55,6 +55,7 @@ from stages.vectorfind_report import leak_of                                    
 from stylegan.generator import postprocess                                          # noqa: E402
 from vectorfind.cases import alpha_table, passes, pearson                           # noqa: E402
 from vectorfind.directions import DirectionSet, apply, project_out                  # noqa: E402
+from vectorfind.pixel_local import local_directions                                 # noqa: E402
 from vectorfind.protocols import CONTROLLED                                         # noqa: E402
 from vectorfind.sampling import case_latents, uint8_to_scorer                       # noqa: E402
 
@@ -73,9 +74,19 @@ class Probe:
         self.cnn = self.scorers["property_cnn"].judge.model.eval()
         self.seg = load_segmenter(profile.path(profile["segmentation"]["checkpoint"]))
 
+    def _synthesis(self, mids: torch.Tensor) -> torch.Tensor:
+        """Images of mid vectors on the plain path (differentiable)."""
+        return self.g.synthesis(self.g.truncation(self.g.w_from_mid(mids, self.point), 1.0, 0), False, None)["image"]
+
     def _image(self, mid: np.ndarray):
         m = torch.from_numpy(mid[None].astype(np.float32)).requires_grad_(True)
-        return m, self.g.synthesis(self.g.truncation(self.g.w_from_mid(m, self.point), 1.0, 0), False, None)["image"]
+        return m, self._synthesis(m)
+
+    def _labels(self, u8: np.ndarray, size: int) -> torch.Tensor:
+        """[1, 1, size, size] float class ids of one uint8 image (parser on the whole frame, nearest)."""
+        lab = parse_crops(self.seg, whole_frame_crops(u8), 8)[0]
+        return torch.nn.functional.interpolate(torch.from_numpy(np.asarray(lab)).float()[None, None],
+                                               size=size, mode="nearest")
 
     def cnn_grads(self, mid: np.ndarray, names) -> list:
         m, img = self._image(mid)
@@ -84,9 +95,7 @@ class Probe:
 
     def region_grads(self, mid: np.ndarray, regions) -> list:
         m, img = self._image(mid)
-        lab = parse_crops(self.seg, whole_frame_crops(postprocess(img.detach())), 8)[0]
-        lab = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(lab)).float()[None, None],
-                                              size=img.shape[-1], mode="nearest")[0, 0].long()
+        lab = self._labels(postprocess(img.detach()), img.shape[-1])[0, 0].long()
         grads = []
         for r in regions:
             mask = sum((lab == c).float() for c in REGIONS[r])
@@ -101,9 +110,7 @@ class Probe:
     def region_mask(self, mid: np.ndarray, regions) -> np.ndarray:
         """[R, R] bool: the parser's ``regions`` on the unedited image of ``mid``."""
         u8 = postprocess(self.gen.image_from_mid(torch.from_numpy(mid[None].astype(np.float32)), self.point))
-        lab = parse_crops(self.seg, whole_frame_crops(u8), 8)[0]
-        lab = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(lab)).float()[None, None],
-                                              size=u8.shape[1], mode="nearest")[0, 0].long().numpy()
+        lab = self._labels(u8, u8.shape[1])[0, 0].long().numpy()
         return np.isin(lab, [c for r in regions for c in REGIONS[r]]), u8[0]
 
     @torch.no_grad()
@@ -115,13 +122,9 @@ class Probe:
         for mid in mids:
             x = np.repeat(mid[None].astype(np.float32), dim + 1, axis=0)
             x[1:] += step * np.eye(dim, dtype=np.float32)
-            img = torch.cat([self.g.synthesis(self.g.truncation(self.g.w_from_mid(torch.from_numpy(x[a:a + 64]),
-                             self.point), 1.0, 0), False, None)["image"] for a in range(0, dim + 1, 64)]).double()
+            img = torch.cat([self._synthesis(torch.from_numpy(x[a:a + 64])) for a in range(0, dim + 1, 64)]).double()
             jac = ((img[1:] - img[:1]) / step).reshape(dim, 3, -1)                   # [dim, 3, pixels]
-            u8 = postprocess(img[:1].float())
-            lab = parse_crops(self.seg, whole_frame_crops(u8), 8)[0]
-            lab = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(lab)).float()[None, None],
-                                                  size=img.shape[-1], mode="nearest")
+            lab = self._labels(postprocess(img[:1].float()), img.shape[-1])
             for k, region in enumerate(("hair", "bg")):
                 m = torch.isin(lab.long(), torch.tensor(REGIONS[region])).double().reshape(1, 1, -1)
                 out["regions"][3 * k:3 * k + 3] += ((jac * m).sum(-1) / m.sum().clamp(min=1)).T.numpy() / len(mids)
@@ -139,13 +142,12 @@ class Probe:
     def directions(self, variant: str, mid: np.ndarray, d: dict) -> dict:
         if variant.startswith("paste:"):
             return d
-        if variant.startswith("conf:"):
+        if variant.startswith("conf:"):                # the stage's form (vectorfind.pixel_local), per property
             lam = float(variant.split(":")[1])
             out = dict(d)
             for p in OWN:
-                tot = self.metrics[p] + self.metrics[f"in_{p}"]
-                ridge = lam * np.trace(tot) / len(tot) * np.eye(len(tot))
-                out[p] = np.linalg.solve(tot + ridge, (self.metrics[f"in_{p}"] + ridge) @ d[p])
+                inside = self.metrics[f"in_{p}"]
+                out[p] = local_directions({p: d[p]}, {"all": self.metrics[p] + inside, p: inside}, lam)[p]
             return out
         if variant.startswith(("local:", "localr:", "localp:")):
             lam = float(variant.split(":")[1])

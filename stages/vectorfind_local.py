@@ -1,9 +1,9 @@
 """Stage 7's ``pixel_local`` option (``vectorfind.pixel_local``; not in the original): each SVM group's
 eyes and mouth directions replaced by the ones that make the fitted direction's image change inside
-their own parser region and none outside it. The metric (a few hundred images per sample: forward differences) is kept per (generator,
-point, samples) in ``stage7/pixel_local/``, so the 4K / 20K / 80K rows at one point share it; the
-directions of a run go to ``<run>/property_score_vectors_pixel_local/`` (the fitted and conditional
-files stay as they are)."""
+their own parser region and none outside it. The metric (1 + dim renders per sample image: forward
+differences) is kept per (generator, point, samples) in ``stage7/pixel_local/``, so the 4K / 20K / 80K
+rows at one point share it; the directions of a run go to ``<run>/property_score_vectors_pixel_local/``
+(the fitted and conditional files stay as they are)."""
 from __future__ import annotations
 
 import io
@@ -25,7 +25,7 @@ VECTORS = "property_score_vectors_pixel_local"
 
 def cached_metrics(stage_dir: Path, gen, grec: dict, mids: np.ndarray, point: str, parse, seed: int,
                    progress: bool = True, workers: int = 1) -> dict:
-    """p -> M_p of the first ``len(mids)`` samples, from ``stage7/pixel_local/`` when made with the same
+    """``all`` / p -> M_all / M_in,p of the first ``len(mids)`` samples, from ``stage7/pixel_local/`` when made with the same
     generator, point, samples and constants; else computed and kept (atomic)."""
     key = {"generator": grec.get("outputs_digest"), "point": point, "samples": int(len(mids)), "seed": int(seed),
            "step": STEP, "dilate": DILATE, "metrics": "all+inside"}

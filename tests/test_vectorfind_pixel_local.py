@@ -1,4 +1,4 @@
-"""vectorfind.pixel_local: the pixel metric of a linear generator, the constrained directions, the group set."""
+"""vectorfind.pixel_local: the pixel metrics of a linear generator, the region-confined directions, the group set."""
 import numpy as np
 import pytest
 import torch
